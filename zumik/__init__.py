@@ -1,0 +1,76 @@
+"""Zumik: the OpenAI Files and Batch APIs for any OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from flask import Flask, request
+
+from zumik import errors
+from zumik.auth import KeyRing, authenticate
+from zumik.context import Zumik
+from zumik.settings import Settings, load_settings
+from zumik.store import ProjectStore, iter_projects
+
+__all__ = ["create_app", "Settings", "load_settings"]
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
+               start_executor: bool = False) -> Flask:
+    """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
+    from zumik import batches, files, health
+    from zumik.executor import Executor
+    from zumik.routing import Router
+
+    settings = settings or load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask("zumik")
+    app.json.sort_keys = False
+    app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
+    router = Router.from_settings(settings)
+    zumik = Zumik(settings=settings, clock=clock,
+                  keyring=KeyRing(settings.data_dir, settings.api_keys), router=router,
+                  executor=Executor(settings, router, clock=clock))
+    app.extensions["zumik"] = zumik
+    errors.init_app(app)
+    for blueprint in (files.bp, batches.bp):
+        blueprint_guard(blueprint.name, app, zumik)
+        app.register_blueprint(blueprint)
+    app.register_blueprint(health.bp)
+    _logging()
+    recover(settings, clock)
+    if start_executor:
+        zumik.executor.start()
+    return app
+
+
+def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
+    """Authenticate every request of an API blueprint and cap its body size."""
+
+    def guard() -> None:
+        is_upload = request.endpoint == "files.create_file"
+        settings = zumik.settings
+        request.max_content_length = (settings.max_upload_bytes * 2 + (1 << 20) if is_upload
+                                      else settings.max_json_bytes)
+        authenticate(zumik.keyring)
+
+    app.before_request_funcs.setdefault(name, []).append(guard)
+
+
+def recover(settings: Settings, clock: Callable[[], float]) -> None:
+    """Start-up recovery: sweep temp files of dead writers and blobs without metadata."""
+    for project in iter_projects(settings.data_dir):
+        ProjectStore(settings.data_dir, project, clock).ensure().sweep()
+
+
+def _logging() -> None:
+    logger = logging.getLogger("zumik")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+

@@ -1,0 +1,127 @@
+"""API keys: ``zk_...`` keys stored only as SHA-256 hashes, mapped to a project.
+
+Keys come from ``ZUMIK_API_KEYS`` (dev and tests) and from ``<data_dir>/keys.json`` (written by
+``zumik keys``). The file is re-read whenever it changes, so a revoke reaches every worker on its
+next request without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from flask import g, request
+
+from zumik import fsutil
+from zumik.errors import ApiError
+from zumik.store import valid_project
+
+KEY_PREFIX = "zk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class KeyRing:
+    """Resolves a presented key to its project; the hashed store on disk is the truth."""
+
+    def __init__(self, data_dir: Path, env_keys: dict[str, str]) -> None:
+        self.path = data_dir / "keys.json"
+        self._env = {hash_key(key): project for key, project in env_keys.items()}
+        for project in env_keys.values():
+            if not valid_project(project):
+                raise ValueError(f"ZUMIK_API_KEYS: invalid project name {project!r}")
+        self._stamp: tuple[int, int] | None = None
+        self._stored: dict[str, str] = {}
+        self._mutex = threading.Lock()
+
+    def _stored_keys(self) -> dict[str, str]:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        with self._mutex:
+            if stamp != self._stamp:
+                document = fsutil.read_json(self.path) or {}
+                self._stored = {digest: entry["project"] for digest, entry in document.items()}
+                self._stamp = stamp
+            return self._stored
+
+    def project_for(self, key: str) -> str | None:
+        """The project ``key`` belongs to, or None.
+
+        Lookup is by the key's SHA-256, so what a timing probe could learn is about the digest
+        of the presented string, never about a stored key.
+        """
+        digest = hash_key(key)
+        return self._env.get(digest) or self._stored_keys().get(digest)
+
+
+# -- key management (the ``zumik keys`` command) --------------------------------------------
+def _edit_keys(data_dir: Path, change: Any) -> Any:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "keys.json"
+    with FileLock(data_dir / "keys.lock", timeout=30):
+        document = fsutil.read_json(path) or {}
+        result = change(document)
+        fsutil.write_json(path, document)
+    return result
+
+
+def create_key(data_dir: Path, project: str) -> str:
+    """Make a new key for ``project``; only its hash is stored. Returns the key (shown once)."""
+    if not valid_project(project):
+        raise ValueError(f"invalid project name {project!r}: use letters, digits, '-' and '_' "
+                         "(at most 64, starting with a letter or digit)")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    entry = {"project": project, "created_at": int(time.time()), "hint": key[:7] + "..."}
+    _edit_keys(data_dir, lambda doc: doc.__setitem__(hash_key(key), entry))
+    return key
+
+
+def list_keys(data_dir: Path) -> list[dict[str, Any]]:
+    """Stored keys without secrets: hash prefix, project, hint, created_at."""
+    document = fsutil.read_json(data_dir / "keys.json") or {}
+    return [{"id": digest[:12], **entry} for digest, entry in sorted(document.items())]
+
+
+def revoke_key(data_dir: Path, key_or_id: str) -> int:
+    """Revoke by the key itself or by the id ``zumik keys list`` shows. Returns how many."""
+    def revoke(document: dict[str, Any]) -> int:
+        doomed = [d for d in document if d == hash_key(key_or_id)
+                  or (len(key_or_id) >= 8 and d.startswith(key_or_id))]
+        for digest in doomed:
+            del document[digest]
+        return len(doomed)
+    return _edit_keys(data_dir, revoke)
+
+
+# -- request authentication ------------------------------------------------------------------
+def presented_key() -> str | None:
+    """The key from ``Authorization: Bearer`` or ``x-api-key``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None
+
+
+def authenticate(keyring: KeyRing) -> str:
+    """Set ``g.project`` from the request's key, or raise 401 ``invalid_api_key``."""
+    key = presented_key()
+    if key is None:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+                       code="invalid_api_key")
+    project = keyring.project_for(key)
+    if project is None:
+        raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    g.project = project
+    return project

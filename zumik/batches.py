@@ -1,0 +1,139 @@
+"""Blueprint ``/v1/batches``: create, list, retrieve, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from zumik import ids, records
+from zumik.batchfile import SUPPORTED_ENDPOINTS
+from zumik.context import current, project_store
+from zumik.errors import bad_request, not_found
+from zumik.files import parse_limit
+from zumik.requestbody import json_body
+
+bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+
+COMPLETION_WINDOWS = ("24h",)
+CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata"}
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+def check_metadata(metadata: Any) -> dict[str, str] | None:
+    """OpenAI's metadata rules: at most 16 string pairs, keys <= 64 and values <= 512 chars."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise bad_request("'metadata' must be an object of string pairs", "metadata",
+                          "invalid_type")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise bad_request(f"'metadata' has {len(metadata)} pairs; at most "
+                          f"{MAX_METADATA_PAIRS} are allowed", "metadata", "invalid_value")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise bad_request(f"metadata key {key[:20]!r}... is longer than {MAX_METADATA_KEY} "
+                              "characters", "metadata", "invalid_value")
+        if not isinstance(value, str):
+            raise bad_request(f"Invalid type for 'metadata.{key}': expected a string, but got "
+                              f"{type(value).__name__}", f"metadata.{key}", "invalid_type")
+        if len(value) > MAX_METADATA_VALUE:
+            raise bad_request(f"'metadata.{key}' is longer than {MAX_METADATA_VALUE} characters",
+                              f"metadata.{key}", "invalid_value")
+    return metadata
+
+
+def _string_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if value is None:
+        raise bad_request(f"Missing required parameter: '{name}'", name,
+                          "missing_required_parameter")
+    if not isinstance(value, str):
+        raise bad_request(f"Invalid type for '{name}': expected a string, but got "
+                          f"{type(value).__name__}", name, "invalid_type")
+    return value
+
+
+@bp.post("")
+def create_batch() -> tuple[Response, int]:
+    zumik = current()
+    body = json_body()
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object")
+    unknown = set(body) - CREATE_FIELDS
+    if unknown:
+        raise bad_request(f"Unknown parameter(s): {', '.join(sorted(unknown))}",
+                          sorted(unknown)[0], "unknown_parameter")
+    input_file_id = _string_field(body, "input_file_id")
+    endpoint = _string_field(body, "endpoint")
+    window = _string_field(body, "completion_window", "24h")
+    metadata = check_metadata(body.get("metadata"))
+    if endpoint not in SUPPORTED_ENDPOINTS:
+        raise bad_request(f"Invalid value: {endpoint!r}. Supported values are: "
+                          f"{', '.join(SUPPORTED_ENDPOINTS)}", "endpoint", "invalid_value")
+    if window not in COMPLETION_WINDOWS:
+        raise bad_request(f"Invalid value for 'completion_window': {window!r}. Supported "
+                          f"values are: {', '.join(COMPLETION_WINDOWS)}", "completion_window",
+                          "invalid_value")
+    store = project_store().ensure()
+    meta = store.get_file(input_file_id) if ids.is_file_id(input_file_id) else None
+    if meta is None:
+        raise bad_request(f"No such File object: {input_file_id}", "input_file_id")
+    if meta.get("purpose") != "batch":
+        raise bad_request(f"File {input_file_id} has purpose {meta.get('purpose')!r}; a batch "
+                          "input must have purpose 'batch'", "input_file_id")
+    requests = int(meta.get("requests", 0))
+    if requests == 0:
+        raise bad_request(f"File {input_file_id} holds no requests", "input_file_id")
+    if requests > zumik.settings.max_requests:
+        raise bad_request(f"File {input_file_id} holds {requests} requests, over the limit of "
+                          f"{zumik.settings.max_requests}; split it", "input_file_id")
+    record = records.new_batch(
+        ids.new_id(ids.BATCH_PREFIX, zumik.clock()), now=int(zumik.clock()),
+        input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
+        total=requests)
+    store.create_batch(record, max_active=zumik.settings.max_active_batches)
+    zumik.executor.wake()
+    return jsonify(records.public_batch(record)), 200
+
+
+@bp.get("")
+def list_batches() -> Response:
+    args = request.args
+    unknown = set(args) - {"after", "limit"}
+    if unknown:
+        raise bad_request(f"Unknown query parameter(s): {', '.join(sorted(unknown))}",
+                          sorted(unknown)[0])
+    after = args.get("after")
+    if after is not None and not ids.is_batch_id(after):
+        raise bad_request(f"'after' must be a batch id, got {after!r}", "after", "invalid_value")
+    limit = parse_limit(args.get("limit"), 20, 100)
+    page, has_more = project_store().list_batches(after=after, limit=limit)
+    data = [records.public_batch(r) for r in page]
+    return jsonify({"object": "list", "data": data,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+
+
+def _get(batch_id: str) -> dict[str, Any]:
+    record = project_store().get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    if record is None:
+        raise not_found("Batch", batch_id)
+    return record
+
+
+@bp.get("/<batch_id>")
+def retrieve_batch(batch_id: str) -> Response:
+    return jsonify(records.public_batch(_get(batch_id)))
+
+
+@bp.post("/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> Response:
+    zumik = current()
+    _get(batch_id)
+    store = project_store()
+    record = store.update_batch(batch_id, lambda r: records.request_cancel(r, int(zumik.clock())))
+    if record["status"] == "cancelling":
+        records.mark_cancel(store, batch_id)
+        zumik.executor.wake()
+    return jsonify(records.public_batch(record))

@@ -1,0 +1,178 @@
+"""Batch input lines: streaming JSONL validation and the shape of one request line.
+
+The validator is fed bytes as they arrive (an upload) or as they are read (the executor), keeps
+only the current partial line and a 16-byte digest per ``custom_id``, and so runs in flat memory
+whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions",)
+BOM = b"\xef\xbb\xbf"
+
+
+class LineError(Exception):
+    """A bad input line: 1-based ``line``, an OpenAI-style ``code`` and the ``param`` at fault."""
+
+    def __init__(self, line: int | None, code: str, message: str, param: str | None = None):
+        where = f"Line {line}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line = line
+        self.code = code
+        self.param = param
+        self.detail = message
+
+    def as_batch_error(self) -> dict[str, Any]:
+        """The ``errors.data`` entry of a batch that failed validation."""
+        return {"code": self.code, "message": self.detail, "param": self.param, "line": self.line}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@dataclass(frozen=True)
+class RequestLine:
+    """One validated request line."""
+
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+
+
+def parse_line(raw: bytes, line: int) -> RequestLine:
+    """Parse and check one line (without its newline) of a batch input file."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LineError(line, "invalid_json_line", "not valid UTF-8") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise LineError(line, "invalid_json_line", f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise LineError(line, "invalid_json_line",
+                        f"expected a JSON object, got {type(obj).__name__}")
+    for name in ("custom_id", "method", "url", "body"):
+        if name not in obj:
+            raise LineError(line, "missing_required_parameter",
+                            f"missing required parameter '{name}'", name)
+    custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
+    if not isinstance(custom_id, str) or not custom_id:
+        raise LineError(line, "invalid_value", "'custom_id' must be a non-empty string",
+                        "custom_id")
+    if method != "POST":
+        raise LineError(line, "invalid_value", f"'method' must be \"POST\", not {method!r}",
+                        "method")
+    if url not in SUPPORTED_ENDPOINTS:
+        raise LineError(line, "invalid_url", f"'url' {url!r} is not a supported endpoint; "
+                        f"supported: {', '.join(SUPPORTED_ENDPOINTS)}", "url")
+    if not isinstance(body, dict):
+        raise LineError(line, "invalid_value", "'body' must be a JSON object", "body")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise LineError(line, "invalid_request", "'body.model' must be a non-empty string",
+                        "body.model")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise LineError(line, "invalid_request", "'body.messages' must be a non-empty list",
+                        "body.messages")
+    if body.get("stream") is True:
+        raise LineError(line, "streaming_unsupported",
+                        "'body.stream' is true; streaming is not supported in the Batch API",
+                        "body.stream")
+    return RequestLine(custom_id, url, body)
+
+
+class JsonlValidator:
+    """Checks a batch input file fed in chunks; raises ``LineError`` at the first bad line."""
+
+    def __init__(self, max_line_bytes: int, max_requests: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.max_requests = max_requests
+        self.lines = 0  # physical lines seen
+        self.requests = 0
+        self._pending = b""
+        self._blank_line: int | None = None
+        self._seen: set[bytes] = set()
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk if self._pending else chunk
+        parts = data.split(b"\n")
+        self._pending = parts.pop()
+        for raw in parts:
+            self._line(raw)
+        if len(self._pending) > self.max_line_bytes:
+            raise LineError(self.lines + 1, "line_too_long",
+                            f"longer than the {self.max_line_bytes}-byte line limit")
+
+    def finish(self) -> int:
+        """End of input: check the last line; return the number of requests."""
+        if self._pending:
+            self._line(self._pending)
+            self._pending = b""
+        if self.requests == 0:
+            raise LineError(None, "empty_file", "the file holds no request lines")
+        return self.requests
+
+    def _line(self, raw: bytes) -> None:
+        self.lines += 1
+        if self.lines == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > self.max_line_bytes:
+            raise LineError(self.lines, "line_too_long",
+                            f"{len(raw)} bytes, over the {self.max_line_bytes}-byte line limit")
+        if not raw.strip():
+            if self._blank_line is None:
+                self._blank_line = self.lines
+            return
+        if self._blank_line is not None:
+            raise LineError(self._blank_line, "invalid_json_line",
+                            "empty line between requests")
+        request = parse_line(raw, self.lines)
+        self.requests += 1
+        if self.requests > self.max_requests:
+            raise LineError(self.lines, "too_many_requests",
+                            f"more than {self.max_requests} requests in one file; split it")
+        digest = hashlib.blake2b(request.custom_id.encode(), digest_size=16).digest()
+        if digest in self._seen:
+            raise LineError(self.lines, "duplicate_custom_id",
+                            f"custom_id {request.custom_id!r} is used by an earlier line; "
+                            "each must be unique", "custom_id")
+        self._seen.add(digest)
+
+
+def iter_lines(path: str, chunk_size: int = 1 << 20):
+    """Yield ``(line_number, raw_line)`` for each non-blank line of a stored input file."""
+    number = 0
+    pending = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(chunk_size)
+            if not chunk:
+                break
+            parts = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+            pending = parts.pop()
+            for raw in parts:
+                number += 1
+                raw = _clean(raw, number)
+                if raw:
+                    yield number, raw
+    if pending:
+        number += 1
+        raw = _clean(pending, number)
+        if raw:
+            yield number, raw
+
+
+def _clean(raw: bytes, number: int) -> bytes:
+    if number == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM):]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw if raw.strip() else b""

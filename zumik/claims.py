@@ -1,0 +1,148 @@
+"""Claiming a batch: a flock held for the whole run plus an epoch-numbered lease.
+
+Mode ``flock`` (one host): a non-blocking flock on ``<id>.run.lock`` is the claim; the kernel
+frees it the instant the holder dies, so a respawned worker takes over at once.
+
+Mode ``lease`` (several hosts on a shared filesystem, where flock is unreliable): the claim is
+the highest-numbered ``<id>.lease.<epoch>`` file, created with ``O_EXCL`` (create-if-absent is
+enforced by the file server), refreshed by a heartbeat. A contender takes over only after the
+lease stayed unchanged for ``lease_seconds`` on its *own* monotonic clock, so clock skew between
+hosts cannot expire a live claim. Each epoch writes only files named with its epoch.
+
+Both modes write the lease, so a holder that finds a higher epoch knows it lost and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from zumik import fsutil
+
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease_files(batches_dir: Path, batch_id: str) -> list[tuple[int, Path]]:
+    prefix = f"{batch_id}.lease."
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(batches_dir):
+            if name.startswith(prefix) and name[len(prefix):].isdigit():
+                found.append((int(name[len(prefix):]), batches_dir / name))
+    found.sort()
+    return found
+
+
+def current_lease(batches_dir: Path, batch_id: str) -> tuple[int, bytes | None]:
+    """The highest epoch and the bytes of its lease file (None when there is none)."""
+    leases = _lease_files(batches_dir, batch_id)
+    if not leases:
+        return 0, None
+    epoch, path = leases[-1]
+    try:
+        return epoch, path.read_bytes()
+    except FileNotFoundError:
+        return epoch, b""
+
+
+@dataclass
+class Claim:
+    """This executor's hold on one batch."""
+
+    batches_dir: Path
+    batch_id: str
+    epoch: int
+    lock: FileLock | None
+    lost: bool = False
+    released: bool = False
+
+    @property
+    def lease_path(self) -> Path:
+        return self.batches_dir / f"{self.batch_id}.lease.{self.epoch}"
+
+    def _lease_bytes(self, released: bool = False) -> bytes:
+        return json.dumps({"epoch": self.epoch, "holder": HOLDER, "heartbeat": time.time(),
+                           "released": released}).encode()
+
+    def heartbeat(self) -> bool:
+        """Refresh the lease; return False (and mark lost) if a higher epoch took over."""
+        if self.lost:
+            return False
+        newest, _ = current_lease(self.batches_dir, self.batch_id)
+        if newest > self.epoch:
+            self.lost = True
+            return False
+        fsutil.atomic_write(self.lease_path, self._lease_bytes())
+        return True
+
+    def release(self) -> None:
+        """Mark the lease released (others may claim at once) and drop the flock."""
+        if self.released:
+            return
+        self.released = True
+        if not self.lost:
+            with contextlib.suppress(OSError):
+                fsutil.atomic_write(self.lease_path, self._lease_bytes(released=True))
+        if self.lock is not None:
+            self.lock.release()
+
+
+@dataclass
+class Claimer:
+    """Tries claims for one executor; remembers what leases it has seen and when."""
+
+    mode: str
+    lease_seconds: float
+    seen: dict[str, tuple[tuple[int, bytes | None], float]] = field(default_factory=dict)
+
+    def try_claim(self, batches_dir: Path, batch_id: str) -> Claim | None:
+        lock = None
+        if self.mode == "flock":
+            lock = FileLock(batches_dir / f"{batch_id}.run.lock", blocking=False)
+            try:
+                lock.acquire()
+            except Timeout:
+                return None
+        epoch, content = current_lease(batches_dir, batch_id)
+        if self.mode == "lease" and content is not None and not self._free(batch_id, epoch,
+                                                                          content):
+            return None
+        claim = Claim(batches_dir, batch_id, epoch + 1, lock)
+        try:
+            fd = os.open(claim.lease_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another contender won this epoch
+            if lock is not None:
+                lock.release()
+            return None
+        try:
+            os.write(fd, claim._lease_bytes())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsutil.fsync_dir(batches_dir)
+        self.seen.pop(batch_id, None)
+        for old_epoch, path in _lease_files(batches_dir, batch_id):
+            if old_epoch < epoch:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return claim
+
+    def _free(self, batch_id: str, epoch: int, content: bytes) -> bool:
+        """Whether a lease may be taken: released, or unchanged for a full lease period."""
+        with contextlib.suppress(ValueError):
+            if json.loads(content).get("released"):
+                return True
+        now = time.monotonic()
+        state = (epoch, content)
+        previous = self.seen.get(batch_id)
+        if previous is None or previous[0] != state:
+            self.seen[batch_id] = (state, now)
+            return False
+        return now - previous[1] >= self.lease_seconds

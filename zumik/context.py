@@ -1,0 +1,42 @@
+"""The app's shared state and helpers to reach it from a request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, g
+
+from zumik.auth import KeyRing
+from zumik.settings import Settings
+from zumik.store import ProjectStore
+
+if TYPE_CHECKING:
+    from zumik.executor import Executor
+    from zumik.routing import Router
+
+
+@dataclass
+class Zumik:
+    """Everything one app instance shares: settings, clock, keys, routes, its executor."""
+
+    settings: Settings
+    clock: Callable[[], float]
+    keyring: KeyRing
+    router: Router
+    executor: Executor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def store(self, project: str) -> ProjectStore:
+        return ProjectStore(self.settings.data_dir, project, self.clock)
+
+
+def current() -> Zumik:
+    """The Zumik state of the running app."""
+    return current_app.extensions["zumik"]
+
+
+def project_store() -> ProjectStore:
+    """The store of the project the request's key belongs to."""
+    return current().store(g.project)

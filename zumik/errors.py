@@ -1,0 +1,112 @@
+"""API errors and OpenAI's error envelope ``{"error": {message, type, param, code}}``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("zumik")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client in OpenAI's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        fallback = "server_error" if status >= 500 else "invalid_request_error"
+        self.type = type or _TYPES.get(status, fallback)
+        self.headers = headers or {}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    """A 400 ``invalid_request_error`` naming the offending field."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
+    """A 404 in OpenAI's words: ``No such File object: file-...``."""
+    return ApiError(404, f"No such {kind} object: {object_id}", param=param)
+
+
+def envelope(error: ApiError) -> Response:
+    """Render ``error`` as a JSON response with its status and headers."""
+    body = {"error": {"message": error.message, "type": error.type,
+                      "param": error.param, "code": error.code}}
+    response = jsonify(body)
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    if error.status == 409:
+        response.headers["x-should-retry"] = "false"
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> ApiError:
+    status = exc.code or 500
+    if status == 404:
+        return ApiError(404, f"Unknown route: {request.method} {request.path}", code="unknown_url")
+    if status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+        return ApiError(405, f"Method {request.method} is not allowed on {request.path}; "
+                             f"allowed: {allowed}", code="method_not_allowed",
+                        headers={"Allow": allowed})
+    if status == 413:
+        return ApiError(413, "Request body too large: " + (exc.description or ""),
+                        code="request_too_large")
+    return ApiError(status, exc.description or exc.name)
+
+
+def init_app(app: Flask) -> None:
+    """Give every response a request id and every error the envelope."""
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or "req_" + uuid.uuid4().hex
+
+    @app.after_request
+    def add_request_id(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(error: ApiError) -> Response:
+        return envelope(error)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        return envelope(_from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        request_id = g.get("request_id", "-")
+        log.exception("request %s %s %s failed", request_id, request.method, request.path)
+        return envelope(ApiError(500, f"Internal server error (request id {request_id})",
+                                 type="server_error", code="internal_error"))

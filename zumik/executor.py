@@ -1,0 +1,148 @@
+"""The executor: one asyncio loop with one aiohttp session, in a thread of its own.
+
+One per gunicorn worker, started after the fork (``post_worker_init``) and stopped in
+``worker_exit``; tests and ``flask run`` start and stop it explicitly. Its loop scans every
+project's ``active/`` markers, claims what it can (``zumik.claims``) up to ``worker_batches``
+at once, and runs each claim as a ``BatchRun``. Workers share nothing but the filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from zumik.batchrun import BatchRun
+from zumik.claims import Claimer
+from zumik.janitor import Janitor
+from zumik.routing import Router
+from zumik.settings import Settings
+from zumik.store import ProjectStore, iter_projects
+from zumik.upstream import Upstream
+
+log = logging.getLogger("zumik.executor")
+
+
+class Executor:
+    """Claims and runs batches in a background thread."""
+
+    def __init__(self, settings: Settings, router: Router,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.router = router
+        self.clock = clock
+        self.claimer = Claimer(settings.claim_mode, settings.lease_seconds)
+        self.janitor = Janitor(settings, clock)
+        self.runs: dict[str, BatchRun] = {}
+        self.upstream: Upstream | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.shutdown_grace = 10.0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread (idempotent); returns once the loop is ready."""
+        if self.running:
+            return
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="zumik-executor",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop sending, let in-flight requests finish (up to the grace), hand claims back."""
+        loop, stopping = self._loop, self._stopping
+        if self._thread is None or loop is None or stopping is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stopping.set)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def wake(self) -> None:
+        """Scan now (a batch was created or cancelled) instead of at the next poll."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and self.running:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("executor thread died")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping, self._wake = asyncio.Event(), asyncio.Event()
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+            self.upstream = Upstream(session)
+            self._ready.set()
+            tasks: set[asyncio.Task[None]] = set()
+            while not self._stopping.is_set():
+                try:
+                    self._claim_new(tasks, slots)
+                    await asyncio.to_thread(self.janitor.maybe_sweep)
+                except Exception:
+                    log.exception("executor scan failed")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_delay())
+            await self._shutdown(tasks)
+
+    def _poll_delay(self) -> float:
+        return self.settings.poll_interval * (0.75 + random.random() * 0.5)
+
+    def _claim_new(self, tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> None:
+        assert self.upstream is not None
+        projects = list(iter_projects(self.settings.data_dir))
+        random.shuffle(projects)
+        for project in projects:
+            store = ProjectStore(self.settings.data_dir, project, self.clock)
+            for batch_id in store.active_ids():
+                if len(self.runs) >= self.settings.worker_batches:
+                    return
+                if batch_id in self.runs:
+                    continue
+                claim = self.claimer.try_claim(store.batches_dir, batch_id)
+                if claim is None:
+                    continue
+                run = BatchRun(settings=self.settings, router=self.router,
+                               upstream=self.upstream, clock=self.clock, store=store,
+                               claim=claim, slots=slots)
+                self.runs[batch_id] = run
+                task = asyncio.create_task(run.run())
+                tasks.add(task)
+                task.add_done_callback(lambda t, b=batch_id: self._finished(tasks, t, b))
+
+    def _finished(self, tasks: set[asyncio.Task[None]], task: asyncio.Task[None],
+                  batch_id: str) -> None:
+        tasks.discard(task)
+        self.runs.pop(batch_id, None)
+        if self._wake is not None:
+            self._wake.set()  # a slot is free: look for more work now
+
+    async def _shutdown(self, tasks: set[asyncio.Task[None]]) -> None:
+        for run in list(self.runs.values()):
+            run.stop()
+        if tasks:
+            _, pending = await asyncio.wait(set(tasks), timeout=self.shutdown_grace)
+            for run in list(self.runs.values()):
+                run.abort()
+            if pending:
+                await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,129 @@
+"""Blueprint ``/v1/files``: upload, list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request, send_file
+
+from zumik import ids
+from zumik.context import current, project_store
+from zumik.errors import bad_request, not_found
+from zumik.requestbody import json_body
+from zumik.store import public_file
+from zumik.uploads import receive_json, receive_multipart
+
+bp = Blueprint("files", __name__, url_prefix="/v1/files")
+
+MAX_LIST_LIMIT = 10_000
+
+
+@bp.post("")
+def create_file() -> tuple[Response, int]:
+    zumik = current()
+    store = project_store().ensure()
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        boundary = request.mimetype_params.get("boundary", "").encode("latin-1", "replace")
+        if not boundary:
+            raise bad_request("multipart/form-data without a boundary", "file")
+        upload = receive_multipart(request.stream, boundary, store.files_dir, zumik.settings)
+    elif mimetype == "application/json":
+        upload = receive_json(json_body(), store.files_dir, zumik.settings)
+    else:
+        raise bad_request(f"Unsupported Content-Type {mimetype or '(none)'!r}: send "
+                          "multipart/form-data with a 'file' part, or a JSON body with 'content'")
+    now = int(zumik.clock())
+    meta: dict[str, Any] = {
+        "id": ids.new_id(ids.FILE_PREFIX, zumik.clock()),
+        "object": "file",
+        "bytes": upload.bytes,
+        "created_at": now,
+        "filename": upload.filename,
+        "purpose": upload.purpose,
+        "status": "processed",
+        "status_details": None,
+        "expires_at": now + upload.expires_after if upload.expires_after else None,
+        "requests": upload.requests,
+    }
+    try:
+        store.commit_upload(upload.tmp, meta, max_files=zumik.settings.max_files,
+                            max_bytes=zumik.settings.max_bytes)
+    finally:
+        upload.tmp.unlink(missing_ok=True)
+    return jsonify(public_file(meta)), 200
+
+
+def _list_params() -> tuple[str | None, str, str | None, int]:
+    args = request.args
+    unknown = set(args) - {"purpose", "order", "after", "limit"}
+    if unknown:
+        raise bad_request(f"Unknown query parameter(s): {', '.join(sorted(unknown))}",
+                          sorted(unknown)[0])
+    order = args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request("'order' must be 'asc' or 'desc'", "order", "invalid_value")
+    after = args.get("after")
+    if after is not None and not ids.is_file_id(after):
+        raise bad_request(f"'after' must be a file id, got {after!r}", "after", "invalid_value")
+    limit = parse_limit(args.get("limit"), MAX_LIST_LIMIT, MAX_LIST_LIMIT)
+    return args.get("purpose"), order, after, limit
+
+
+def parse_limit(raw: str | None, default: int, maximum: int) -> int:
+    """A ``limit`` query parameter between 1 and ``maximum``."""
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise bad_request(f"'limit' must be a whole number from 1 to {maximum}", "limit",
+                          "invalid_value")
+    return int(raw)
+
+
+@bp.get("")
+def list_files() -> Response:
+    purpose, order, after, limit = _list_params()
+    page, has_more = project_store().list_files(purpose=purpose, order=order, after=after,
+                                                limit=limit)
+    data = [public_file(meta) for meta in page]
+    return jsonify({"object": "list", "data": data,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                    "has_more": has_more})
+
+
+def _get_meta(file_id: str) -> dict[str, Any]:
+    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    if meta is None:
+        raise not_found("File", file_id)
+    return meta
+
+
+@bp.get("/<file_id>")
+def retrieve_file(file_id: str) -> Response:
+    return jsonify(public_file(_get_meta(file_id)))
+
+
+@bp.get("/<file_id>/content")
+def file_content(file_id: str) -> Response:
+    meta = _get_meta(file_id)
+    path = project_store().file_data_path(meta["id"])
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - send_file owns and closes it
+    except FileNotFoundError:
+        raise not_found("File", file_id) from None
+    mimetype = "application/jsonl" if meta["filename"].endswith(".jsonl") or \
+        meta["purpose"] in ("batch", "batch_output") else "application/octet-stream"
+    response = send_file(handle, mimetype=mimetype, conditional=True,
+                         etag=meta["id"], last_modified=meta["created_at"], max_age=0)
+    response.headers["Content-Disposition"] = \
+        f"attachment; filename*=UTF-8''{quote(meta['filename'], safe='')}"
+    return response
+
+
+@bp.delete("/<file_id>")
+def delete_file(file_id: str) -> Response:
+    if not ids.is_file_id(file_id) or not project_store().delete_file(file_id):
+        raise not_found("File", file_id)
+    return jsonify({"id": file_id, "object": "file", "deleted": True})

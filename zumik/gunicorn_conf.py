@@ -1,0 +1,38 @@
+"""gunicorn settings and hooks for Zumik: one executor thread per worker, started after fork.
+
+Used by ``zumik serve`` and by ``gunicorn.conf.py`` at the project root, which gunicorn reads
+automatically when started there. Every value can still be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+
+worker_class = "gthread"  # a sync worker's timeout would cut long uploads and downloads
+threads = int(os.environ.get("ZUMIK_THREADS", "8"))
+workers = int(os.environ.get("ZUMIK_WORKERS", "2"))
+bind = os.environ.get("ZUMIK_BIND", "127.0.0.1:8080")
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = os.environ.get("ZUMIK_ACCESS_LOG") or None
+
+
+def _executor(worker):
+    app = getattr(worker, "wsgi", None)
+    extensions = getattr(app, "extensions", {})
+    zumik = extensions.get("zumik")
+    return zumik.executor if zumik is not None else None
+
+
+def post_worker_init(worker):
+    executor = _executor(worker)
+    if executor is not None:
+        executor.start()
+
+
+def worker_exit(server, worker):
+    executor = _executor(worker)
+    if executor is not None:
+        executor.stop(timeout=graceful_timeout - 5)

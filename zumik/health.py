@@ -1,0 +1,27 @@
+"""Blueprint for ``/healthz``: the process is up and the data dir is writable."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response, jsonify
+
+from zumik import fsutil
+from zumik.context import current
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    zumik = current()
+    probe = fsutil.temp_path(zumik.settings.data_dir, "health-")
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        writable = True
+    except OSError:
+        writable = False
+    body = {"status": "ok" if writable else "degraded", "data_dir_writable": writable,
+            "executor_running": zumik.executor.running, "pid": os.getpid()}
+    return jsonify(body), 200 if writable else 503

@@ -1,0 +1,152 @@
+"""The batch journal: one append-only segment per claim epoch, ``<id>.<epoch>.jsonl``.
+
+Each line is a finished output line, written whole with one ``os.write`` on an ``O_APPEND``
+descriptor and fsynced in groups. A line counts only if it ends in a newline and parses; a torn
+tail (a kill during ``write``) is skipped, and cut off when this host may edit the segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zumik import fsutil
+from zumik.records import zero_usage
+
+
+def segments(batches_dir: Path, batch_id: str) -> list[Path]:
+    """The journal segments of a batch, oldest epoch first."""
+    prefix = f"{batch_id}."
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(batches_dir):
+            middle = name[len(prefix):-len(".jsonl")] if name.endswith(".jsonl") else ""
+            if name.startswith(prefix) and middle.isdigit():
+                found.append((int(middle), batches_dir / name))
+    return [path for _, path in sorted(found)]
+
+
+def iter_entries(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """Committed lines of one segment: raw bytes (with newline) and the parsed object."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                return  # torn tail
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("custom_id"), str):
+                yield raw, entry
+
+
+def add_usage(total: dict[str, Any], usage: Any) -> None:
+    """Add an upstream ``usage`` object (chat-completions names) to a batch usage sum."""
+    if not isinstance(usage, dict):
+        return
+
+    def number(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    prompt = number(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = number(usage.get("completion_tokens", usage.get("output_tokens")))
+    total["input_tokens"] += prompt
+    total["output_tokens"] += completion
+    total["total_tokens"] += number(usage.get("total_tokens")) or prompt + completion
+    details = usage.get("prompt_tokens_details") or {}
+    if isinstance(details, dict):
+        total["input_tokens_details"]["cached_tokens"] += number(details.get("cached_tokens"))
+    details = usage.get("completion_tokens_details") or {}
+    if isinstance(details, dict):
+        total["output_tokens_details"]["reasoning_tokens"] += number(
+            details.get("reasoning_tokens"))
+
+
+@dataclass
+class Progress:
+    """What the journal says is done: ids, counts and summed usage."""
+
+    done: set[str] = field(default_factory=set)
+    completed: int = 0
+    failed: int = 0
+    usage: dict[str, Any] = field(default_factory=zero_usage)
+
+    def record(self, custom_id: str, failed: bool, usage: Any) -> None:
+        self.done.add(custom_id)
+        if failed:
+            self.failed += 1
+        else:
+            self.completed += 1
+            add_usage(self.usage, usage)
+
+
+def entry_usage(entry: dict[str, Any]) -> Any:
+    response = entry.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    return body.get("usage") if isinstance(body, dict) else None
+
+
+def recover(batches_dir: Path, batch_id: str, repair: bool) -> Progress:
+    """Rebuild progress from every segment (first occurrence of a custom_id wins)."""
+    progress = Progress()
+    for path in segments(batches_dir, batch_id):
+        if repair:
+            fsutil.repair_tail(path)
+        for _, entry in iter_entries(path):
+            custom_id = entry["custom_id"]
+            if custom_id not in progress.done:
+                progress.record(custom_id, entry.get("error") is not None, entry_usage(entry))
+    return progress
+
+
+class JournalWriter:
+    """Appends whole lines to this epoch's segment; ``sync`` makes them durable."""
+
+    def __init__(self, batches_dir: Path, batch_id: str, epoch: int) -> None:
+        self.path = batches_dir / f"{batch_id}.{epoch}.jsonl"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fsutil.fsync_dir(batches_dir)
+        self.dirty = False
+
+    def append(self, line: bytes) -> None:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.dirty = True
+
+    def sync(self) -> None:
+        if self.dirty and self.fd >= 0:
+            self.dirty = False
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path) -> Progress:
+    """Write deduplicated lines to ``out_all`` and the failed ones to ``out_failed``."""
+    summary = Progress()
+    with open(out_all, "wb") as all_f, open(out_failed, "wb") as fail_f:
+        for path in segments(batches_dir, batch_id):
+            for raw, entry in iter_entries(path):
+                custom_id = entry["custom_id"]
+                if custom_id in summary.done:
+                    continue
+                failed = entry.get("error") is not None
+                summary.record(custom_id, failed, entry_usage(entry))
+                all_f.write(raw)
+                if failed:
+                    fail_f.write(raw)
+        for f in (all_f, fail_f):
+            f.flush()
+            os.fsync(f.fileno())
+    return summary

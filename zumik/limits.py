@@ -1,0 +1,186 @@
+"""Per-provider limits inside one executor: adaptive concurrency (AIMD), rpm and tpm buckets,
+and the provider's own ``x-ratelimit-*`` headers.
+
+Concurrency starts at ``max_concurrency``, halves on a 429 or 503 (at most once per half
+second, so one burst counts once) and grows back by one per window of successes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from zumik.routing import ProviderConfig
+
+BACKOFF_STATUSES = frozenset({429, 503})
+DECREASE_SPACING = 0.5
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI-style reset durations (``1s``, ``6m0s``, ``20ms``) or plain seconds."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Tokens a request may use, before it is sent: prompt chars / 4 plus its output cap."""
+    chars = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            content = message.get("content")
+            chars += len(content) if isinstance(content, str) else len(str(content))
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return chars // 4 + 1 + (cap if isinstance(cap, int) else 0)
+
+
+class TokenBucket:
+    """``per_minute`` units, refilled continuously; may run into debt after corrections."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float]) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = per_minute
+        self.tokens = per_minute
+        self.clock = clock
+        self.stamp = clock()
+
+    def wait_time(self, cost: float) -> float:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        cost = min(cost, self.capacity)
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+    def adjust(self, delta: float) -> None:
+        self.tokens -= delta
+
+
+class Slot:
+    """One admitted request; reports how it went so the limits can adapt."""
+
+    def __init__(self, limits: ProviderLimits, estimate: int) -> None:
+        self.limits = limits
+        self.estimate = estimate
+
+    def succeeded(self, usage: Any, headers: Any) -> None:
+        self.limits.on_success(self.estimate, usage, headers)
+
+    def failed(self, status: int | None, headers: Any = None) -> None:
+        self.limits.on_failure(status, headers)
+
+
+class ProviderLimits:
+    """The gate in front of one provider."""
+
+    def __init__(self, provider: ProviderConfig, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.max = provider.max_concurrency
+        self.limit = float(self.max)
+        self.in_flight = 0
+        self.clock = clock
+        self.sleep = sleep
+        self.rpm = TokenBucket(provider.rpm, clock) if provider.rpm else None
+        self.tpm = TokenBucket(provider.tpm, clock) if provider.tpm else None
+        self.blocked_until = 0.0
+        self.last_decrease = -1e9
+        self.decreases = 0
+        self.peak_in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def free_share(self) -> float:
+        return (self.limit - self.in_flight) / self.limit
+
+    @asynccontextmanager
+    async def slot(self, body: dict[str, Any]) -> AsyncIterator[Slot]:
+        estimate = estimate_tokens(body) if self.tpm else 0
+        await self._admit()
+        try:
+            await self._pace(estimate)
+            yield Slot(self, estimate)
+        finally:
+            self._leave()
+
+    async def _admit(self) -> None:
+        """Take a concurrency slot, waiting in FIFO order when none is free."""
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+        else:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            try:
+                await future  # _wake counts the slot in for us before resolving
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._leave()
+                elif future in self._waiters:
+                    self._waiters.remove(future)
+                raise
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.in_flight < int(self.limit) and self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+    async def _pace(self, estimate: int) -> None:
+        while True:
+            wait = self.blocked_until - self.clock()
+            if self.rpm is not None and wait <= 0:
+                wait = self.rpm.wait_time(1)
+            if self.tpm is not None and wait <= 0:
+                wait = self.tpm.wait_time(estimate)
+            if wait <= 0:
+                return
+            await self.sleep(wait)
+
+    def on_success(self, estimate: int, usage: Any, headers: Any) -> None:
+        if self.limit < self.max:
+            self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
+            self._wake()
+        if self.tpm is not None and isinstance(usage, dict):
+            actual = usage.get("total_tokens")
+            if isinstance(actual, int):
+                self.tpm.adjust(actual - estimate)
+        self._respect_headers(headers)
+
+    def on_failure(self, status: int | None, headers: Any = None) -> None:
+        if status in BACKOFF_STATUSES:
+            now = self.clock()
+            if now - self.last_decrease >= DECREASE_SPACING:
+                self.last_decrease = now
+                self.decreases += 1
+                self.limit = max(1.0, self.limit / 2)
+        self._respect_headers(headers)
+
+    def _respect_headers(self, headers: Any) -> None:
+        if not headers:
+            return
+        for kind in ("requests", "tokens"):
+            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            if remaining is not None and remaining.strip() == "0":
+                reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+                if reset:
+                    self.blocked_until = max(self.blocked_until, self.clock() + reset)

@@ -1,0 +1,88 @@
+"""Batch records: their shape, their states and the moves between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from zumik.store import ProjectStore
+
+WINDOW_SECONDS = {"24h": 86_400}
+
+
+class Status(StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED})
+PUBLIC_FIELDS = (
+    "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window",
+    "status", "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at",
+    "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
+    "request_counts", "metadata", "usage", "cost",
+)
+STATUS_TIMESTAMP = {
+    Status.IN_PROGRESS: "in_progress_at", Status.FINALIZING: "finalizing_at",
+    Status.COMPLETED: "completed_at", Status.FAILED: "failed_at", Status.EXPIRED: "expired_at",
+    Status.CANCELLING: "cancelling_at", Status.CANCELLED: "cancelled_at",
+}
+
+
+def zero_usage() -> dict[str, Any]:
+    return {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 0}
+
+
+def new_batch(batch_id: str, *, now: int, input_file_id: str, endpoint: str, window: str,
+              metadata: dict[str, str] | None, total: int) -> dict[str, Any]:
+    """A fresh record in ``validating`` with every field present (absent values null)."""
+    record: dict[str, Any] = dict.fromkeys(PUBLIC_FIELDS)
+    record.update(
+        id=batch_id, object="batch", endpoint=endpoint, input_file_id=input_file_id,
+        completion_window=window, status=Status.VALIDATING.value, created_at=now,
+        expires_at=now + WINDOW_SECONDS[window],
+        request_counts={"total": total, "completed": 0, "failed": 0},
+        metadata=metadata, usage=zero_usage())
+    return record
+
+
+def public_batch(record: dict[str, Any]) -> dict[str, Any]:
+    """The batch object as the API shows it."""
+    return {key: record.get(key) for key in PUBLIC_FIELDS}
+
+
+def move(record: dict[str, Any], status: Status, now: int) -> dict[str, Any]:
+    """Set ``status`` and its timestamp (kept if already set, so replays are harmless)."""
+    record["status"] = status.value
+    stamp = STATUS_TIMESTAMP.get(status)
+    if stamp and record.get(stamp) is None:
+        record[stamp] = now
+    return record
+
+
+def request_cancel(record: dict[str, Any], now: int) -> dict[str, Any]:
+    """Cancel moves a running batch to ``cancelling``; any other status is kept."""
+    if record["status"] in (Status.VALIDATING, Status.IN_PROGRESS):
+        move(record, Status.CANCELLING, now)
+    return record
+
+
+def is_terminal(record: dict[str, Any]) -> bool:
+    return record.get("status") in TERMINAL
+
+
+def cancel_marker(store: ProjectStore, batch_id: str):
+    return store.batches_dir / f"{batch_id}.cancel"
+
+
+def mark_cancel(store: ProjectStore, batch_id: str) -> None:
+    """Drop the marker a running executor polls (a stat, far cheaper than reading the record)."""
+    cancel_marker(store, batch_id).touch()

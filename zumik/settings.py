@@ -1,0 +1,136 @@
+"""Settings: one frozen object built from ``ZUMIK_*`` variables and an optional TOML file.
+
+Nothing else in Zumik reads ``os.environ``. Precedence: built-in defaults < the TOML file's
+``[server]`` table < environment variables < keyword overrides (what tests pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem that must stop start-up; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob Zumik has. Field names match ``ZUMIK_<NAME>`` in upper case."""
+
+    data_dir: Path = Path("data")
+    config: Path | None = None
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> project (dev and tests)
+    upstream_url: str | None = None
+    upstream_api_key: str | None = None
+    concurrency: int = 32
+    max_files: int = 200
+    max_bytes: int = 256 * MIB
+    max_upload_bytes: int = 200 * MIB
+    max_json_bytes: int = 1 * MIB
+    max_active_batches: int = 16
+    max_requests: int = 50_000
+    max_line_bytes: int = 2 * MIB
+    max_batch_errors: int = 100
+    output_ttl: int = 86_400
+    batch_ttl: int = 604_800
+    lease_seconds: float = 30.0
+    claim_mode: str = "flock"  # "flock" (one host) or "lease" (several hosts, shared filesystem)
+    poll_interval: float = 0.25
+    worker_batches: int = 4  # batches one executor runs at once
+    request_timeout: float = 600.0
+    max_attempts: int = 5
+    upstream_fsync_interval: float = 0.1
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (the object itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+_INT_FIELDS = {
+    "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
+    "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
+    "batch_ttl", "worker_batches", "max_attempts",
+}
+_FLOAT_FIELDS = {"lease_seconds", "poll_interval", "request_timeout", "upstream_fsync_interval"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """Parse ``key=project,key=project`` into a mapping."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, project = item.partition("=")
+        if not sep or not key or not project:
+            raise ConfigError(f"ZUMIK_API_KEYS: {item!r} is not of the form key=project")
+        keys[key] = project
+    return keys
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    try:
+        if name in _INT_FIELDS:
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value)
+            if number < 1:
+                raise ValueError
+            return number
+        if name in _FLOAT_FIELDS:
+            number = float(value)
+            if number <= 0:
+                raise ValueError
+            return number
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {value!r} is not a positive number") from None
+    if name == "data_dir":
+        return Path(value)
+    if name == "api_keys":
+        return parse_api_keys(value) if isinstance(value, str) else dict(value)
+    if name == "claim_mode" and value not in ("flock", "lease"):
+        raise ConfigError(f"{source}: claim_mode must be 'flock' or 'lease', not {value!r}")
+    return str(value)
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment (default ``os.environ``) and the TOML file it names."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(Settings)} - {"config", "providers", "models"}
+    config_path = overrides.get("config") or env.get("ZUMIK_CONFIG")
+    if config_path:
+        values.update(_read_toml(Path(config_path), names))
+    for name in names:
+        raw = env.get(f"ZUMIK_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw, f"ZUMIK_{name.upper()}")
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"ZUMIK_CONFIG: {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {"config": path}
+    for key, value in document.get("server", {}).items():
+        if key not in names:
+            raise ConfigError(f"{path}: [server] has unknown key {key!r}; known: {sorted(names)}")
+        values[key] = _coerce(key, value, f"{path}: [server].{key}")
+    for table in ("providers", "models"):
+        section = document.get(table, {})
+        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+            raise ConfigError(f"{path}: [{table}] must hold tables, e.g. [{table}.name]")
+        values[table] = section
+    return values

@@ -1,0 +1,271 @@
+"""The per-project filesystem store: file blobs and metadata, batch records, quotas.
+
+Layout under ``<data_dir>/<project>/``::
+
+    files/<file_id>.json     metadata (atomic replace)      files/<file_id>.data   content
+    batches/<batch_id>.json  batch record (atomic replace)  batches/<batch_id>.*   run state
+    active/<batch_id>        marker: the batch is not terminal yet (what executors scan)
+    quota.lock               filelock around quota checks, admission and deletes
+
+Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from zumik import fsutil
+from zumik.errors import ApiError, bad_request
+
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
+               "status_details", "expires_at")
+LOCK_TIMEOUT = 30.0
+
+Clock = Callable[[], float]
+
+
+def valid_project(name: str) -> bool:
+    """Whether ``name`` may be a project (and therefore a folder under the data dir)."""
+    return PROJECT_NAME.match(name) is not None
+
+
+def public_file(meta: dict[str, Any]) -> dict[str, Any]:
+    """The file object as the API shows it (internal keys dropped)."""
+    return {key: meta.get(key) for key in FILE_FIELDS}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a project stores: counted from the metadata itself, never from a counter."""
+
+    files: int
+    bytes: int
+
+
+class ProjectStore:
+    """One project's folder. Cheap to build; holds no open handles."""
+
+    def __init__(self, data_dir: Path, project: str, clock: Clock = time.time) -> None:
+        if not valid_project(project):
+            raise ValueError(f"invalid project name {project!r}")
+        self.project = project
+        self.root = data_dir / project
+        self.files_dir = self.root / "files"
+        self.batches_dir = self.root / "batches"
+        self.active_dir = self.root / "active"
+        self.clock = clock
+
+    # -- plumbing -------------------------------------------------------------------------
+    def ensure(self) -> ProjectStore:
+        """Create the project's folders (idempotent)."""
+        for directory in (self.files_dir, self.batches_dir, self.active_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def quota_lock(self) -> FileLock:
+        """The project lock; build per use (never share across fork)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.root / "quota.lock", timeout=LOCK_TIMEOUT)
+
+    def record_lock(self, batch_id: str) -> FileLock:
+        """The lock around read-modify-write of one batch record."""
+        return FileLock(self.batches_dir / f"{batch_id}.rec.lock", timeout=LOCK_TIMEOUT)
+
+    # -- files ----------------------------------------------------------------------------
+    def file_meta_path(self, file_id: str) -> Path:
+        return self.files_dir / f"{file_id}.json"
+
+    def file_data_path(self, file_id: str) -> Path:
+        return self.files_dir / f"{file_id}.data"
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        """The metadata of a live (stored, unexpired) file, or None."""
+        meta = fsutil.read_json(self.file_meta_path(file_id))
+        if meta is None or self._expired(meta):
+            return None
+        return meta
+
+    def _expired(self, meta: dict[str, Any]) -> bool:
+        expires_at = meta.get("expires_at")
+        return expires_at is not None and expires_at <= self.clock()
+
+    def iter_file_ids(self, descending: bool = True) -> list[str]:
+        """Ids of stored files, sorted by creation (ids are time-ordered)."""
+        try:
+            names = os.listdir(self.files_dir)
+        except FileNotFoundError:
+            return []
+        ids = [n[:-5] for n in names if n.endswith(".json") and n.startswith("file-")]
+        ids.sort(reverse=descending)
+        return ids
+
+    def list_files(self, *, purpose: str | None, order: str, after: str | None,
+                   limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """One page of live files and whether more follow."""
+        descending = order == "desc"
+        page: list[dict[str, Any]] = []
+        for file_id in self.iter_file_ids(descending):
+            if after is not None and (file_id >= after if descending else file_id <= after):
+                continue
+            meta = self.get_file(file_id)
+            if meta is None or (purpose is not None and meta.get("purpose") != purpose):
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(meta)
+        return page, False
+
+    def usage(self) -> Usage:
+        """Files and bytes stored now (expired files do not count)."""
+        count = total = 0
+        for file_id in self.iter_file_ids():
+            meta = self.get_file(file_id)
+            if meta is not None:
+                count += 1
+                total += int(meta.get("bytes", 0))
+        return Usage(count, total)
+
+    def commit_upload(self, tmp: Path, meta: dict[str, Any], *, max_files: int,
+                      max_bytes: int) -> None:
+        """Check the quota and move an uploaded temp file into place, all under the lock."""
+        with self.quota_lock():
+            used = self.usage()
+            if used.files + 1 > max_files:
+                raise bad_request(f"File quota exceeded: the project stores {used.files} of "
+                                  f"{max_files} files; delete some first", code="quota_exceeded")
+            if used.bytes + meta["bytes"] > max_bytes:
+                raise bad_request(f"Storage quota exceeded: {used.bytes} + {meta['bytes']} bytes "
+                                  f"would pass the project's {max_bytes} bytes",
+                                  code="quota_exceeded")
+            self.write_file(tmp, meta)
+
+    def write_file(self, tmp: Path, meta: dict[str, Any]) -> None:
+        """Publish content then metadata; a crash between leaves an orphan blob, swept later."""
+        fsutil.commit_temp(tmp, self.file_data_path(meta["id"]))
+        fsutil.write_json(self.file_meta_path(meta["id"]), meta)
+
+    def delete_file(self, file_id: str) -> bool:
+        """Delete a file; refuse (409) while an active batch reads it. False if unknown."""
+        with self.quota_lock():
+            if self.get_file(file_id) is None:
+                return False
+            for record in self.active_batches():
+                if record.get("input_file_id") == file_id:
+                    raise ApiError(409, f"File {file_id} is the input of batch {record['id']}, "
+                                        f"which is still {record['status']}; cancel it or wait "
+                                        "for it to finish", param="file_id", code="file_in_use")
+            self.remove_file(file_id)
+        return True
+
+    def remove_file(self, file_id: str) -> None:
+        """Unlink a file's metadata (first, so it stops existing) and content."""
+        for path in (self.file_meta_path(file_id), self.file_data_path(file_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        fsutil.fsync_dir(self.files_dir)
+
+    def sweep(self) -> None:
+        """Start-up recovery: drop temp files of dead writers and blobs without metadata."""
+        for directory in (self.files_dir, self.batches_dir, self.root):
+            fsutil.sweep_temps(directory)
+        with self.quota_lock():
+            for name in os.listdir(self.files_dir):
+                if name.endswith(".data") and not (self.files_dir / f"{name[:-5]}.json").exists():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.files_dir / name)
+
+    # -- batches --------------------------------------------------------------------------
+    def batch_path(self, batch_id: str) -> Path:
+        return self.batches_dir / f"{batch_id}.json"
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        return fsutil.read_json(self.batch_path(batch_id))
+
+    def active_ids(self) -> list[str]:
+        """Batches marked active (may include a few just turned terminal)."""
+        try:
+            return sorted(os.listdir(self.active_dir))
+        except FileNotFoundError:
+            return []
+
+    def active_batches(self) -> Iterator[dict[str, Any]]:
+        for batch_id in self.active_ids():
+            record = self.get_batch(batch_id)
+            if record is not None and record.get("status") in ACTIVE_STATUSES:
+                yield record
+
+    def create_batch(self, record: dict[str, Any], *, max_active: int) -> None:
+        """Admit a new batch under the project lock, so no race can pass ``max_active``."""
+        with self.quota_lock():
+            active = sum(1 for _ in self.active_batches())
+            if active >= max_active:
+                raise ApiError(429, f"Too many active batches: the project has {active} of "
+                                    f"{max_active}; wait for one to finish",
+                               code="quota_exceeded")
+            if self.get_file(record["input_file_id"]) is None:
+                raise bad_request(f"No such File object: {record['input_file_id']}",
+                                  param="input_file_id")
+            fsutil.write_json(self.batch_path(record["id"]), record)
+            marker = self.active_dir / record["id"]
+            marker.touch()
+            fsutil.fsync_dir(self.active_dir)
+
+    def update_batch(self, batch_id: str,
+                     change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
+        """Read-modify-write a record under its lock; ``change`` edits in place or returns new."""
+        with self.record_lock(batch_id):
+            record = self.get_batch(batch_id)
+            if record is None:
+                raise KeyError(batch_id)
+            new = change(record)
+            record = record if new is None else new
+            fsutil.write_json(self.batch_path(batch_id), record)
+        if record.get("status") not in ACTIVE_STATUSES:
+            self.clear_active(batch_id)
+        return record
+
+    def clear_active(self, batch_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.active_dir / batch_id)
+
+    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; one page and whether more follow."""
+        try:
+            names = os.listdir(self.batches_dir)
+        except FileNotFoundError:
+            return [], False
+        ids = sorted((n[:-5] for n in names if n.startswith("batch_") and n.endswith(".json")
+                      and n.count(".") == 1), reverse=True)
+        page: list[dict[str, Any]] = []
+        for batch_id in ids:
+            if after is not None and batch_id >= after:
+                continue
+            record = self.get_batch(batch_id)
+            if record is None:
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(record)
+        return page, False
+
+
+def iter_projects(data_dir: Path) -> Iterator[str]:
+    """Project folders under the data dir."""
+    try:
+        entries = list(os.scandir(data_dir))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir() and valid_project(entry.name):
+            yield entry.name

@@ -1,0 +1,206 @@
+"""Sending one request line to its provider: routing choice, limits, retries, the echo model.
+
+Retries: connection errors, timeouts, non-JSON 2xx bodies, 408, 429, 500, 502, 503, 504, with
+exponential backoff and jitter, honouring ``retry-after-ms`` and ``Retry-After``; other statuses
+are final at once. ``sleep`` is injectable so tests check backoff without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from zumik.limits import ProviderLimits
+from zumik.routing import ProviderConfig, Route, Target
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+BACKOFF_BASE, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 30.0, 300.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """How one line ended: an upstream body, or an error code and message."""
+
+    ok: bool
+    body: bytes | None = None  # compact JSON of the provider's answer, one line
+    parsed: dict[str, Any] | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    retryable: bool = False
+    provider: str = ""
+
+
+def retry_delay(headers: Any, attempt: int, rng: random.Random) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: the provider's word, else backoff."""
+    if headers is not None:
+        raw_ms = headers.get("retry-after-ms")
+        if raw_ms:
+            try:
+                return min(max(float(raw_ms) / 1000.0, 0.0), RETRY_AFTER_MAX)
+            except ValueError:
+                pass
+        raw = headers.get("retry-after")
+        if raw:
+            try:
+                return min(max(float(raw), 0.0), RETRY_AFTER_MAX)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(raw) if raw else None
+                if when is not None:
+                    return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_MAX)
+    backoff = min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX)
+    return backoff * (0.75 + rng.random() * 0.5)
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict):
+            inner = doc.get("error", doc)
+            if isinstance(inner, dict) and inner.get("message"):
+                return str(inner["message"])[:500]
+            if isinstance(inner, str):
+                return inner[:500]
+    except ValueError:
+        pass
+    return raw[:200].decode("utf-8", "replace")
+
+
+def echo_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """The built-in ``zumik-echo`` model: the last user message back, with plausible usage."""
+    messages = body.get("messages") or []
+    last = next((m for m in reversed(messages) if isinstance(m, dict)
+                 and m.get("role") == "user"), {})
+    content = last.get("content", "")
+    if not isinstance(content, str):
+        content = json.dumps(content)
+    prompt = sum(len(json.dumps(m)) for m in messages) // 4 + 1
+    completion = len(content) // 4 + 1
+    return {"id": "chatcmpl-echo", "object": "chat.completion", "created": int(time.time()),
+            "model": "zumik-echo",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion}}
+
+
+class Upstream:
+    """The executor's HTTP side: one aiohttp session, per-provider limits."""
+
+    def __init__(self, session: aiohttp.ClientSession, sleep: Sleep = asyncio.sleep,
+                 rng: random.Random | None = None) -> None:
+        self.session = session
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.limits: dict[str, ProviderLimits] = {}
+        self.retries = 0
+
+    def limits_for(self, provider: ProviderConfig) -> ProviderLimits:
+        limits = self.limits.get(provider.name)
+        if limits is None:
+            limits = self.limits[provider.name] = ProviderLimits(provider)
+        return limits
+
+    def order(self, route: Route) -> list[Target]:
+        """Targets in the order to try them, by the route's strategy."""
+        targets = list(route.targets)
+        if route.strategy == "cheapest":
+            targets.sort(key=lambda t: t.provider.price)
+        elif route.strategy == "spread":
+            targets.sort(key=lambda t: -self.limits_for(t.provider).free_share())
+        return targets
+
+    async def send(self, route: Route, body: dict[str, Any]) -> Outcome:
+        """Send ``body`` along ``route``; fall through targets while failures are retryable."""
+        outcome = Outcome(ok=False, error_code="no_route", error_message="no target")
+        for target in self.order(route):
+            outcome = await self._send_target(target, body)
+            if outcome.ok or not outcome.retryable:
+                return outcome
+        return outcome
+
+    async def _send_target(self, target: Target, body: dict[str, Any]) -> Outcome:
+        provider = target.provider
+        if provider.is_echo:
+            answer = echo_answer(body)
+            return Outcome(ok=True, body=json.dumps(answer, separators=(",", ":")).encode(),
+                           parsed=answer, status_code=200, attempts=1, provider=provider.name)
+        if body.get("model") != target.model:
+            body = {**body, "model": target.model}
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        limits = self.limits_for(provider)
+        url = provider.base_url + "/chat/completions"
+        headers = {"Content-Type": "application/json", **provider.headers}
+        if provider.api_key:
+            headers["Authorization"] = f"Bearer {provider.api_key}"
+        timeout = aiohttp.ClientTimeout(total=provider.timeout)
+        outcome = Outcome(ok=False)
+        for attempt in range(1, provider.max_attempts + 1):
+            outcome, response_headers = await self._attempt(limits, url, payload, headers,
+                                                            timeout, body)
+            outcome.attempts = attempt
+            outcome.provider = provider.name
+            if outcome.ok or not outcome.retryable:
+                break
+            if attempt < provider.max_attempts:
+                self.retries += 1
+                await self.sleep(retry_delay(response_headers, attempt, self.rng))
+        if not outcome.ok:
+            plural = "s" if outcome.attempts != 1 else ""
+            outcome.error_message = (f"{outcome.error_message} (provider {provider.name!r}, "
+                                     f"{outcome.attempts} attempt{plural})")
+        return outcome
+
+    async def _attempt(self, limits: ProviderLimits, url: str, payload: bytes,
+                       headers: dict[str, str], timeout: aiohttp.ClientTimeout,
+                       body: dict[str, Any]) -> tuple[Outcome, Any]:
+        async with limits.slot(body) as slot:
+            try:
+                async with self.session.post(url, data=payload, headers=headers,
+                                             timeout=timeout) as response:
+                    raw = await response.read()
+                    status = response.status
+                    response_headers = response.headers
+            except TimeoutError:
+                slot.failed(None)
+                return Outcome(ok=False, error_code="timeout", retryable=True,
+                               error_message=f"no answer within {timeout.total:g} s"), None
+            except aiohttp.ClientError as exc:
+                slot.failed(None)
+                return Outcome(ok=False, error_code="connection_error", retryable=True,
+                               error_message=f"connection failed: {exc or type(exc).__name__}"
+                               ), None
+            request_id = response_headers.get("x-request-id")
+            if 200 <= status < 300:
+                try:
+                    parsed = json.loads(raw)
+                    if not isinstance(parsed, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    slot.failed(status)
+                    return Outcome(ok=False, error_code="invalid_upstream_response",
+                                   retryable=True, status_code=status,
+                                   error_message=f"HTTP {status} with a body that is not a "
+                                   "JSON object"), response_headers
+                slot.succeeded(parsed.get("usage"), response_headers)
+                if b"\n" in raw or b"\r" in raw:
+                    raw = json.dumps(parsed, separators=(",", ":")).encode()
+                return Outcome(ok=True, body=raw.strip(), parsed=parsed, status_code=status,
+                               request_id=request_id), response_headers
+            slot.failed(status, response_headers)
+            return Outcome(ok=False, error_code="upstream_error", status_code=status,
+                           request_id=request_id, retryable=status in RETRY_STATUSES,
+                           error_message=f"provider answered HTTP {status}: "
+                           f"{_error_message(raw)}"), response_headers
