@@ -46,7 +46,6 @@ class Executor:
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
-        self.shutdown_grace = 10.0
 
     @property
     def running(self) -> bool:
@@ -141,7 +140,7 @@ class Executor:
         for run in list(self.runs.values()):
             run.stop()
         if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=self.shutdown_grace)
+            _, pending = await asyncio.wait(set(tasks), timeout=self.settings.shutdown_grace)
             for run in list(self.runs.values()):
                 run.abort()
             if pending:

@@ -109,14 +109,13 @@ def retrieve_file(file_id: str) -> Response:
 def file_content(file_id: str) -> Response:
     meta = _get_meta(file_id)
     path = project_store().file_data_path(meta["id"])
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - send_file owns and closes it
-    except FileNotFoundError:
-        raise not_found("File", file_id) from None
     mimetype = "application/jsonl" if meta["filename"].endswith(".jsonl") or \
         meta["purpose"] in ("batch", "batch_output") else "application/octet-stream"
-    response = send_file(handle, mimetype=mimetype, conditional=True,
-                         etag=meta["id"], last_modified=meta["created_at"], max_age=0)
+    try:  # a path (not a handle) gives Content-Length, ranges and sendfile
+        response = send_file(path, mimetype=mimetype, conditional=True, etag=meta["id"],
+                             last_modified=meta["created_at"], max_age=0)
+    except FileNotFoundError:  # deleted since the metadata was read
+        raise not_found("File", file_id) from None
     response.headers["Content-Disposition"] = \
         f"attachment; filename*=UTF-8''{quote(meta['filename'], safe='')}"
     return response

@@ -49,12 +49,13 @@ def estimate_tokens(body: dict[str, Any]) -> int:
 
 
 class TokenBucket:
-    """``per_minute`` units, refilled continuously; may run into debt after corrections."""
+    """``per_minute`` units refilled continuously, with a burst of one second's worth, so no
+    window of any length sees more than its share; may run into debt after corrections."""
 
     def __init__(self, per_minute: float, clock: Callable[[], float]) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = per_minute
-        self.tokens = per_minute
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
         self.clock = clock
         self.stamp = clock()
 

@@ -31,6 +31,7 @@ class ProviderConfig:
     tpm: float | None = None
     timeout: float = 600.0
     max_attempts: int = 5
+    retry_backoff: float = 0.5
     input_price: float | None = None
     output_price: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -99,7 +100,8 @@ class Router:
                                      api_key=settings.upstream_api_key,
                                      max_concurrency=settings.concurrency,
                                      timeout=settings.request_timeout,
-                                     max_attempts=settings.max_attempts, takes_any_model=True)
+                                     max_attempts=settings.max_attempts,
+                                     retry_backoff=settings.retry_backoff, takes_any_model=True)
             providers["default"] = default
         for name, table in settings.providers.items():
             provider = _provider(name, table, settings, where)
@@ -162,6 +164,7 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
         timeout=number("timeout", settings.request_timeout),
         max_attempts=number("max_attempts", settings.max_attempts, integer=True),
         input_price=number("input_price", None), output_price=number("output_price", None),
+        retry_backoff=settings.retry_backoff,
         headers=dict(headers), takes_any_model=bool(table.get("default", False)))
 
 

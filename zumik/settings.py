@@ -46,6 +46,8 @@ class Settings:
     worker_batches: int = 4  # batches one executor runs at once
     request_timeout: float = 600.0
     max_attempts: int = 5
+    retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
+    shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -60,7 +62,8 @@ _INT_FIELDS = {
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
     "batch_ttl", "worker_batches", "max_attempts",
 }
-_FLOAT_FIELDS = {"lease_seconds", "poll_interval", "request_timeout", "upstream_fsync_interval"}
+_FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
+                 "request_timeout", "upstream_fsync_interval"}
 _STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
 
 

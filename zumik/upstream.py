@@ -43,7 +43,8 @@ class Outcome:
     provider: str = ""
 
 
-def retry_delay(headers: Any, attempt: int, rng: random.Random) -> float:
+def retry_delay(headers: Any, attempt: int, rng: random.Random,
+                base: float = BACKOFF_BASE) -> float:
     """Seconds to wait before attempt ``attempt + 1``: the provider's word, else backoff."""
     if headers is not None:
         raw_ms = headers.get("retry-after-ms")
@@ -60,7 +61,7 @@ def retry_delay(headers: Any, attempt: int, rng: random.Random) -> float:
                 when = email.utils.parsedate_to_datetime(raw) if raw else None
                 if when is not None:
                     return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_MAX)
-    backoff = min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX)
+    backoff = min(base * 2 ** (attempt - 1), BACKOFF_MAX)
     return backoff * (0.75 + rng.random() * 0.5)
 
 
@@ -156,7 +157,8 @@ class Upstream:
                 break
             if attempt < provider.max_attempts:
                 self.retries += 1
-                await self.sleep(retry_delay(response_headers, attempt, self.rng))
+                await self.sleep(retry_delay(response_headers, attempt, self.rng,
+                                             provider.retry_backoff))
         if not outcome.ok:
             plural = "s" if outcome.attempts != 1 else ""
             outcome.error_message = (f"{outcome.error_message} (provider {provider.name!r}, "

@@ -1,0 +1,193 @@
+"""A small OpenAI-compatible provider for tests and benchmarks: a real HTTP server.
+
+Answers ``POST /v1/chat/completions`` (and ``/chat/completions``) with the last user message.
+
+Knobs:
+- global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
+  while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts);
+- per request, directives in the last user message: ``#fail:<kind>:<n>`` fails the first ``n``
+  attempts of that message, kind one of 429, 500, 502, 503, 400, reset, hang, badjson; ``#ra:<s>``
+  adds ``Retry-After: s`` to its 429s.
+- ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
+  ``POST /_reset`` zeroes them.
+
+Run alone: ``python tests/fake_provider.py --port 8000`` (``--port-file`` writes the port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+DIRECTIVE = re.compile(r"#fail:(\w+):(\d+)")
+RETRY_AFTER = re.compile(r"#ra:([\d.]+)")
+
+
+class FakeProvider:
+    """State and handlers of one fake provider."""
+
+    def __init__(self) -> None:
+        self.control: dict[str, Any] = {"latency": 0.0, "overload_above": None,
+                                        "hang_seconds": 30.0}
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.by_content: collections.Counter[str] = collections.Counter()
+        self.by_model: collections.Counter[str] = collections.Counter()
+        self.statuses: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.times: list[float] = []
+        self.headers_seen: list[dict[str, str]] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_post("/_control", self.set_control)
+        app.router.add_get("/_stats", self.stats)
+        app.router.add_post("/_reset", self.reset_stats)
+        return app
+
+    async def set_control(self, request: web.Request) -> web.Response:
+        self.control.update(await request.json())
+        return web.json_response(self.control)
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "requests": self.requests, "by_content": dict(self.by_content),
+            "by_model": dict(self.by_model), "statuses": dict(self.statuses),
+            "max_in_flight": self.max_in_flight, "times": self.times,
+            "headers": self.headers_seen[-5:]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = json.loads(await request.read())
+        model = body.get("model", "")
+        messages = body.get("messages") or [{}]
+        content = str(messages[-1].get("content", ""))
+        self.requests += 1
+        self.by_content[content] += 1
+        self.by_model[model] += 1
+        self.times.append(time.time())
+        self.headers_seen.append({k.lower(): v for k, v in request.headers.items()
+                                  if k.lower() in ("authorization", "x-team")})
+        attempt = self.by_content[content]
+        overload = self.control.get("overload_above")
+        if overload is not None and self.in_flight > overload:
+            return self._status(429, "overloaded")
+        latency = float(self.control.get("latency") or 0)
+        if latency:
+            await asyncio.sleep(latency)
+        for kind, times in DIRECTIVE.findall(content):
+            if attempt <= int(times):
+                return await self._fail(kind, content, request)
+        prompt = max(1, len(json.dumps(messages)) // 4)
+        completion = max(1, len(content) // 4)
+        self.statuses["200"] += 1
+        answer = {"id": f"chatcmpl-{self.requests}", "object": "chat.completion",
+                  "created": int(time.time()), "model": model,
+                  "choices": [{"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": content}}],
+                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion}}
+        return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
+
+    def _status(self, status: int, message: str, headers: dict[str, str] | None = None
+                ) -> web.Response:
+        self.statuses[str(status)] += 1
+        return web.json_response({"error": {"message": message, "type": "test", "param": None,
+                                            "code": None}}, status=status, headers=headers)
+
+    async def _fail(self, kind: str, content: str, request: web.Request) -> web.StreamResponse:
+        if kind in ("reset", "hang", "badjson"):
+            self.statuses[kind] += 1
+        if kind == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if kind == "hang":
+            await asyncio.sleep(float(self.control["hang_seconds"]))
+            return web.Response(status=504)
+        if kind == "badjson":
+            return web.Response(text="<html>not json</html>", content_type="text/html")
+        headers = {}
+        found = RETRY_AFTER.search(content)
+        if kind == "429" and found:
+            headers["Retry-After"] = found.group(1)
+        return self._status(int(kind), f"injected {kind}", headers)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProviderThread:
+    """Runs a FakeProvider on a free port in a background thread (for in-process tests)."""
+
+    def __init__(self) -> None:
+        self.provider = FakeProvider()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> ProviderThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.provider.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    port = args.port or free_port()
+    provider = FakeProvider()
+    provider.control["latency"] = args.latency
+    if args.port_file:
+        Path(args.port_file).write_text(str(port))
+    web.run_app(provider.app(), host=args.host, port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

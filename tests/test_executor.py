@@ -1,0 +1,174 @@
+"""The executor against a real fake provider over HTTP: results, failures, cancel, expiry,
+journal recovery."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from conftest import (
+    AUTH_A,
+    create_batch,
+    echo_lines,
+    jsonl,
+    output_lines,
+    request_line,
+    upload,
+    wait_batch,
+)
+
+from zumik import journal
+from zumik.batchrun import error_line
+
+
+def run_batch(client, content: bytes, **extra):
+    file_id = upload(client, content).get_json()["id"]
+    batch = create_batch(client, file_id, **extra).get_json()
+    return file_id, batch["id"]
+
+
+def test_full_run_writes_every_line_once(make_app, provider):
+    app = make_app(start=True, upstream_url=provider.url, concurrency=8)
+    client = app.test_client()
+    _, batch_id = run_batch(client, echo_lines(60, model="m1"))
+    batch = wait_batch(client, batch_id)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 60, "completed": 60, "failed": 0}
+    for stamp in ("in_progress_at", "finalizing_at", "completed_at"):
+        assert isinstance(batch[stamp], int)
+    assert batch["error_file_id"] is None
+    lines = output_lines(client, batch["output_file_id"])
+    assert sorted(x["custom_id"] for x in lines) == sorted(f"r{i}" for i in range(60))
+    sample = next(x for x in lines if x["custom_id"] == "r7")
+    assert sample["id"].startswith("batch_req_") and sample["error"] is None
+    assert sample["response"]["status_code"] == 200
+    assert sample["response"]["body"]["choices"][0]["message"]["content"] == "message 7"
+    assert sample["response"]["request_id"].startswith("req-")
+    usage = batch["usage"]
+    assert usage["input_tokens"] > 0 and usage["total_tokens"] == sum(
+        x["response"]["body"]["usage"]["total_tokens"] for x in lines)
+    meta = client.get(f"/v1/files/{batch['output_file_id']}", headers=AUTH_A).get_json()
+    assert meta["purpose"] == "batch_output"
+    assert meta["expires_at"] == meta["created_at"] + 86400
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    assert stats["requests"] == 60 and stats["max_in_flight"] <= 8
+    # the journal is gone once the output is published
+    assert journal.segments(app.extensions["zumik"].settings.data_dir / "proj-a" / "batches",
+                            batch_id) == []
+
+
+def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
+    client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
+                      max_attempts=3).test_client()
+    content = jsonl([
+        request_line("ok", "fine", "m1"),
+        request_line("bad", "#fail:400:99", "m1"),
+        request_line("flaky", "#fail:500:2", "m1"),
+        request_line("down", "#fail:503:99", "m1"),
+        request_line("reset", "#fail:reset:1", "m1"),
+        request_line("garbage", "#fail:badjson:99", "m1"),
+    ])
+    _, batch_id = run_batch(client, content)
+    batch = wait_batch(client, batch_id)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 6, "completed": 3, "failed": 3}
+    lines = {x["custom_id"]: x for x in output_lines(client, batch["output_file_id"])}
+    assert set(lines) == {"ok", "bad", "flaky", "down", "reset", "garbage"}
+    assert lines["flaky"]["error"] is None and lines["reset"]["error"] is None
+    bad = lines["bad"]["error"]
+    assert lines["bad"]["response"] is None
+    assert bad["code"] == "upstream_error" and "HTTP 400" in bad["message"]
+    assert "1 attempt" in bad["message"]
+    assert "HTTP 503" in lines["down"]["error"]["message"]
+    assert "3 attempts" in lines["down"]["error"]["message"]
+    assert lines["garbage"]["error"]["code"] == "invalid_upstream_response"
+    errors = output_lines(client, batch["error_file_id"])
+    assert sorted(x["custom_id"] for x in errors) == ["bad", "down", "garbage"]
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    assert stats["by_content"]["#fail:500:2"] == 3 and stats["by_content"]["#fail:400:99"] == 1
+
+
+def test_timeouts_are_retried_then_reported(make_app, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 5})
+    client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
+                      request_timeout=0.3, max_attempts=2).test_client()
+    _, batch_id = run_batch(client, jsonl([request_line("slow", "#fail:hang:9", "m1")]))
+    batch = wait_batch(client, batch_id, timeout=20)
+    [line] = output_lines(client, batch["output_file_id"])
+    assert line["error"]["code"] == "timeout" and "2 attempts" in line["error"]["message"]
+
+
+def test_unroutable_model_fails_validation_with_lines(make_app):
+    client = make_app(start=True).test_client()
+    content = jsonl([request_line("a"), request_line("b", model="gpt-nope"),
+                     request_line("c", model="other")])
+    _, batch_id = run_batch(client, content)
+    batch = wait_batch(client, batch_id)
+    assert batch["status"] == "failed" and isinstance(batch["failed_at"], int)
+    errors = batch["errors"]["data"]
+    assert [(e["line"], e["code"], e["param"]) for e in errors] == [
+        (2, "model_not_found", "body.model"), (3, "model_not_found", "body.model")]
+    assert "gpt-nope" in errors[0]["message"]
+    assert batch["output_file_id"] is None
+
+
+def test_cancel_stops_within_two_seconds_and_keeps_what_finished(make_app, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.3})
+    client = make_app(start=True, upstream_url=provider.url, concurrency=4).test_client()
+    _, batch_id = run_batch(client, echo_lines(200, model="m1"))
+    wait_batch(client, batch_id, statuses=("in_progress",))
+    time.sleep(1.0)
+    started = time.time()
+    response = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A,
+                           content_type="application/json")
+    assert response.get_json()["status"] == "cancelling"
+    batch = wait_batch(client, batch_id, timeout=10)
+    assert batch["status"] == "cancelled" and time.time() - started < 2.0
+    done = batch["request_counts"]["completed"]
+    assert 0 < done < 200 and batch["request_counts"]["total"] == 200
+    lines = output_lines(client, batch["output_file_id"])
+    assert len(lines) == done == len({x["custom_id"] for x in lines})
+
+
+def test_completion_window_expiry(make_app, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
+    now = [time.time()]
+    client = make_app(start=True, clock=lambda: now[0], upstream_url=provider.url,
+                      concurrency=2).test_client()
+    _, batch_id = run_batch(client, echo_lines(40, model="m1"))
+    wait_batch(client, batch_id, statuses=("in_progress",))
+    time.sleep(0.6)
+    now[0] += 86_401
+    batch = wait_batch(client, batch_id, timeout=10)
+    assert batch["status"] == "expired" and isinstance(batch["expired_at"], int)
+    lines = output_lines(client, batch["output_file_id"])
+    assert len(lines) == 40 == len({x["custom_id"] for x in lines})
+    expired = [x for x in lines if x["error"] and x["error"]["code"] == "batch_expired"]
+    assert 0 < len(expired) < 40
+    assert batch["request_counts"]["failed"] == len(expired)
+    assert len(output_lines(client, batch["error_file_id"])) == len(expired)
+
+
+def test_resume_from_a_journal_with_a_torn_tail(make_app, provider, settings):
+    client = make_app(upstream_url=provider.url).test_client()  # executor not started yet
+    _, batch_id = run_batch(client, echo_lines(30, model="m1"))
+    batches_dir = settings.data_dir / "proj-a" / "batches"
+    # an earlier claim (epoch 1) finished r0..r9, then died mid-write of r10
+    lines = [error_line(f"r{i}", "earlier", "from the first claim") for i in range(10)]
+    segment = batches_dir / f"{batch_id}.1.jsonl"
+    segment.write_bytes(b"".join(lines) + b'{"id":"batch_req_x","custom_id":"r10","resp')
+    (batches_dir / f"{batch_id}.lease.1").write_text(json.dumps({"epoch": 1}))
+    record_path = batches_dir / f"{batch_id}.json"
+    record = json.loads(record_path.read_text())
+    record["status"] = "in_progress"
+    record_path.write_text(json.dumps(record))
+    executor = client.application.extensions["zumik"].executor
+    executor.start()
+    batch = wait_batch(client, batch_id)
+    assert batch["request_counts"] == {"total": 30, "completed": 20, "failed": 10}
+    out = output_lines(client, batch["output_file_id"])
+    assert sorted(x["custom_id"] for x in out) == sorted(f"r{i}" for i in range(30))
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    assert stats["requests"] == 20  # r0..r9 were not sent again; r10 (torn) was
+    assert "message 10" in stats["by_content"]
