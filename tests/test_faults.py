@@ -1,0 +1,149 @@
+"""Durability under faults on real gunicorn: SIGKILL of workers and of the whole server,
+two server instances on one data dir with lease-only claiming, provider faults mid-batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+
+import requests
+from conftest import AUTH_A, echo_lines, jsonl, request_line
+
+CONCURRENCY = 8
+
+
+def api(server, method: str, path: str, **kwargs):
+    return requests.request(method, server.url + path, headers=AUTH_A, timeout=30, **kwargs)
+
+
+def start_batch(server, content: bytes) -> str:
+    file_id = api(server, "POST", "/v1/files", files={"file": ("in.jsonl", content)}).json()["id"]
+    return api(server, "POST", "/v1/batches", json={
+        "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"}).json()["id"]
+
+
+def wait_done(server, batch_id: str, timeout: float = 120.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            batch = api(server, "GET", f"/v1/batches/{batch_id}").json()
+            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+                return batch
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"batch {batch_id} did not finish")
+
+
+def completed_count(server, batch_id: str) -> int:
+    try:
+        return api(server, "GET", f"/v1/batches/{batch_id}").json()["request_counts"]["completed"]
+    except (requests.RequestException, ValueError, KeyError):
+        return -1
+
+
+def check_exactly_once(server, batch: dict, total: int, provider) -> dict:
+    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    resent = sum(count - 1 for count in stats["by_content"].values())
+    report = {"lines": total, "output_lines": len(ids), "lost": total - len(set(ids)),
+              "duplicated": len(ids) - len(set(ids)), "resent_upstream": resent,
+              "upstream_requests": stats["requests"]}
+    print("\nfault report:", json.dumps(report))
+    assert report["lost"] == 0 and report["duplicated"] == 0
+    assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
+    return report
+
+
+def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
+    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
+    server = gunicorn(env, workers=2)
+    total = 2000
+    batch_id = start_batch(server, echo_lines(total, model="m"))
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(3):  # SIGKILL every worker at a random moment, three times
+        time.sleep(rng.uniform(0.8, 1.6))
+        for pid in server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        kills += 1
+        time.sleep(0.5)
+    time.sleep(rng.uniform(0.5, 1.0))
+    before = completed_count(server, batch_id)
+    server.kill_all()  # the whole server, master included
+    kills += 1
+    assert 0 < before < total, "the batch should be mid-run when the server dies"
+    server = gunicorn(env, workers=2, data_dir=server.data_dir)
+    batch = wait_done(server, batch_id)
+    report = check_exactly_once(server, batch, total, provider)
+    # at most what was in flight at each kill is sent again (2 workers x CONCURRENCY each)
+    assert report["resent_upstream"] <= kills * 2 * CONCURRENCY
+
+
+def test_worker_max_requests_restart_and_sigterm_hand_over(gunicorn, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
+    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
+    server = gunicorn(env, workers=1)
+    total = 600
+    batch_id = start_batch(server, echo_lines(total, model="m"))
+    time.sleep(1.0)
+    server.stop(signal.SIGTERM)  # graceful: in-flight requests finish, the lease is released
+    server = gunicorn(env, workers=1, data_dir=server.data_dir)
+    batch = wait_done(server, batch_id)
+    report = check_exactly_once(server, batch, total, provider)
+    assert report["resent_upstream"] == 0  # a graceful stop re-sends nothing
+
+
+def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
+    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+           "ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "2",
+           "ZUMIK_WORKER_BATCHES": "1"}
+    data_dir = tmp_path / "shared"
+    first = gunicorn(env, workers=1, data_dir=data_dir)
+    second = gunicorn(env, workers=1, data_dir=data_dir)
+    total = 500
+    batch_ids = [start_batch(first, echo_lines(total, model="m", prefix=f"b{i}-"))
+                 for i in range(2)]
+    time.sleep(1.5)
+    holders = set()
+    for batch_id in batch_ids:
+        leases = sorted((data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*"))
+        holders.add(json.loads(leases[-1].read_text())["holder"])
+    assert len(holders) == 2, "each instance should run one batch"
+    first.kill_all()
+    batches = [wait_done(second, batch_id) for batch_id in batch_ids]
+    for batch in batches:
+        content = api(second, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+        ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
+        assert len(ids) == len(set(ids)) == total
+        assert batch["request_counts"]["completed"] == total
+
+
+def test_provider_faults_mid_batch(gunicorn, provider):
+    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_RETRY_BACKOFF": "0.05",
+           "ZUMIK_REQUEST_TIMEOUT": "1", "ZUMIK_MAX_ATTEMPTS": "4"}
+    requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 3})
+    server = gunicorn(env, workers=2)
+    kinds = ["#fail:429:2 #ra:0.2", "#fail:500:1", "#fail:502:3", "#fail:reset:2",
+             "#fail:hang:1", "#fail:badjson:1", "#fail:503:9", "fine"]
+    lines = [request_line(f"x{i}", f"{kinds[i % len(kinds)]} n{i}", "m") for i in range(160)]
+    batch_id = start_batch(server, jsonl(lines))
+    batch = wait_done(server, batch_id, timeout=90)
+    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    out = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
+    assert len(out) == 160
+    for i, line in enumerate(lines):
+        entry = out[line["custom_id"]]
+        if "#fail:503:9" in kinds[i % len(kinds)]:
+            assert entry["error"]["code"] == "upstream_error"
+            assert "HTTP 503" in entry["error"]["message"] and "4 attempts" in entry["error"]["message"]
+        else:
+            assert entry["error"] is None, entry
+    assert batch["request_counts"]["failed"] == 20
