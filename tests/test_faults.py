@@ -143,7 +143,8 @@ def test_provider_faults_mid_batch(gunicorn, provider):
         entry = out[line["custom_id"]]
         if "#fail:503:9" in kinds[i % len(kinds)]:
             assert entry["error"]["code"] == "upstream_error"
-            assert "HTTP 503" in entry["error"]["message"] and "4 attempts" in entry["error"]["message"]
+            message = entry["error"]["message"]
+            assert "HTTP 503" in message and "4 attempts" in message
         else:
             assert entry["error"] is None, entry
     assert batch["request_counts"]["failed"] == 20
