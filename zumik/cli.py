@@ -23,11 +23,22 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"zumik: configuration error: {exc}", file=sys.stderr)
         return 2
+    _first_key(settings, args.port)
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--chdir", os.getcwd(), "zumik.wsgi_app:app"]
     os.execvpe(sys.executable, argv, env)
     return 0  # pragma: no cover
+
+
+def _first_key(settings, port: int) -> None:
+    """Out of the box there are no keys: make one for project ``default`` and show it once."""
+    if settings.api_keys or list_keys(settings.data_dir):
+        return
+    key = create_key(settings.data_dir, "default")
+    print(f"zumik: no API keys yet; created one for project 'default' (shown only now):\n"
+          f"  {key}\n  try: curl -H 'Authorization: Bearer {key}' "
+          f"http://127.0.0.1:{port}/v1/files", file=sys.stderr)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

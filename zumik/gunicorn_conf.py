@@ -16,6 +16,7 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+control_socket_disable = True  # one fixed socket path would clash between instances
 accesslog = os.environ.get("ZUMIK_ACCESS_LOG") or None
 
 
