@@ -11,8 +11,7 @@ import asyncio
 import collections
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from zumik.routing import ProviderConfig
@@ -73,20 +72,6 @@ class TokenBucket:
         self.tokens -= delta
 
 
-class Slot:
-    """One admitted request; reports how it went so the limits can adapt."""
-
-    def __init__(self, limits: ProviderLimits, estimate: int) -> None:
-        self.limits = limits
-        self.estimate = estimate
-
-    def succeeded(self, usage: Any, headers: Any) -> None:
-        self.limits.on_success(self.estimate, usage, headers)
-
-    def failed(self, status: int | None, headers: Any = None) -> None:
-        self.limits.on_failure(status, headers)
-
-
 class ProviderLimits:
     """The gate in front of one provider."""
 
@@ -108,15 +93,29 @@ class ProviderLimits:
     def free_share(self) -> float:
         return (self.limit - self.in_flight) / self.limit
 
-    @asynccontextmanager
-    async def slot(self, body: dict[str, Any]) -> AsyncIterator[Slot]:
+    async def acquire(self, body: dict[str, Any]) -> int:
+        """Wait for a concurrency slot and the rate buckets; return the token estimate.
+
+        Pair every successful call with ``release``. The common case (a free slot, no rate
+        limits) takes no await at all.
+        """
         estimate = estimate_tokens(body) if self.tpm else 0
-        await self._admit()
-        try:
-            await self._pace(estimate)
-            yield Slot(self, estimate)
-        finally:
-            self._leave()
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+            if self.in_flight > self.peak_in_flight:
+                self.peak_in_flight = self.in_flight
+        else:
+            await self._admit()
+        if self.rpm is not None or self.tpm is not None or self.blocked_until:
+            try:
+                await self._pace(estimate)
+            except BaseException:
+                self.release()
+                raise
+        return estimate
+
+    def release(self) -> None:
+        self._leave()
 
     async def _admit(self) -> None:
         """Take a concurrency slot, waiting in FIFO order when none is free."""

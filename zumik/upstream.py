@@ -106,6 +106,7 @@ class Upstream:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.limits: dict[str, ProviderLimits] = {}
+        self._requests: dict[str, _RequestShape] = {}
         self.retries = 0
 
     def limits_for(self, provider: ProviderConfig) -> ProviderLimits:
@@ -125,6 +126,8 @@ class Upstream:
 
     async def send(self, route: Route, body: dict[str, Any]) -> Outcome:
         """Send ``body`` along ``route``; fall through targets while failures are retryable."""
+        if len(route.targets) == 1:
+            return await self._send_target(route.targets[0], body)
         outcome = Outcome(ok=False, error_code="no_route", error_message="no target")
         for target in self.order(route):
             outcome = await self._send_target(target, body)
@@ -142,15 +145,21 @@ class Upstream:
             body = {**body, "model": target.model}
         payload = json.dumps(body, separators=(",", ":")).encode()
         limits = self.limits_for(provider)
-        url = provider.base_url + "/chat/completions"
-        headers = {"Content-Type": "application/json", **provider.headers}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key}"
-        timeout = aiohttp.ClientTimeout(total=provider.timeout)
+        request = self._requests.get(provider.name)
+        if request is None:
+            request = self._requests[provider.name] = _RequestShape(provider)
         outcome = Outcome(ok=False)
         for attempt in range(1, provider.max_attempts + 1):
-            outcome, response_headers = await self._attempt(limits, url, payload, headers,
-                                                            timeout, body)
+            estimate = await limits.acquire(body)
+            try:
+                outcome, response_headers = await self._attempt(request, payload)
+            finally:
+                limits.release()
+            if outcome.ok:
+                limits.on_success(estimate, outcome.parsed.get("usage"),  # type: ignore[union-attr]
+                                  response_headers)
+            else:
+                limits.on_failure(outcome.status_code, response_headers)
             outcome.attempts = attempt
             outcome.provider = provider.name
             if outcome.ok or not outcome.retryable:
@@ -165,44 +174,47 @@ class Upstream:
                                      f"{outcome.attempts} attempt{plural})")
         return outcome
 
-    async def _attempt(self, limits: ProviderLimits, url: str, payload: bytes,
-                       headers: dict[str, str], timeout: aiohttp.ClientTimeout,
-                       body: dict[str, Any]) -> tuple[Outcome, Any]:
-        async with limits.slot(body) as slot:
+    async def _attempt(self, request: _RequestShape, payload: bytes) -> tuple[Outcome, Any]:
+        try:
+            async with self.session.post(request.url, data=payload, headers=request.headers,
+                                         timeout=request.timeout) as response:
+                raw = await response.read()
+                status = response.status
+                response_headers = response.headers
+        except TimeoutError:
+            return Outcome(ok=False, error_code="timeout", retryable=True,
+                           error_message=f"no answer within {request.timeout.total:g} s"), None
+        except aiohttp.ClientError as exc:
+            return Outcome(ok=False, error_code="connection_error", retryable=True,
+                           error_message=f"connection failed: {exc or type(exc).__name__}"
+                           ), None
+        request_id = response_headers.get("x-request-id")
+        if 200 <= status < 300:
             try:
-                async with self.session.post(url, data=payload, headers=headers,
-                                             timeout=timeout) as response:
-                    raw = await response.read()
-                    status = response.status
-                    response_headers = response.headers
-            except TimeoutError:
-                slot.failed(None)
-                return Outcome(ok=False, error_code="timeout", retryable=True,
-                               error_message=f"no answer within {timeout.total:g} s"), None
-            except aiohttp.ClientError as exc:
-                slot.failed(None)
-                return Outcome(ok=False, error_code="connection_error", retryable=True,
-                               error_message=f"connection failed: {exc or type(exc).__name__}"
-                               ), None
-            request_id = response_headers.get("x-request-id")
-            if 200 <= status < 300:
-                try:
-                    parsed = json.loads(raw)
-                    if not isinstance(parsed, dict):
-                        raise ValueError("not an object")
-                except ValueError:
-                    slot.failed(status)
-                    return Outcome(ok=False, error_code="invalid_upstream_response",
-                                   retryable=True, status_code=status,
-                                   error_message=f"HTTP {status} with a body that is not a "
-                                   "JSON object"), response_headers
-                slot.succeeded(parsed.get("usage"), response_headers)
-                if b"\n" in raw or b"\r" in raw:
-                    raw = json.dumps(parsed, separators=(",", ":")).encode()
-                return Outcome(ok=True, body=raw.strip(), parsed=parsed, status_code=status,
-                               request_id=request_id), response_headers
-            slot.failed(status, response_headers)
-            return Outcome(ok=False, error_code="upstream_error", status_code=status,
-                           request_id=request_id, retryable=status in RETRY_STATUSES,
-                           error_message=f"provider answered HTTP {status}: "
-                           f"{_error_message(raw)}"), response_headers
+                parsed = json.loads(raw)
+                if not isinstance(parsed, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                return Outcome(ok=False, error_code="invalid_upstream_response",
+                               retryable=True, status_code=status,
+                               error_message=f"HTTP {status} with a body that is not a "
+                               "JSON object"), response_headers
+            if b"\n" in raw or b"\r" in raw:
+                raw = json.dumps(parsed, separators=(",", ":")).encode()
+            return Outcome(ok=True, body=raw.strip(), parsed=parsed, status_code=status,
+                           request_id=request_id), response_headers
+        return Outcome(ok=False, error_code="upstream_error", status_code=status,
+                       request_id=request_id, retryable=status in RETRY_STATUSES,
+                       error_message=f"provider answered HTTP {status}: "
+                       f"{_error_message(raw)}"), response_headers
+
+
+class _RequestShape:
+    """What every request to one provider shares: URL, headers, timeout (built once)."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.url = provider.base_url + "/chat/completions"
+        self.headers = {"Content-Type": "application/json", **provider.headers}
+        if provider.api_key:
+            self.headers["Authorization"] = f"Bearer {provider.api_key}"
+        self.timeout = aiohttp.ClientTimeout(total=provider.timeout)

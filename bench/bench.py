@@ -1,0 +1,393 @@
+"""Zumik benchmarks. Each figure is a ratio against a baseline measured in the same run.
+
+    python bench/bench.py            # every scenario
+    python bench/bench.py overhead latency   # some of them
+
+Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale.
+Results are printed and appended to bench/RESULTS.md with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from fake_provider import free_port  # noqa: E402
+
+KEY = "bench-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def lines_file(path: Path, n: int, model: str = "bench-model") -> Path:
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                "url": "/v1/chat/completions",
+                                "body": {"model": model, "max_tokens": 16, "messages": [
+                                    {"role": "user", "content": f"say hello number {i}"}]}}
+                               ).encode() + b"\n")
+    return path
+
+
+class Provider:
+    """The fake provider in its own process."""
+
+    def __init__(self, latency: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_provider.py"),
+                                      "--port", str(self.port), "--latency", str(latency)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{self.port}/_stats")
+
+    def reset(self) -> None:
+        requests.post(f"http://127.0.0.1:{self.port}/_reset", timeout=5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Zumik:
+    """Zumik under gunicorn with ``workers`` workers."""
+
+    def __init__(self, data_dir: Path, upstream: str, workers: int = 1, concurrency: int = 64,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "ZUMIK_DATA_DIR": str(data_dir), "ZUMIK_API_KEYS": f"{KEY}=bench",
+               "ZUMIK_UPSTREAM_URL": upstream, "ZUMIK_CONCURRENCY": str(concurrency),
+               "ZUMIK_POLL_INTERVAL": "0.05", **(extra_env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf", "--bind",
+             f"127.0.0.1:{self.port}", "--workers", str(workers), "zumik.wsgi_app:app"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=open(os.environ["BENCH_LOG"], "ab") if os.environ.get("BENCH_LOG")  # noqa: SIM115
+            else subprocess.DEVNULL,
+            start_new_session=True)
+        wait_http(self.url + "/healthz")
+        time.sleep(0.5)
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def upload(self, path: Path) -> str:
+        with open(path, "rb") as f:
+            response = requests.post(self.url + "/v1/files", headers=AUTH,
+                                     files={"file": (path.name, f)}, timeout=600)
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def create(self, file_id: str) -> str:
+        response = requests.post(self.url + "/v1/batches", headers=AUTH, timeout=30, json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"})
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def wait(self, batch_id: str, timeout: float = 900) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            batch = requests.get(f"{self.url}/v1/batches/{batch_id}", headers=AUTH,
+                                 timeout=30).json()
+            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+                return batch
+            time.sleep(0.05)
+        raise RuntimeError("batch did not finish")
+
+    def run_batch(self, path: Path) -> tuple[float, dict]:
+        file_id = self.upload(path)
+        started = time.perf_counter()
+        batch = self.wait(self.create(file_id))
+        return time.perf_counter() - started, batch
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+BASELINE = r'''
+import asyncio, json, sys, time
+import aiohttp
+url, path, out, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+async def main():
+    lines = [json.loads(x) for x in open(path, "rb")]
+    sem = asyncio.Semaphore(concurrency)
+    conn = aiohttp.TCPConnector(limit=0)
+    with open(out, "wb") as f:
+        async with aiohttp.ClientSession(connector=conn) as session:
+            async def one(line):
+                async with sem:
+                    async with session.post(url + "/chat/completions", json=line["body"]) as r:
+                        body = await r.read()
+                f.write(json.dumps({"custom_id": line["custom_id"]}).encode()[:-1]
+                        + b',"body":' + body + b"}\n")
+            started = time.perf_counter()
+            await asyncio.gather(*(one(line) for line in lines))
+            print(time.perf_counter() - started)
+asyncio.run(main())
+'''
+
+
+def baseline(url: str, path: Path, concurrency: int, workdir: Path) -> float:
+    """A bare aiohttp client sending the same lines and writing results to a file."""
+    script = workdir / "baseline.py"
+    script.write_text(BASELINE)
+    out = subprocess.run([sys.executable, str(script), url, str(path), str(workdir / "b.out"),
+                          str(concurrency)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def throughput(name: str, latency: float, n: int, concurrency: int, workdir: Path,
+               target: str) -> dict:
+    provider = Provider(latency)
+    path = lines_file(workdir / f"{name}.jsonl", n)
+    try:
+        base = min(baseline(provider.url, path, concurrency, workdir) for _ in range(2))
+        zumik = Zumik(workdir / f"data-{name}", provider.url, concurrency=concurrency)
+        try:
+            runs = [zumik.run_batch(path) for _ in range(2)]
+        finally:
+            zumik.stop()
+        elapsed = min(r[0] for r in runs)
+        assert runs[-1][1]["request_counts"]["completed"] == n, runs[-1][1]
+    finally:
+        provider.stop()
+    ideal = concurrency / latency if latency else None
+    return {"scenario": name, "lines": n, "concurrency": concurrency, "latency_s": latency,
+            "baseline_req_s": round(n / base), "zumik_req_s": round(n / elapsed),
+            "ratio": round(base / elapsed, 3),
+            "ratio_to_C_over_L": round(n / elapsed / ideal, 3) if ideal else None,
+            "target": target}
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, rss_kb(pid), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_kb(self.pid))
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def memory(workdir: Path) -> dict:
+    provider = Provider(0.0)
+    result = {"scenario": "memory", "target": "growth <= 64 MB, flat in the line count"}
+    try:
+        for n in (20_000, 200_000):
+            path = lines_file(workdir / f"mem{n}.jsonl", n)
+            zumik = Zumik(workdir / f"data-mem{n}", provider.url, extra_env={
+                "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_BYTES": str(4 << 30),
+                "ZUMIK_MAX_UPLOAD_BYTES": str(2 << 30)})
+            try:
+                [pid] = zumik.worker_pids()
+                idle = rss_kb(pid)
+                file_id = zumik.upload(path)
+                sampler = RssSampler(pid)
+                batch = zumik.wait(zumik.create(file_id))
+                peak = sampler.stop()
+                assert batch["request_counts"]["completed"] == n
+                result[f"growth_mb_{n}"] = round((peak - idle) / 1024, 1)
+            finally:
+                zumik.stop()
+    finally:
+        provider.stop()
+    return result
+
+
+def transfer(workdir: Path) -> dict:
+    size_mb = 200
+    path = workdir / "big.jsonl"
+    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "m", "messages": [{"role": "user",
+                                                            "content": "a" * 900}]}})
+    with open(path, "wb") as f:
+        for i in range(size_mb * 1024 * 1024 // (len(line) + 10)):
+            f.write(line.replace('"x"', f'"x{i}"', 1).encode() + b"\n")
+    size = path.stat().st_size
+    started = time.perf_counter()
+    shutil.copyfile(path, workdir / "copy.jsonl")
+    os.sync()
+    cp_s = time.perf_counter() - started
+    zumik = Zumik(workdir / "data-transfer", "http://127.0.0.1:9/v1", extra_env={
+        "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
+        "ZUMIK_MAX_BYTES": str(2 << 30)})
+    try:
+        [pid] = zumik.worker_pids()
+        idle = rss_kb(pid)
+        sampler = RssSampler(pid)
+        started = time.perf_counter()
+        file_id = zumik.upload(path)
+        up_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with requests.get(f"{zumik.url}/v1/files/{file_id}/content", headers=AUTH,
+                          stream=True, timeout=600) as response:
+            got = sum(len(c) for c in response.iter_content(1 << 20))
+        down_s = time.perf_counter() - started
+        peak = sampler.stop()
+        assert got == size
+    finally:
+        zumik.stop()
+    mb = size / 1e6
+    return {"scenario": "transfer", "bytes": size, "cp_mb_s": round(mb / cp_s),
+            "upload_mb_s": round(mb / up_s), "download_mb_s": round(mb / down_s),
+            "upload_vs_cp": round(cp_s / up_s, 3), "download_vs_cp": round(cp_s / down_s, 3),
+            "rss_growth_mb": round((peak - idle) / 1024, 1),
+            "target": ">= 100 MB/s up, >= 300 MB/s down, RSS growth <= 32 MB"}
+
+
+def responsiveness(workdir: Path) -> dict:
+    provider = Provider(0.0)
+    path = lines_file(workdir / "resp.jsonl", 5000)
+    zumik = Zumik(workdir / "data-resp", provider.url)
+    samples: list[float] = []
+    idle: list[float] = []
+    try:
+        file_id = zumik.upload(path)
+
+        def probe(batch_id: str | None, into: list[float], stop: threading.Event) -> None:
+            session = requests.Session()
+            paths = [f"/v1/batches/{batch_id}" if batch_id else "/v1/files", "/v1/files"]
+            i = 0
+            while not stop.is_set():
+                started = time.perf_counter()
+                session.get(zumik.url + paths[i % 2], headers=AUTH, timeout=30)
+                into.append(time.perf_counter() - started)
+                i += 1
+                time.sleep(0.01)
+
+        stop = threading.Event()
+        thread = threading.Thread(target=probe, args=(None, idle, stop))
+        thread.start()
+        time.sleep(2)
+        stop.set()
+        thread.join()
+        batch_id = zumik.create(file_id)
+        stop = threading.Event()
+        thread = threading.Thread(target=probe, args=(batch_id, samples, stop))
+        thread.start()
+        zumik.wait(batch_id)
+        stop.set()
+        thread.join()
+    finally:
+        zumik.stop()
+        provider.stop()
+
+    def pct(values: list[float], q: float) -> float:
+        return round(statistics.quantiles(values, n=100)[q - 1] * 1000, 1)
+
+    return {"scenario": "responsiveness", "samples": len(samples),
+            "idle_p50_ms": pct(idle, 50), "idle_p99_ms": pct(idle, 99),
+            "busy_p50_ms": pct(samples, 50), "busy_p99_ms": pct(samples, 99),
+            "target": "p99 <= 50 ms while scenario 1 runs"}
+
+
+def scale(workdir: Path) -> dict:
+    provider = Provider(0.05)
+    paths = [lines_file(workdir / f"scale{i}.jsonl", 2000) for i in range(8)]
+    zumik = Zumik(workdir / "data-scale", provider.url, workers=4,
+                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16", "ZUMIK_WORKER_BATCHES": "2"})
+    try:
+        one_s, _ = zumik.run_batch(paths[0])
+        ids = [zumik.upload(p) for p in paths]
+        started = time.perf_counter()
+        batch_ids = [zumik.create(f) for f in ids]
+        for b in batch_ids:
+            assert zumik.wait(b)["request_counts"]["completed"] == 2000
+        all_s = time.perf_counter() - started
+    finally:
+        zumik.stop()
+        provider.stop()
+    return {"scenario": "scale", "one_batch_req_s": round(2000 / one_s),
+            "eight_batches_req_s": round(16000 / all_s), "ratio": round(one_s * 8 / all_s, 3),
+            "target": "> 1 (work spreads over 4 workers)"}
+
+
+SCENARIOS = {
+    "overhead": lambda w: throughput("overhead", 0.0, 5000, 64, w, ">= 0.9"),
+    "latency": lambda w: throughput("latency", 0.05, 5000, 64, w, ">= 0.9"),
+    "concurrency": lambda w: throughput("concurrency", 1.0, 5000, 512, w, ">= 0.9 x C/L"),
+    "memory": memory,
+    "transfer": transfer,
+    "responsiveness": responsiveness,
+    "scale": scale,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    args = parser.parse_args()
+    names = args.scenarios or list(SCENARIOS)
+    results = []
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
+        for name in names:
+            print(f"running {name} ...", flush=True)
+            result = SCENARIOS[name](Path(tmp))
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    if not args.no_record:
+        record(results, names)
+
+
+def record(results: list[dict], names: list[str]) -> None:
+    header = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
+              f"{platform.machine()}, {os.cpu_count()} cores, Python "
+              f"{platform.python_version()}\n\nCommand: `python bench/bench.py "
+              f"{' '.join(names)}`\n\n")
+    rows = "".join(f"- `{json.dumps(r)}`\n" for r in results)
+    with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+        f.write(header + rows)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    _ = aiohttp  # the baseline's client; imported here so a missing install fails early
+    main()
