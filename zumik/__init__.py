@@ -20,7 +20,7 @@ __all__ = ["create_app", "Settings", "load_settings"]
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
                start_executor: bool = False) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
-    from zumik import batches, files, health
+    from zumik import batches, files, health, models
     from zumik.executor import Executor
     from zumik.routing import Router
 
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                   executor=Executor(settings, router, clock=clock))
     app.extensions["zumik"] = zumik
     errors.init_app(app)
-    for blueprint in (files.bp, batches.bp):
+    for blueprint in (files.bp, batches.bp, models.bp):
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)

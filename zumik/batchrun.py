@@ -43,7 +43,7 @@ def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
         json.dumps(custom_id).encode(), b',"response":{"status_code":',
         str(outcome.status_code).encode(), b',"request_id":',
         json.dumps(outcome.request_id).encode(), b',"body":', outcome.body,
-        b'},"error":null}\n'))
+        b'},"error":null,"provider":', json.dumps(outcome.provider).encode(), b'}\n'))
 
 
 def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
@@ -83,7 +83,10 @@ class BatchRun:
         self.slots = slots
         self.reason: str | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.progress = journal.Progress()
+        self.prices: journal.Prices = {
+            p.name: (p.input_price, p.output_price) for p in router.providers.values()
+            if p.input_price is not None or p.output_price is not None}
+        self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
@@ -169,7 +172,7 @@ class BatchRun:
     async def _execute(self, record: dict[str, Any]) -> None:
         self.progress = await asyncio.to_thread(
             journal.recover, self.store.batches_dir, self.batch_id,
-            self.settings.claim_mode == "flock")
+            self.settings.claim_mode == "flock", self.prices)
         status = record["status"]
         started = time.perf_counter()
         if status == Status.IN_PROGRESS:
@@ -229,11 +232,12 @@ class BatchRun:
             if route is None:
                 line = error_line(custom_id, "model_not_found",
                                   f"The model {body['model']!r} has no route")
-                ok, usage = False, None
+                ok, usage, provider = False, None, None
             else:
                 outcome = await self.upstream.send(route, body)
                 ok = outcome.ok
                 usage = outcome.parsed.get("usage") if outcome.parsed else None
+                provider = outcome.provider
                 line = (success_line(custom_id, outcome, self.next_request_id()) if ok else
                         error_line(custom_id, outcome.error_code or "upstream_error",
                                    outcome.error_message or "request failed",
@@ -243,7 +247,7 @@ class BatchRun:
         if self.reason == LOST or self.writer is None:
             return
         self.writer.append(line)
-        self.progress.record(custom_id, not ok, usage)
+        self.progress.record(custom_id, not ok, usage, provider)
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent."""
@@ -285,6 +289,7 @@ class BatchRun:
             record["request_counts"]["completed"] = progress.completed
             record["request_counts"]["failed"] = progress.failed
             record["usage"] = progress.usage
+            record["cost"] = progress.cost()
 
         self.store.update_batch(self.batch_id, change)
 
@@ -325,6 +330,7 @@ class BatchRun:
             current["request_counts"]["completed"] = summary.completed
             current["request_counts"]["failed"] = summary.failed
             current["usage"] = summary.usage
+            current["cost"] = summary.cost()
             move(current, final, now)
 
         self.store.update_batch(self.batch_id, finish)
@@ -338,7 +344,8 @@ class BatchRun:
         files_dir = self.store.files_dir
         tmp_all, tmp_failed = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
         try:
-            summary = journal.merge(self.store.batches_dir, self.batch_id, tmp_all, tmp_failed)
+            summary = journal.merge(self.store.batches_dir, self.batch_id, tmp_all, tmp_failed,
+                                    self.prices)
             now = int(self.clock())
             for tmp, file_id, suffix, count in (
                     (tmp_all, record["_output_file_id"], "output", len(summary.done)),

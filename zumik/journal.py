@@ -68,22 +68,44 @@ def add_usage(total: dict[str, Any], usage: Any) -> None:
             details.get("reasoning_tokens"))
 
 
+Prices = dict[str, tuple[float | None, float | None]]  # provider -> (input, output) per 1M
+
+
 @dataclass
 class Progress:
-    """What the journal says is done: ids, counts and summed usage."""
+    """What the journal says is done: ids, counts, summed usage and (where priced) cost."""
 
+    prices: Prices = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     completed: int = 0
     failed: int = 0
     usage: dict[str, Any] = field(default_factory=zero_usage)
+    input_cost: float = 0.0
+    output_cost: float = 0.0
+    priced: bool = False
 
-    def record(self, custom_id: str, failed: bool, usage: Any) -> None:
+    def record(self, custom_id: str, failed: bool, usage: Any, provider: str | None = None
+               ) -> None:
         self.done.add(custom_id)
         if failed:
             self.failed += 1
-        else:
-            self.completed += 1
-            add_usage(self.usage, usage)
+            return
+        self.completed += 1
+        add_usage(self.usage, usage)
+        price = self.prices.get(provider or "")
+        if price is not None and isinstance(usage, dict):
+            tokens_in = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
+            tokens_out = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+            self.input_cost += tokens_in * (price[0] or 0.0) / 1e6
+            self.output_cost += tokens_out * (price[1] or 0.0) / 1e6
+            self.priced = True
+
+    def cost(self) -> dict[str, float] | None:
+        """The batch's cost at the configured prices, or None when nothing was priced."""
+        if not self.priced:
+            return None
+        return {"input": round(self.input_cost, 6), "output": round(self.output_cost, 6),
+                "total": round(self.input_cost + self.output_cost, 6)}
 
 
 def entry_usage(entry: dict[str, Any]) -> Any:
@@ -92,16 +114,18 @@ def entry_usage(entry: dict[str, Any]) -> Any:
     return body.get("usage") if isinstance(body, dict) else None
 
 
-def recover(batches_dir: Path, batch_id: str, repair: bool) -> Progress:
+def recover(batches_dir: Path, batch_id: str, repair: bool, prices: Prices | None = None
+            ) -> Progress:
     """Rebuild progress from every segment (first occurrence of a custom_id wins)."""
-    progress = Progress()
+    progress = Progress(prices or {})
     for path in segments(batches_dir, batch_id):
         if repair:
             fsutil.repair_tail(path)
         for _, entry in iter_entries(path):
             custom_id = entry["custom_id"]
             if custom_id not in progress.done:
-                progress.record(custom_id, entry.get("error") is not None, entry_usage(entry))
+                progress.record(custom_id, entry.get("error") is not None, entry_usage(entry),
+                                entry.get("provider"))
     return progress
 
 
@@ -157,9 +181,10 @@ class JournalWriter:
             self.fd = -1
 
 
-def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path) -> Progress:
+def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path,
+          prices: Prices | None = None) -> Progress:
     """Write deduplicated lines to ``out_all`` and the failed ones to ``out_failed``."""
-    summary = Progress()
+    summary = Progress(prices or {})
     with open(out_all, "wb") as all_f, open(out_failed, "wb") as fail_f:
         for path in segments(batches_dir, batch_id):
             for raw, entry in iter_entries(path):
@@ -167,7 +192,7 @@ def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path) -> 
                 if custom_id in summary.done:
                     continue
                 failed = entry.get("error") is not None
-                summary.record(custom_id, failed, entry_usage(entry))
+                summary.record(custom_id, failed, entry_usage(entry), entry.get("provider"))
                 all_f.write(raw)
                 if failed:
                     fail_f.write(raw)

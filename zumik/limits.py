@@ -1,8 +1,9 @@
 """Per-provider limits inside one executor: adaptive concurrency (AIMD), rpm and tpm buckets,
 and the provider's own ``x-ratelimit-*`` headers.
 
-Concurrency starts at ``max_concurrency``, halves on a 429 or 503 (at most once per half
-second, so one burst counts once) and grows back by one per window of successes.
+Concurrency starts at ``max_concurrency``, halves on a 429 or 503 and grows back by one per
+window of successes. Like TCP, it halves at most once per window: a rejection of a request that
+was sent before the last decrease says nothing new and is ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 from zumik.routing import ProviderConfig
 
 BACKOFF_STATUSES = frozenset({429, 503})
-DECREASE_SPACING = 0.5
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -85,7 +85,8 @@ class ProviderLimits:
         self.rpm = TokenBucket(provider.rpm, clock) if provider.rpm else None
         self.tpm = TokenBucket(provider.tpm, clock) if provider.tpm else None
         self.blocked_until = 0.0
-        self.last_decrease = -1e9
+        self.tickets = 0  # requests admitted so far
+        self.decrease_ticket = 0  # requests admitted before the last decrease
         self.decreases = 0
         self.peak_in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -93,8 +94,8 @@ class ProviderLimits:
     def free_share(self) -> float:
         return (self.limit - self.in_flight) / self.limit
 
-    async def acquire(self, body: dict[str, Any]) -> int:
-        """Wait for a concurrency slot and the rate buckets; return the token estimate.
+    async def acquire(self, body: dict[str, Any]) -> tuple[int, int]:
+        """Wait for a concurrency slot and the rate buckets; return (token estimate, ticket).
 
         Pair every successful call with ``release``. The common case (a free slot, no rate
         limits) takes no await at all.
@@ -112,7 +113,8 @@ class ProviderLimits:
             except BaseException:
                 self.release()
                 raise
-        return estimate
+        self.tickets += 1
+        return estimate, self.tickets
 
     def release(self) -> None:
         self._leave()
@@ -166,13 +168,11 @@ class ProviderLimits:
                 self.tpm.adjust(actual - estimate)
         self._respect_headers(headers)
 
-    def on_failure(self, status: int | None, headers: Any = None) -> None:
-        if status in BACKOFF_STATUSES:
-            now = self.clock()
-            if now - self.last_decrease >= DECREASE_SPACING:
-                self.last_decrease = now
-                self.decreases += 1
-                self.limit = max(1.0, self.limit / 2)
+    def on_failure(self, status: int | None, headers: Any = None, ticket: int = 0) -> None:
+        if status in BACKOFF_STATUSES and ticket > self.decrease_ticket:
+            self.decrease_ticket = self.tickets
+            self.decreases += 1
+            self.limit = max(1.0, self.limit / 2)
         self._respect_headers(headers)
 
     def _respect_headers(self, headers: Any) -> None:

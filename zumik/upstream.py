@@ -150,7 +150,7 @@ class Upstream:
             request = self._requests[provider.name] = _RequestShape(provider)
         outcome = Outcome(ok=False)
         for attempt in range(1, provider.max_attempts + 1):
-            estimate = await limits.acquire(body)
+            estimate, ticket = await limits.acquire(body)
             try:
                 outcome, response_headers = await self._attempt(request, payload)
             finally:
@@ -159,7 +159,7 @@ class Upstream:
                 limits.on_success(estimate, outcome.parsed.get("usage"),  # type: ignore[union-attr]
                                   response_headers)
             else:
-                limits.on_failure(outcome.status_code, response_headers)
+                limits.on_failure(outcome.status_code, response_headers, ticket)
             outcome.attempts = attempt
             outcome.provider = provider.name
             if outcome.ok or not outcome.retryable:
