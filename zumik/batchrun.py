@@ -30,6 +30,7 @@ from zumik.upstream import Outcome, Upstream
 log = logging.getLogger("zumik.executor")
 
 DONE, CANCEL, EXPIRED, SHUTDOWN, LOST = "done", "cancel", "expired", "shutdown", "lost"
+PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
 FINAL_STATUS = {DONE: Status.COMPLETED, CANCEL: Status.CANCELLED, EXPIRED: Status.EXPIRED}
 WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
@@ -121,7 +122,8 @@ class BatchRun:
                     return
             await self._execute(record)
         except Exception:
-            log.exception("batch %s: run failed; it will be retried by the next claim",
+            self.reason = PAUSED
+            log.exception("batch %s: run failed; paused, it will be retried by a later claim",
                           self.batch_id)
         finally:
             if self.writer is not None:
@@ -188,7 +190,7 @@ class BatchRun:
         if self.reason in (None, DONE) and self.clock() >= record["expires_at"]:
             self.reason = EXPIRED
         reason = self.reason or DONE
-        if reason in (SHUTDOWN, LOST):
+        if reason in (SHUTDOWN, LOST, PAUSED):
             log.info("batch %s: handing back (%s) after %d lines", self.batch_id, reason,
                      len(self.progress.done))
             return
@@ -224,7 +226,8 @@ class BatchRun:
             if self.writer is not None:
                 self.writer.flush()
                 await asyncio.to_thread(self.writer.sync)
-            await asyncio.to_thread(self._save_counts)
+            if self.reason != PAUSED:
+                await asyncio.to_thread(self._save_counts)
 
     async def _one(self, custom_id: str, body: dict[str, Any]) -> None:
         try:
@@ -259,6 +262,11 @@ class BatchRun:
             await asyncio.sleep(min(WATCH_INTERVAL, self.settings.upstream_fsync_interval))
             if self.writer is not None:
                 await asyncio.to_thread(self.writer.sync)
+                if self.writer.error is not None and self.reason is None:
+                    log.error("batch %s: journal write failed (%s); pausing", self.batch_id,
+                              self.writer.error)
+                    self.reason = PAUSED
+                    self._cancel_in_flight()
             if self.reason is None and marker.exists():
                 self.reason = CANCEL
                 self._cancel_in_flight()
@@ -274,14 +282,20 @@ class BatchRun:
                     self._cancel_in_flight()
             if now >= next_counts:
                 next_counts = now + COUNTS_INTERVAL
-                await asyncio.to_thread(self._save_counts)
+                try:
+                    await asyncio.to_thread(self._save_counts)
+                except OSError as exc:
+                    log.error("batch %s: saving counts failed (%s); pausing", self.batch_id, exc)
+                    if self.reason is None:
+                        self.reason = PAUSED
+                        self._cancel_in_flight()
 
     def _cancel_in_flight(self) -> None:
         for task in list(self.in_flight):
             task.cancel()
 
     def _save_counts(self) -> None:
-        if self.reason == LOST:
+        if self.reason in (LOST, PAUSED):
             return
         progress = self.progress
 

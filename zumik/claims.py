@@ -122,11 +122,17 @@ class Claimer:
                 lock.release()
             return None
         try:
-            os.write(fd, claim._lease_bytes())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsutil.fsync_dir(batches_dir)
+            try:
+                os.write(fd, claim._lease_bytes())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsutil.fsync_dir(batches_dir)
+        except OSError:  # e.g. disk full: give the claim up cleanly, try again later
+            claim.lease_path.unlink(missing_ok=True)
+            if lock is not None:
+                lock.release()
+            return None
         self.seen.pop(batch_id, None)
         for old_epoch, path in _lease_files(batches_dir, batch_id):
             if old_epoch < epoch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 
@@ -107,6 +108,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
         request_id = g.get("request_id", "-")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("request %s: disk full (%s)", request_id, exc)
+            return envelope(ApiError(507, "The server's storage is full; nothing was stored. "
+                                          "Try again later.", type="server_error",
+                                     code="insufficient_storage"))
         log.exception("request %s %s %s failed", request_id, request.method, request.path)
         return envelope(ApiError(500, f"Internal server error (request id {request_id})",
                                  type="server_error", code="internal_error"))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from zumik.batchrun import BatchRun
+from zumik.batchrun import PAUSED, BatchRun
 from zumik.claims import Claimer
 from zumik.janitor import Janitor
 from zumik.routing import Router
@@ -40,6 +40,8 @@ class Executor:
         self.claimer = Claimer(settings.claim_mode, settings.lease_seconds)
         self.janitor = Janitor(settings, clock)
         self.runs: dict[str, BatchRun] = {}
+        self.paused_until: dict[str, float] = {}
+        self.pause_seconds = 5.0
         self.upstream: Upstream | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,7 +118,7 @@ class Executor:
             for batch_id in store.active_ids():
                 if len(self.runs) >= self.settings.worker_batches:
                     return
-                if batch_id in self.runs:
+                if batch_id in self.runs or self.paused_until.get(batch_id, 0) > time.monotonic():
                     continue
                 claim = self.claimer.try_claim(store.batches_dir, batch_id)
                 if claim is None:
@@ -132,7 +134,11 @@ class Executor:
     def _finished(self, tasks: set[asyncio.Task[None]], task: asyncio.Task[None],
                   batch_id: str) -> None:
         tasks.discard(task)
-        self.runs.pop(batch_id, None)
+        run = self.runs.pop(batch_id, None)
+        if run is not None and run.reason == PAUSED:
+            self.paused_until[batch_id] = time.monotonic() + self.pause_seconds
+        else:
+            self.paused_until.pop(batch_id, None)
         if self._wake is not None:
             self._wake.set()  # a slot is free: look for more work now
 

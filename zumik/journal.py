@@ -145,6 +145,7 @@ class JournalWriter:
         self.dirty = False
         self._loop = loop
         self._pending: list[bytes] = []
+        self.error: OSError | None = None  # the last failed write (disk full, ...)
 
     def append(self, line: bytes) -> None:
         """Queue ``line`` (it must end in a newline) for this loop iteration's write."""
@@ -156,15 +157,29 @@ class JournalWriter:
         self._pending.append(line)
 
     def flush(self) -> None:
+        """Write what is queued; on failure keep nothing half-written and remember the error.
+
+        Lines that could not be written are dropped: they were not journaled, so the next
+        claim sends them again (at-least-once upstream, exactly-once output).
+        """
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
             self._write(data)
 
     def _write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        start = os.lseek(self.fd, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            self.error = exc
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)  # no torn line left behind
+            return
         self.dirty = True
 
     def sync(self) -> None:

@@ -153,7 +153,11 @@ class ProjectStore:
     def write_file(self, tmp: Path, meta: dict[str, Any]) -> None:
         """Publish content then metadata; a crash between leaves an orphan blob, swept later."""
         fsutil.commit_temp(tmp, self.file_data_path(meta["id"]))
-        fsutil.write_json(self.file_meta_path(meta["id"]), meta)
+        try:
+            fsutil.write_json(self.file_meta_path(meta["id"]), meta)
+        except BaseException:
+            self.file_data_path(meta["id"]).unlink(missing_ok=True)
+            raise
 
     def delete_file(self, file_id: str) -> bool:
         """Delete a file; refuse (409) while an active batch reads it. False if unknown."""
