@@ -63,6 +63,8 @@ def test_filename_is_reduced_to_basename(client):
     assert body["filename"] == "passwd.jsonl"
     body = upload(client, echo_lines(1), filename="/abs/dir/x.jsonl").get_json()
     assert body["filename"] == "x.jsonl"
+    body = upload(client, echo_lines(1), filename="café ünïcode.jsonl").get_json()
+    assert body["filename"] == "café ünïcode.jsonl"
 
 
 def test_json_body_upload(client):

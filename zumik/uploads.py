@@ -85,14 +85,8 @@ class _TempSink:
             os.unlink(self.path)
 
 
-def clean_filename(raw: str) -> str:
-    """The basename of a client-sent filename; 400 for NUL, non-UTF-8 or over-long names."""
-    try:  # multipart headers arrive decoded as latin-1; recover the UTF-8 the client sent
-        name = raw.encode("latin-1").decode("utf-8")
-    except UnicodeEncodeError:
-        name = raw
-    except UnicodeDecodeError:
-        raise bad_request("The filename is not valid UTF-8", "file") from None
+def clean_filename(name: str) -> str:
+    """The basename of a client-sent filename; 400 for control characters or over-long names."""
     if "\x00" in name or any(ord(c) < 32 for c in name):
         raise bad_request("The filename contains control characters", "file")
     name = posixpath.basename(name.replace("\\", "/")).strip()
@@ -182,6 +176,11 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
         purpose, expires = _check_fields(fields)
         requests = sink.finish()
         return Upload(sink.path, sink.size, requests, filename, purpose, expires)
+    except UnicodeDecodeError:
+        if sink is not None:
+            sink.discard()
+        raise bad_request("A multipart header (the filename?) is not valid UTF-8",
+                          "file") from None
     except ValueError as exc:
         if sink is not None:
             sink.discard()
@@ -229,7 +228,7 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
         fields["expires_after[anchor]"] = str(expires_after.get("anchor"))
         fields["expires_after[seconds]"] = str(expires_after.get("seconds"))
     purpose, expires = _check_fields(fields)
-    name = clean_filename(filename.encode("utf-8", "replace").decode("latin-1"))
+    name = clean_filename(filename)
     sink = _TempSink(directory, settings)
     try:
         data = content.encode("utf-8", "surrogatepass")
