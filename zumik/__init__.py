@@ -11,6 +11,7 @@ from flask import Flask, request
 from zumik import errors
 from zumik.auth import KeyRing, authenticate
 from zumik.context import Zumik
+from zumik.metrics import Metrics
 from zumik.settings import Settings, load_settings
 from zumik.store import ProjectStore, iter_projects
 
@@ -30,9 +31,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     app.json.sort_keys = False
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     router = Router.from_settings(settings)
+    metrics = Metrics()
     zumik = Zumik(settings=settings, clock=clock,
                   keyring=KeyRing(settings.data_dir, settings.api_keys), router=router,
-                  executor=Executor(settings, router, clock=clock))
+                  executor=Executor(settings, router, clock=clock, metrics=metrics),
+                  metrics=metrics)
     app.extensions["zumik"] = zumik
     errors.init_app(app)
     for blueprint in (files.bp, batches.bp, models.bp):

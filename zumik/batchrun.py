@@ -21,6 +21,7 @@ from zumik import ids, journal
 from zumik.batchfile import LineError, iter_lines, parse_line
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
+from zumik.metrics import Metrics
 from zumik.records import Status, cancel_marker, is_terminal, move
 from zumik.routing import Router
 from zumik.settings import Settings
@@ -73,7 +74,7 @@ class BatchRun:
 
     def __init__(self, *, settings: Settings, router: Router, upstream: Upstream,
                  clock: Callable[[], float], store: ProjectStore, claim: Claim,
-                 slots: asyncio.Semaphore) -> None:
+                 slots: asyncio.Semaphore, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.router = router
         self.upstream = upstream
@@ -82,6 +83,7 @@ class BatchRun:
         self.claim = claim
         self.batch_id = claim.batch_id
         self.slots = slots
+        self.metrics = metrics or Metrics()
         self.reason: str | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
         self.prices: journal.Prices = {
@@ -251,6 +253,9 @@ class BatchRun:
             return
         self.writer.append(line)
         self.progress.record(custom_id, not ok, usage, provider)
+        self.metrics.inc("zumik_lines_total", (("provider", provider or "none"),
+                                               ("model", str(body.get("model"))),
+                                               ("outcome", "failed" if not ok else "completed")))
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app, g
 
 from zumik.auth import KeyRing
+from zumik.metrics import Metrics
 from zumik.settings import Settings
 from zumik.store import ProjectStore
 
@@ -26,6 +27,7 @@ class Zumik:
     keyring: KeyRing
     router: Router
     executor: Executor
+    metrics: Metrics
     extra: dict[str, Any] = field(default_factory=dict)
 
     def store(self, project: str) -> ProjectStore:

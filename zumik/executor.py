@@ -21,20 +21,23 @@ import aiohttp
 from zumik.batchrun import PAUSED, BatchRun
 from zumik.claims import Claimer
 from zumik.janitor import Janitor
+from zumik.metrics import Metrics
 from zumik.routing import Router
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
 from zumik.upstream import Upstream
 
 log = logging.getLogger("zumik.executor")
+METRICS_INTERVAL = 2.0
 
 
 class Executor:
     """Claims and runs batches in a background thread."""
 
     def __init__(self, settings: Settings, router: Router,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.router = router
         self.clock = clock
         self.claimer = Claimer(settings.claim_mode, settings.lease_seconds)
@@ -42,6 +45,7 @@ class Executor:
         self.runs: dict[str, BatchRun] = {}
         self.paused_until: dict[str, float] = {}
         self.pause_seconds = 5.0
+        self._metrics_flushed = float("-inf")
         self.upstream: Upstream | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,19 +96,30 @@ class Executor:
         slots = asyncio.Semaphore(self.settings.concurrency)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            self.upstream = Upstream(session)
+            self.upstream = Upstream(session, metrics=self.metrics)
             self._ready.set()
             tasks: set[asyncio.Task[None]] = set()
             while not self._stopping.is_set():
                 try:
                     self._claim_new(tasks, slots)
                     await asyncio.to_thread(self.janitor.maybe_sweep)
+                    await self._flush_metrics()
                 except Exception:
                     log.exception("executor scan failed")
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_delay())
             await self._shutdown(tasks)
+
+    async def _flush_metrics(self) -> None:
+        now = time.monotonic()
+        if now - self._metrics_flushed >= METRICS_INTERVAL:
+            self._metrics_flushed = now
+            assert self.upstream is not None
+            for name, limits in self.upstream.limits.items():
+                self.metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
+                                       limits.in_flight)
+            await asyncio.to_thread(self.metrics.flush, self.settings.data_dir)
 
     def _poll_delay(self) -> float:
         return self.settings.poll_interval * (0.75 + random.random() * 0.5)
@@ -125,7 +140,7 @@ class Executor:
                     continue
                 run = BatchRun(settings=self.settings, router=self.router,
                                upstream=self.upstream, clock=self.clock, store=store,
-                               claim=claim, slots=slots)
+                               claim=claim, slots=slots, metrics=self.metrics)
                 self.runs[batch_id] = run
                 task = asyncio.create_task(run.run())
                 tasks.add(task)

@@ -1,4 +1,4 @@
-"""Blueprint for ``/healthz``: the process is up and the data dir is writable."""
+"""Operations: ``/healthz`` (process up, data dir writable) and ``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify
 
 from zumik import fsutil
 from zumik.context import current
+from zumik.metrics import render
 
 bp = Blueprint("health", __name__)
 
@@ -25,3 +26,11 @@ def healthz() -> tuple[Response, int]:
     body = {"status": "ok" if writable else "degraded", "data_dir_writable": writable,
             "executor_running": zumik.executor.running, "pid": os.getpid()}
     return jsonify(body), 200 if writable else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    zumik = current()
+    zumik.metrics.flush(zumik.settings.data_dir)
+    return Response(render(zumik.settings.data_dir, zumik.clock),
+                    mimetype="text/plain; version=0.0.4")

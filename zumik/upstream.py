@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from zumik.limits import ProviderLimits
+from zumik.metrics import Metrics
 from zumik.routing import ProviderConfig, Route, Target
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -101,8 +102,9 @@ class Upstream:
     """The executor's HTTP side: one aiohttp session, per-provider limits."""
 
     def __init__(self, session: aiohttp.ClientSession, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.session = session
+        self.metrics = metrics or Metrics()
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.limits: dict[str, ProviderLimits] = {}
@@ -151,10 +153,13 @@ class Upstream:
         outcome = Outcome(ok=False)
         for attempt in range(1, provider.max_attempts + 1):
             estimate, ticket = await limits.acquire(body)
+            started = time.perf_counter()
             try:
                 outcome, response_headers = await self._attempt(request, payload)
             finally:
                 limits.release()
+            self.metrics.observe("zumik_upstream_latency_seconds", request.labels,
+                                 time.perf_counter() - started)
             if outcome.ok:
                 limits.on_success(estimate, outcome.parsed.get("usage"),  # type: ignore[union-attr]
                                   response_headers)
@@ -166,6 +171,7 @@ class Upstream:
                 break
             if attempt < provider.max_attempts:
                 self.retries += 1
+                self.metrics.inc("zumik_retries_total", request.labels)
                 await self.sleep(retry_delay(response_headers, attempt, self.rng,
                                              provider.retry_backoff))
         if not outcome.ok:
@@ -218,3 +224,4 @@ class _RequestShape:
         if provider.api_key:
             self.headers["Authorization"] = f"Bearer {provider.api_key}"
         self.timeout = aiohttp.ClientTimeout(total=provider.timeout)
+        self.labels = (("provider", provider.name),)

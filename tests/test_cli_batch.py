@@ -1,0 +1,53 @@
+"""``zumik batch`` against real gunicorn: run with progress, status, list, download, cancel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import KEY_A, echo_lines
+
+from zumik.batchcli import progress_line
+
+
+def zumik(server, *args, timeout=60):
+    env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": KEY_A, "PATH": "/usr/bin"}
+    return subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2",
+                           *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_batch_run_status_list_download(gunicorn, tmp_path):
+    server = gunicorn()
+    source = tmp_path / "prompts.jsonl"
+    source.write_bytes(echo_lines(12, model="placeholder"))
+    out = tmp_path / "answers.jsonl"
+    result = zumik(server, "run", str(source), "--model", "zumik-echo", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stderr and "12/12" in result.stderr and "/s" in result.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == sorted(f"r{i}" for i in range(12))
+    batch_id = result.stderr.split()[1]
+    listed = zumik(server, "list")
+    assert batch_id in listed.stdout and "completed" in listed.stdout
+    shown = json.loads(zumik(server, "status", batch_id).stdout)
+    assert shown["request_counts"]["completed"] == 12
+    again = tmp_path / "again.jsonl"
+    assert zumik(server, "download", batch_id, "--out", str(again)).returncode == 0
+    assert again.read_bytes() == out.read_bytes()
+    assert "completed" in zumik(server, "cancel", batch_id).stdout
+    failed = zumik(server, "run", str(source), "--out", str(tmp_path / "x.jsonl"))
+    assert failed.returncode == 1 and "model_not_found" in failed.stderr
+
+
+def test_missing_key_is_a_clear_error(gunicorn):
+    result = subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "list"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    assert result.returncode != 0 and "OPENAI_API_KEY" in result.stderr
+
+
+def test_progress_line_shows_counts_rate_and_eta():
+    batch = {"status": "in_progress",
+             "request_counts": {"total": 100, "completed": 40, "failed": 10}}
+    line = progress_line(batch, started=0.0, now=10.0)
+    assert "50/100" in line and "failed 10" in line and "5.0/s" in line and "ETA 10s" in line

@@ -1,0 +1,220 @@
+"""``zumik batch run|status|list|cancel|download``: a client for any OpenAI-compatible batch
+server (Zumik or OpenAI itself), with a live progress line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TERMINAL = ("completed", "failed", "cancelled", "expired")
+
+
+class ApiClient:
+    """The few Files and Batches calls the command needs, over ``requests``."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.session.request(method, self.base_url + path, timeout=self.timeout,
+                                        **kwargs)
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:300]
+            raise SystemExit(f"zumik: {method} {path} failed: HTTP {response.status_code}: "
+                             f"{message}")
+        return response
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        with open(path, "rb") as f:
+            return self._call("POST", "/files", data={"purpose": "batch"},
+                              files={"file": (path.name, f)}).json()
+
+    def create(self, file_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                "completion_window": "24h"}
+        if metadata:
+            body["metadata"] = metadata
+        return self._call("POST", "/batches", json=body).json()
+
+    def retrieve(self, batch_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/batches/{batch_id}").json()
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/batches/{batch_id}/cancel").json()
+
+    def list(self, limit: int) -> list[dict[str, Any]]:
+        return self._call("GET", "/batches", params={"limit": limit}).json()["data"]
+
+    def download(self, file_id: str, out: Path) -> int:
+        size = 0
+        with self._call("GET", f"/files/{file_id}/content", stream=True) as response, \
+                open(out, "wb") as f:
+            for chunk in response.iter_content(1 << 20):
+                f.write(chunk)
+                size += len(chunk)
+        return size
+
+
+def progress_line(batch: dict[str, Any], started: float, now: float) -> str:
+    """``status  done/total (failed)  rate/s  ETA`` for one batch."""
+    counts = batch.get("request_counts") or {}
+    total = counts.get("total") or 0
+    done = (counts.get("completed") or 0) + (counts.get("failed") or 0)
+    elapsed = max(now - started, 1e-9)
+    rate = done / elapsed
+    eta = f"{(total - done) / rate:,.0f}s" if rate > 0 and done < total else "-"
+    width = 24
+    filled = int(width * done / total) if total else 0
+    bar = "#" * filled + "." * (width - filled)
+    return (f"{batch['status']:<11} [{bar}] {done}/{total} "
+            f"(completed {counts.get('completed', 0)}, failed {counts.get('failed', 0)}) "
+            f"{rate:,.1f}/s ETA {eta}")
+
+
+def watch(client: ApiClient, batch_id: str, interval: float, stream=sys.stderr
+          ) -> dict[str, Any]:
+    """Poll until the batch ends, drawing the progress line; Ctrl-C offers to cancel."""
+    started = time.time()
+    tty = stream.isatty()
+    while True:
+        try:
+            batch = client.retrieve(batch_id)
+            line = progress_line(batch, started, time.time())
+            stream.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            stream.flush()
+            if batch["status"] in TERMINAL:
+                if tty:
+                    stream.write("\n")
+                return batch
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            stream.write("\n")
+            answer = input(f"Cancel batch {batch_id}? [y/N] ") if sys.stdin.isatty() else "n"
+            if answer.strip().lower().startswith("y"):
+                client.cancel(batch_id)
+                stream.write("cancelling; waiting for what finished to be written\n")
+            else:
+                stream.write(f"left running: zumik batch status {batch_id}\n")
+                raise SystemExit(130) from None
+
+
+def save_results(client: ApiClient, batch: dict[str, Any], out: Path) -> None:
+    if batch.get("output_file_id"):
+        size = client.download(batch["output_file_id"], out)
+        print(f"results: {out} ({size} bytes)")
+    if batch.get("error_file_id"):
+        errors = out.with_name(out.stem + ".errors" + out.suffix)
+        client.download(batch["error_file_id"], errors)
+        print(f"failed lines: {errors}")
+    if batch.get("errors"):
+        for error in batch["errors"].get("data", []):
+            print(f"line {error.get('line')}: {error.get('code')}: {error.get('message')}",
+                  file=sys.stderr)
+
+
+def with_model(path: Path, model: str, workdir: Path) -> Path:
+    """A copy of ``path`` whose lines all ask for ``model`` (streamed, line by line)."""
+    out = workdir / (path.stem + f".{model.replace('/', '_')}.jsonl")
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for raw in src:
+            if raw.strip():
+                line = json.loads(raw)
+                line.setdefault("body", {})["model"] = model
+                dst.write(json.dumps(line).encode() + b"\n")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    client = _client(args)
+    path = Path(args.file)
+    if args.model:
+        path = with_model(path, args.model, Path(os.environ.get("TMPDIR", "/tmp")))
+    uploaded = client.upload(path)
+    batch = client.create(uploaded["id"], dict(m.split("=", 1) for m in args.metadata or []))
+    print(f"batch {batch['id']} over {uploaded['id']} ({uploaded['bytes']} bytes)",
+          file=sys.stderr)
+    batch = watch(client, batch["id"], args.interval)
+    out = Path(args.out or Path(args.file).with_suffix(".results.jsonl"))
+    save_results(client, batch, out)
+    return 0 if batch["status"] == "completed" else 1
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8080/v1"
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        raise SystemExit("zumik: no API key: pass --api-key or set OPENAI_API_KEY")
+    return ApiClient(base_url, api_key)
+
+
+def status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    batch = watch(client, args.batch_id, args.interval) if args.watch else \
+        client.retrieve(args.batch_id)
+    print(json.dumps(batch, indent=2))
+    return 0
+
+
+def list_batches(args: argparse.Namespace) -> int:
+    for batch in _client(args).list(args.limit):
+        counts = batch.get("request_counts") or {}
+        print(f"{batch['id']}  {batch['status']:<11} {counts.get('completed', 0)}/"
+              f"{counts.get('total', 0)} done, {counts.get('failed', 0)} failed")
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    print(_client(args).cancel(args.batch_id)["status"])
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    client = _client(args)
+    batch = client.retrieve(args.batch_id)
+    if batch["status"] not in TERMINAL:
+        raise SystemExit(f"zumik: batch is {batch['status']}; wait for it to finish")
+    save_results(client, batch, Path(args.out or f"{args.batch_id}.jsonl"))
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``zumik batch ...`` on the main parser's subcommands."""
+    batch = commands.add_parser("batch", help="run and follow batches on any compatible server")
+    batch.add_argument("--base-url", help="API base, e.g. http://127.0.0.1:8080/v1 "
+                                          "(default: $OPENAI_BASE_URL)")
+    batch.add_argument("--api-key", help="default: $OPENAI_API_KEY")
+    batch.add_argument("--interval", type=float, default=1.0, help="poll every N seconds")
+    sub = batch.add_subparsers(dest="batch_command", required=True)
+    run_p = sub.add_parser("run", help="upload FILE, run it as a batch, download the results")
+    run_p.add_argument("file")
+    run_p.add_argument("--model", help="send every line to this model")
+    run_p.add_argument("--out", help="results file (default: FILE.results.jsonl)")
+    run_p.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    run_p.set_defaults(func=run)
+    status_p = sub.add_parser("status", help="show a batch")
+    status_p.add_argument("batch_id")
+    status_p.add_argument("--watch", action="store_true", help="follow it until it ends")
+    status_p.set_defaults(func=status)
+    list_p = sub.add_parser("list", help="recent batches")
+    list_p.add_argument("--limit", type=int, default=20)
+    list_p.set_defaults(func=list_batches)
+    cancel_p = sub.add_parser("cancel", help="cancel a batch")
+    cancel_p.add_argument("batch_id")
+    cancel_p.set_defaults(func=cancel)
+    download_p = sub.add_parser("download", help="download a finished batch's results")
+    download_p.add_argument("batch_id")
+    download_p.add_argument("--out")
+    download_p.set_defaults(func=download)

@@ -1,0 +1,160 @@
+"""Prometheus metrics, correct across gunicorn workers with nothing but the filesystem.
+
+Each executor counts in memory and writes a snapshot to ``<data_dir>/.metrics/<host>-<pid>.json``
+every few seconds; ``GET /metrics`` (``zumik.health``, served by any worker) sums every
+snapshot (gauges only from live processes) and adds what it reads from the store: batches
+by status, files and bytes stored per project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from zumik import fsutil
+from zumik.store import ProjectStore, iter_projects
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+HELP = {
+    "zumik_lines_total": ("counter", "Batch lines finished, by provider, model and outcome."),
+    "zumik_retries_total": ("counter", "Upstream attempts that were retried, by provider."),
+    "zumik_upstream_latency_seconds": ("histogram", "Latency of one upstream attempt."),
+    "zumik_inflight_requests": ("gauge", "Upstream requests in flight now, by provider."),
+    "zumik_batches": ("gauge", "Batch records by status."),
+    "zumik_stored_files": ("gauge", "Files stored, by project."),
+    "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
+}
+HOST = socket.gethostname()
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _key(name: str, labels: Labels) -> str:
+    return json.dumps([name, list(labels)])
+
+
+class Metrics:
+    """One process's counters, histograms and gauges (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counters: dict[str, float] = defaultdict(float)
+        self.histograms: dict[str, list[float]] = {}
+        self.gauges: dict[str, float] = {}
+
+    def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
+        with self._lock:
+            self.counters[_key(name, labels)] += value
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        key = _key(name, labels)
+        with self._lock:
+            series = self.histograms.get(key)
+            if series is None:
+                series = self.histograms[key] = [0.0] * (len(BUCKETS) + 2)
+            for i, bound in enumerate(BUCKETS):
+                if value <= bound:
+                    series[i] += 1
+            series[-2] += value
+            series[-1] += 1
+
+    def set_gauge(self, name: str, labels: Labels, value: float) -> None:
+        with self._lock:
+            self.gauges[_key(name, labels)] = value
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"pid": os.getpid(), "host": HOST, "counters": dict(self.counters),
+                    "histograms": {k: list(v) for k, v in self.histograms.items()},
+                    "gauges": dict(self.gauges)}
+
+    def flush(self, data_dir: Path) -> None:
+        """Write this process's snapshot for ``/metrics`` to read."""
+        directory = data_dir / ".metrics"
+        directory.mkdir(parents=True, exist_ok=True)
+        fsutil.atomic_write(directory / f"{HOST}-{os.getpid()}.json",
+                            json.dumps(self.snapshot()).encode())
+
+
+def _alive(snapshot: dict[str, Any]) -> bool:
+    if snapshot.get("host") != HOST:
+        return True
+    try:
+        os.kill(int(snapshot["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect(data_dir: Path) -> dict[str, Any]:
+    """Sum the snapshots of every process that wrote one."""
+    counters: dict[str, float] = defaultdict(float)
+    histograms: dict[str, list[float]] = {}
+    gauges: dict[str, float] = defaultdict(float)
+    directory = data_dir / ".metrics"
+    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+        snapshot = fsutil.read_json(path)
+        if not isinstance(snapshot, dict):
+            continue
+        for key, value in snapshot.get("counters", {}).items():
+            counters[key] += value
+        for key, series in snapshot.get("histograms", {}).items():
+            total = histograms.setdefault(key, [0.0] * len(series))
+            for i, value in enumerate(series):
+                total[i] += value
+        if _alive(snapshot):
+            for key, value in snapshot.get("gauges", {}).items():
+                gauges[key] += value
+    return {"counters": counters, "histograms": histograms, "gauges": gauges}
+
+
+def _labels(labels: list[list[str]], extra: str = "") -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(data_dir: Path, clock) -> str:
+    """The Prometheus text exposition of everything Zumik knows."""
+    data = collect(data_dir)
+    store_gauges: dict[str, float] = defaultdict(float)
+    for project in iter_projects(data_dir):
+        store = ProjectStore(data_dir, project, clock)
+        usage = store.usage()
+        store_gauges[_key("zumik_stored_files", (("project", project),))] = usage.files
+        store_gauges[_key("zumik_stored_bytes", (("project", project),))] = usage.bytes
+        page, _ = store.list_batches(after=None, limit=1_000_000)
+        for record in page:
+            store_gauges[_key("zumik_batches", (("status", record["status"]),))] += 1
+    series: dict[str, list[str]] = defaultdict(list)
+    for source in (data["counters"], data["gauges"], store_gauges):
+        for key, value in sorted(source.items()):
+            name, labels = json.loads(key)
+            series[name].append(f"{name}{_labels(labels)} {value:g}")
+    for key, values in sorted(data["histograms"].items()):
+        name, labels = json.loads(key)
+        for bound, count in zip(BUCKETS, values, strict=False):
+            le = 'le="' + str(bound) + '"'
+            series[name].append(f"{name}_bucket{_labels(labels, le)} {count:g}")
+        inf = 'le="+Inf"'
+        series[name].append(f"{name}_bucket{_labels(labels, inf)} {values[-1]:g}")
+        series[name].append(f"{name}_sum{_labels(labels)} {values[-2]:g}")
+        series[name].append(f"{name}_count{_labels(labels)} {values[-1]:g}")
+    out = []
+    for name, (kind, text) in HELP.items():
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(series.get(name, []))
+    return "\n".join(out) + "\n"
