@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from flask import Flask, request
 
-from zumik import errors
+from zumik import errors, logs
 from zumik.auth import KeyRing, authenticate
 from zumik.context import Zumik
 from zumik.metrics import Metrics
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
-    _logging()
+    logs.setup()
     recover(settings, clock)
     if start_executor:
         zumik.executor.start()
@@ -66,14 +65,3 @@ def recover(settings: Settings, clock: Callable[[], float]) -> None:
     """Start-up recovery: sweep temp files of dead writers and blobs without metadata."""
     for project in iter_projects(settings.data_dir):
         ProjectStore(settings.data_dir, project, clock).ensure().sweep()
-
-
-def _logging() -> None:
-    logger = logging.getLogger("zumik")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -14,6 +15,7 @@ from zumik.files import parse_limit
 from zumik.requestbody import json_body
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+log = logging.getLogger("zumik.batches")
 
 COMPLETION_WINDOWS = ("24h",)
 CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata"}
@@ -93,6 +95,9 @@ def create_batch() -> tuple[Response, int]:
         input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
         total=requests)
     store.create_batch(record, max_active=zumik.settings.max_active_batches)
+    log.info("batch %s: created", record["id"], extra={
+        "batch_id": record["id"], "project": store.project, "status": record["status"],
+        "total": requests})
     zumik.executor.wake()
     return jsonify(records.public_batch(record)), 200
 
@@ -135,5 +140,7 @@ def cancel_batch(batch_id: str) -> Response:
     record = store.update_batch(batch_id, lambda r: records.request_cancel(r, int(zumik.clock())))
     if record["status"] == "cancelling":
         records.mark_cancel(store, batch_id)
+        log.info("batch %s: cancel requested", batch_id, extra={
+            "batch_id": batch_id, "project": store.project, "status": record["status"]})
         zumik.executor.wake()
     return jsonify(records.public_batch(record))

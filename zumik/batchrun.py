@@ -170,7 +170,9 @@ class BatchRun:
 
         record = self.store.update_batch(self.batch_id, decide)
         log.info("batch %s: validated in %.3f s, %s", self.batch_id,
-                 time.perf_counter() - started, record["status"])
+                 time.perf_counter() - started, record["status"],
+                 extra={"batch_id": self.batch_id, "project": self.store.project,
+                        "status": record["status"], "epoch": self.claim.epoch})
         return record
 
     async def _execute(self, record: dict[str, Any]) -> None:
@@ -194,7 +196,9 @@ class BatchRun:
         reason = self.reason or DONE
         if reason in (SHUTDOWN, LOST, PAUSED):
             log.info("batch %s: handing back (%s) after %d lines", self.batch_id, reason,
-                     len(self.progress.done))
+                     len(self.progress.done),
+                     extra={"batch_id": self.batch_id, "project": self.store.project,
+                            "reason": reason, "epoch": self.claim.epoch})
             return
         if reason == EXPIRED:
             await asyncio.to_thread(self._expire_rest, record)
@@ -357,7 +361,10 @@ class BatchRun:
             path.unlink(missing_ok=True)
         cancel_marker(self.store, self.batch_id).unlink(missing_ok=True)
         log.info("batch %s: %s (%d completed, %d failed), finalized in %.3f s", self.batch_id,
-                 final.value, summary.completed, summary.failed, time.perf_counter() - started)
+                 final.value, summary.completed, summary.failed, time.perf_counter() - started,
+                 extra={"batch_id": self.batch_id, "project": self.store.project,
+                        "status": final.value, "completed": summary.completed,
+                        "failed": summary.failed, "epoch": self.claim.epoch})
 
     def _publish(self, record: dict[str, Any]) -> journal.Progress:
         files_dir = self.store.files_dir

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 import uuid
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("zumik")
+access = logging.getLogger("zumik.access")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -91,10 +93,16 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or "req_" + uuid.uuid4().hex
+        g.started = time.perf_counter()
 
     @app.after_request
     def add_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        access.info("request", extra={
+            "request_id": g.get("request_id"), "method": request.method,
+            "path": request.path, "status": response.status_code,
+            "project": g.get("project"), "ms": round(
+                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)})
         return response
 
     @app.errorhandler(ApiError)
