@@ -149,11 +149,13 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{key}.headers must be a table of strings")
 
-    def number(field_name: str, default: float | None, integer: bool = False) -> Any:
+    def number(field_name: str, default: float | None, integer: bool = False,
+               zero_ok: bool = False) -> Any:
         value = table.get(field_name, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or \
+                (value == 0 and not zero_ok):
             raise ConfigError(f"{key}.{field_name} must be a positive number, not {value!r}")
         return int(value) if integer else float(value)
 
@@ -163,7 +165,8 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
         rpm=number("rpm", None), tpm=number("tpm", None),
         timeout=number("timeout", settings.request_timeout),
         max_attempts=number("max_attempts", settings.max_attempts, integer=True),
-        input_price=number("input_price", None), output_price=number("output_price", None),
+        input_price=number("input_price", None, zero_ok=True),
+        output_price=number("output_price", None, zero_ok=True),
         retry_backoff=settings.retry_backoff,
         headers=dict(headers), takes_any_model=bool(table.get("default", False)))
 

@@ -1,0 +1,111 @@
+"""The documented nginx site (docs/deploy/nginx-zumik.conf), for real: nginx with TLS on a free
+port in front of gunicorn; an upload larger than nginx's default body limit, a batch and a
+download go through it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import AUTH_A, ROOT, echo_lines
+from fake_provider import free_port
+
+SITE = ROOT / "docs" / "deploy" / "nginx-zumik.conf"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    if found is None:
+        pytest.skip("nginx is not installed (.ci/run installs it); this test needs it")
+    return found
+
+
+@pytest.fixture
+def nginx(gunicorn, tmp_path):
+    binary = nginx_binary()
+    server = gunicorn()
+    port = free_port()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(work / "key.pem"),
+                    "-out", str(work / "cert.pem")], check=True, capture_output=True)
+    site = SITE.read_text()
+    for old, new in (("127.0.0.1:8080", f"127.0.0.1:{server.port}"),
+                     ("listen 443 ssl", f"listen 127.0.0.1:{port} ssl"),
+                     ("/etc/ssl/zumik/fullchain.pem", str(work / "cert.pem")),
+                     ("/etc/ssl/zumik/privkey.pem", str(work / "key.pem"))):
+        assert old in site, f"the documented site no longer has {old!r}"
+        site = site.replace(old, new)
+    (work / "site.conf").write_text(site)
+    (work / "nginx.conf").write_text(f"""
+daemon off;
+user root;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    include {work}/site.conf;
+}}
+""")
+    proc = subprocess.Popen([binary, "-c", str(work / "nginx.conf"), "-p", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"https://localhost:{port}"
+    cert = str(work / "cert.pem")
+    probe = requests.Session()
+    probe.trust_env = False
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            probe.get(url + "/healthz", verify=cert, timeout=1)
+            break
+        except requests.RequestException:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode()) from None
+            time.sleep(0.1)
+    yield url, cert
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_upload_batch_download_through_nginx(nginx):
+    nginx, cert = nginx
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override the certificate below
+    session.verify = cert  # the test's own self-signed certificate
+    session.headers.update(AUTH_A)
+    content = echo_lines(12_000)  # ~1.4 MB: more than nginx's default 1 MB body limit
+    assert len(content) > 1024 * 1024
+    uploaded = session.post(nginx + "/v1/files", files={"file": ("big.jsonl", content)},
+                            timeout=60)
+    assert uploaded.status_code == 200, uploaded.text
+    file_id = uploaded.json()["id"]
+    batch = session.post(nginx + "/v1/batches", timeout=30, json={
+        "input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()
+    deadline = time.time() + 120
+    while batch["status"] not in ("completed", "failed"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+        batch = session.get(f"{nginx}/v1/batches/{batch['id']}", timeout=30).json()
+    assert batch["status"] == "completed"
+    assert batch["request_counts"]["completed"] == 12_000
+    download = session.get(f"{nginx}/v1/files/{batch['output_file_id']}/content", timeout=60)
+    ids = {json.loads(line)["custom_id"] for line in download.content.splitlines()}
+    assert len(ids) == 12_000
+    assert session.get(nginx + "/v1/files/" + file_id + "/content",
+                       timeout=60).content == content
+    assert session.get(nginx + "/metrics", timeout=10).status_code == 200  # from this host
