@@ -12,6 +12,8 @@ from conftest import AUTH_A, request_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zumik.batchfile import LineError, check_line, parse_line
+
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -50,3 +52,35 @@ def test_any_bytes_are_refused_cleanly_or_round_trip(client, settings, content):
         assert error["param"] == "file"
         assert re.search(r"Line \d+|no request lines", error["message"]), error["message"]
     assert files_on_disk(settings) == before
+
+
+def verdict(check, raw: bytes) -> tuple[str, str]:
+    try:
+        result = check(raw, 1)
+    except LineError as exc:
+        return "refused", str(exc)
+    return "accepted", result if isinstance(result, str) else result.custom_id
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3), max_leaves=8)
+near_valid = st.builds(
+    lambda cid, method, url, model, messages, stream, extra: json.dumps(
+        {"custom_id": cid, "method": method, "url": url,
+         "body": {"model": model, "messages": messages, **stream}, **extra},
+        ensure_ascii=False).encode(),
+    st.one_of(st.text(max_size=6), json_value), st.sampled_from(["POST", "GET", 1]),
+    st.sampled_from(["/v1/chat/completions", "/v1/embeddings", None]),
+    st.one_of(st.text(max_size=6), json_value), st.one_of(st.lists(json_value, max_size=2),
+                                                          json_value),
+    st.sampled_from([{}, {"stream": True}, {"stream": False}, {"stream": "yes"}]),
+    st.dictionaries(st.text(max_size=5), json_value, max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=st.one_of(near_valid, line,
+                     st.tuples(near_valid, mutations).map(lambda t: t[0][:-1] + t[1])))
+def test_fast_line_check_gives_the_same_verdict_as_the_full_parser(raw):
+    assert verdict(check_line, raw) == verdict(parse_line, raw)

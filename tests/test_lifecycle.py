@@ -30,9 +30,9 @@ def test_sweeper_expires_outputs_records_and_inputs(make_app, settings):
     first = wait_batch(client, create_batch(client, shared_input).get_json()["id"])
     lone = wait_batch(client, create_batch(client, lone_input).get_json()["id"])
     janitor = Janitor(settings, clock=lambda: now[0])
-    assert janitor.sweep() == {"files": 0, "batches": 0}
+    assert janitor.sweep() == {"files": 0, "batches": 0, "keys": 0}
     now[0] += 2 * 3600 + 1  # the expires_after file is due
-    assert janitor.sweep() == {"files": 1, "batches": 0}
+    assert janitor.sweep() == {"files": 1, "batches": 0, "keys": 0}
     assert client.get(f"/v1/files/{timed}", headers=AUTH_A).status_code == 404
     now[0] += DAY  # output files are due (ZUMIK_OUTPUT_TTL)
     for batch in (first, lone):
@@ -44,7 +44,7 @@ def test_sweeper_expires_outputs_records_and_inputs(make_app, settings):
     second = wait_batch(client, create_batch(client, shared_input).get_json()["id"])
     now[0] += 2 * DAY - 10
     # first and lone: 7 days after they ended (lone's input goes with it); second's output
-    assert janitor.sweep() == {"batches": 2, "files": 1}
+    assert janitor.sweep() == {"batches": 2, "files": 1, "keys": 0}
     assert client.get(f"/v1/batches/{first['id']}", headers=AUTH_A).status_code == 404
     assert client.get(f"/v1/files/{lone_input}", headers=AUTH_A).status_code == 404
     assert client.get(f"/v1/files/{shared_input}", headers=AUTH_A).status_code == 200

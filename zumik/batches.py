@@ -9,9 +9,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from zumik import ids, records
 from zumik.batchfile import SUPPORTED_ENDPOINTS
-from zumik.context import current, project_store
+from zumik.context import current, idempotent_request, project_store
 from zumik.errors import bad_request, not_found
 from zumik.files import parse_limit
+from zumik.idempotency import REPLAYED_HEADER
 from zumik.requestbody import json_body
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -22,10 +23,12 @@ CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata"}
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 
-def check_metadata(metadata: Any) -> dict[str, str] | None:
-    """OpenAI's metadata rules: at most 16 string pairs, keys <= 64 and values <= 512 chars."""
+def check_metadata(metadata: Any) -> dict[str, str]:
+    """OpenAI's metadata rules: at most 16 string pairs, keys <= 64 and values <= 512 chars.
+
+    Absent metadata is ``{}``, as Zumik's Batches page shows it."""
     if metadata is None:
-        return None
+        return {}
     if not isinstance(metadata, dict):
         raise bad_request("'metadata' must be an object of string pairs", "metadata",
                           "invalid_type")
@@ -94,12 +97,20 @@ def create_batch() -> tuple[Response, int]:
         ids.new_id(ids.BATCH_PREFIX, zumik.clock()), now=int(zumik.clock()),
         input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
         total=requests)
-    store.create_batch(record, max_active=zumik.settings.max_active_batches)
+    keyed = idempotent_request(store, "batches", {
+        "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window,
+        "metadata": metadata})
+    stored, replayed = store.create_batch(record, max_active=zumik.settings.max_active_batches,
+                                          idempotent=keyed)
+    response = jsonify(records.public_batch(stored))
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+        return response, 200
     log.info("batch %s: created", record["id"], extra={
         "batch_id": record["id"], "project": store.project, "status": record["status"],
         "total": requests})
     zumik.executor.wake()
-    return jsonify(records.public_batch(record)), 200
+    return response, 200
 
 
 @bp.get("")

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 
+from zumik import idempotency
 from zumik.auth import KeyRing
 from zumik.metrics import Metrics
 from zumik.settings import Settings
@@ -42,3 +43,15 @@ def current() -> Zumik:
 def project_store() -> ProjectStore:
     """The store of the project the request's key belongs to."""
     return current().store(g.project)
+
+
+def idempotent_request(store: ProjectStore, route: str,
+                       parts: dict[str, Any]) -> idempotency.IdempotentRequest | None:
+    """The request's ``Idempotency-Key`` bound to what it asks for, or None without one."""
+    key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    if key is None:
+        return None
+    zumik = current()
+    return idempotency.IdempotentRequest(
+        store.idempotency_dir, key, route, idempotency.fingerprint(parts), zumik.clock(),
+        zumik.settings.idempotency_ttl)

@@ -8,8 +8,9 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from zumik import ids
-from zumik.context import current, project_store
+from zumik.context import current, idempotent_request, project_store
 from zumik.errors import bad_request, not_found
+from zumik.idempotency import REPLAYED_HEADER
 from zumik.requestbody import json_body
 from zumik.store import public_file
 from zumik.uploads import receive_json, receive_multipart
@@ -47,12 +48,19 @@ def create_file() -> tuple[Response, int]:
         "expires_at": now + upload.expires_after if upload.expires_after else None,
         "requests": upload.requests,
     }
+    keyed = idempotent_request(store, "files", {
+        "filename": upload.filename, "purpose": upload.purpose, "bytes": upload.bytes,
+        "expires_after": upload.expires_after})
     try:
-        store.commit_upload(upload.tmp, meta, max_files=zumik.settings.max_files,
-                            max_bytes=zumik.settings.max_bytes)
+        stored, replayed = store.commit_upload(
+            upload.tmp, meta, max_files=zumik.settings.max_files,
+            max_bytes=zumik.settings.max_bytes, idempotent=keyed)
     finally:
         upload.tmp.unlink(missing_ok=True)
-    return jsonify(public_file(meta)), 200
+    response = jsonify(public_file(stored))
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response, 200
 
 
 def _list_params() -> tuple[str | None, str, str | None, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from zumik import fsutil
+from zumik import fsutil, idempotency
 from zumik.records import STATUS_TIMESTAMP, is_terminal
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
@@ -53,15 +53,18 @@ class Janitor:
             return
 
     def sweep(self) -> dict[str, int]:
-        """One pass over every project; returns how many files and records were removed."""
-        removed = {"files": 0, "batches": 0}
+        """One pass over every project; returns how many files, records and keys were removed."""
+        removed = {"files": 0, "batches": 0, "keys": 0}
         for project in iter_projects(self.settings.data_dir):
             store = ProjectStore(self.settings.data_dir, project, self.clock)
             with store.quota_lock():
                 removed["batches"] += self._sweep_batches(store)
                 removed["files"] += self._sweep_files(store)
+            removed["keys"] += idempotency.sweep(store.idempotency_dir, self.clock(),
+                                                 self.settings.idempotency_ttl)
         if any(removed.values()):
-            log.info("sweep removed %(files)d files and %(batches)d batch records", removed)
+            log.info("sweep removed %(files)d files, %(batches)d batch records and %(keys)d "
+                     "idempotency keys", removed)
         return removed
 
     def _sweep_batches(self, store: ProjectStore) -> int:

@@ -103,6 +103,11 @@ def _list(item: str) -> dict[str, Any]:
 
 FILE_ID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "A retried create with the same key answers with the object "
+                                  "the first request made",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                              "pattern": "^[\\x20-\\x7e]+$"}}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -115,6 +120,7 @@ DOCUMENT: dict[str, Any] = {
         "/v1/files": {
             "post": {
                 "operationId": "createFile", "summary": "Upload a batch input file (JSONL)",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {
                         "type": "object", "required": ["file"],
@@ -164,6 +170,7 @@ DOCUMENT: dict[str, Any] = {
         "/v1/batches": {
             "post": {
                 "operationId": "createBatch", "summary": "Create a batch",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["input_file_id", "endpoint"],
                     "additionalProperties": False,

@@ -40,6 +40,7 @@ class Settings:
     max_batch_errors: int = 100
     output_ttl: int = 86_400
     batch_ttl: int = 604_800
+    idempotency_ttl: int = 86_400  # how long an Idempotency-Key replays its first answer
     lease_seconds: float = 30.0
     claim_mode: str = "flock"  # "flock" (one host) or "lease" (several hosts, shared filesystem)
     poll_interval: float = 0.25
@@ -60,7 +61,7 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "worker_batches", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval"}

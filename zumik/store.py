@@ -6,6 +6,7 @@ Layout under ``<data_dir>/<project>/``::
     batches/<batch_id>.json  batch record (atomic replace)  batches/<batch_id>.*   run state
     active/<batch_id>        marker: the batch is not terminal yet (what executors scan)
     quota.lock               filelock around quota checks, admission and deletes
+    idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
 
 Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
 """
@@ -25,6 +26,7 @@ from filelock import FileLock
 
 from zumik import fsutil
 from zumik.errors import ApiError, bad_request
+from zumik.idempotency import IdempotentRequest
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -64,6 +66,7 @@ class ProjectStore:
         self.files_dir = self.root / "files"
         self.batches_dir = self.root / "batches"
         self.active_dir = self.root / "active"
+        self.idempotency_dir = self.root / "idempotency"
         self.clock = clock
 
     # -- plumbing -------------------------------------------------------------------------
@@ -137,9 +140,17 @@ class ProjectStore:
         return Usage(count, total)
 
     def commit_upload(self, tmp: Path, meta: dict[str, Any], *, max_files: int,
-                      max_bytes: int) -> None:
-        """Check the quota and move an uploaded temp file into place, all under the lock."""
+                      max_bytes: int, idempotent: IdempotentRequest | None = None
+                      ) -> tuple[dict[str, Any], bool]:
+        """Check the quota and move an uploaded temp file into place, all under the lock.
+
+        Returns the stored metadata and whether it is a replay of an earlier keyed upload
+        (then ``tmp`` is left for the caller to discard and nothing is stored).
+        """
         with self.quota_lock():
+            earlier = idempotent.replay(self.get_file) if idempotent else None
+            if earlier is not None:
+                return earlier, True
             used = self.usage()
             if used.files + 1 > max_files:
                 raise bad_request(f"File quota exceeded: the project stores {used.files} of "
@@ -149,6 +160,9 @@ class ProjectStore:
                                   f"would pass the project's {max_bytes} bytes",
                                   code="quota_exceeded")
             self.write_file(tmp, meta)
+            if idempotent:
+                idempotent.remember(meta["id"])
+        return meta, False
 
     def write_file(self, tmp: Path, meta: dict[str, Any]) -> None:
         """Publish content then metadata; a crash between leaves an orphan blob, swept later."""
@@ -209,9 +223,16 @@ class ProjectStore:
             if record is not None and record.get("status") in ACTIVE_STATUSES:
                 yield record
 
-    def create_batch(self, record: dict[str, Any], *, max_active: int) -> None:
-        """Admit a new batch under the project lock, so no race can pass ``max_active``."""
+    def create_batch(self, record: dict[str, Any], *, max_active: int,
+                     idempotent: IdempotentRequest | None = None) -> tuple[dict[str, Any], bool]:
+        """Admit a new batch under the project lock, so no race can pass ``max_active``.
+
+        Returns the stored record and whether it is a replay of an earlier keyed create.
+        """
         with self.quota_lock():
+            earlier = idempotent.replay(self.get_batch) if idempotent else None
+            if earlier is not None:
+                return earlier, True
             active = sum(1 for _ in self.active_batches())
             if active >= max_active:
                 raise ApiError(429, f"Too many active batches: the project has {active} of "
@@ -224,6 +245,9 @@ class ProjectStore:
             marker = self.active_dir / record["id"]
             marker.touch()
             fsutil.fsync_dir(self.active_dir)
+            if idempotent:
+                idempotent.remember(record["id"])
+        return record, False
 
     def update_batch(self, batch_id: str,
                      change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
