@@ -155,9 +155,10 @@ def test_resume_from_a_journal_with_a_torn_tail(make_app, provider, settings):
     _, batch_id = run_batch(client, echo_lines(30, model="m1"))
     batches_dir = settings.data_dir / "proj-a" / "batches"
     # an earlier claim (epoch 1) finished r0..r9, then died mid-write of r10
-    lines = [error_line(f"r{i}", "earlier", "from the first claim") for i in range(10)]
+    lines = [journal.entry_bytes(i + 1, error_line(f"r{i}", "earlier", "from the first claim"))
+             for i in range(10)]
     segment = batches_dir / f"{batch_id}.1.jsonl"
-    segment.write_bytes(b"".join(lines) + b'{"id":"batch_req_x","custom_id":"r10","resp')
+    segment.write_bytes(b"".join(lines) + b'11\t{"id":"batch_req_x","custom_id":"r10","resp')
     (batches_dir / f"{batch_id}.lease.1").write_text(json.dumps({"epoch": 1}))
     record_path = batches_dir / f"{batch_id}.json"
     record = json.loads(record_path.read_text())

@@ -115,7 +115,9 @@ def test_disk_full_during_a_batch_pauses_then_resumes(make_app, provider, tmp_pa
         segments = list((tiny / "data" / "proj-a" / "batches").glob(f"{batch_id}.*.jsonl"))
         for segment in segments:  # the journal stays whole: every line ends and parses
             for line in segment.read_bytes().splitlines(keepends=True):
-                assert line.endswith(b"\n") and json.loads(line)["custom_id"]
+                number, _, output = line.partition(b"\t")
+                assert line.endswith(b"\n") and number.isdigit()
+                assert json.loads(output)["custom_id"]
         os.unlink(filler)
         batch = wait_batch(client, batch_id, timeout=60)
         assert batch["status"] == "completed"

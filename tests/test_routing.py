@@ -12,6 +12,7 @@ import requests
 from conftest import AUTH_A, create_batch, jsonl, output_lines, request_line, upload, wait_batch
 from fake_provider import ProviderThread
 
+from zumik.batchfile import RequestBody
 from zumik.routing import ProviderConfig, Route, Target
 from zumik.settings import load_settings
 from zumik.upstream import Upstream, retry_delay
@@ -143,8 +144,8 @@ async def send_many(provider_config, bodies, sleep=None, concurrent=True):
         return outcomes, upstream
 
 
-def body(content: str) -> dict:
-    return {"model": "m", "messages": [{"role": "user", "content": content}]}
+def body(content: str) -> RequestBody:
+    return RequestBody.of({"model": "m", "messages": [{"role": "user", "content": content}]})
 
 
 def test_retry_after_is_honoured_with_the_clock_injected(provider):

@@ -1,14 +1,14 @@
 """Batch input lines: streaming JSONL validation and the shape of one request line.
 
 The validator is fed bytes as they arrive (an upload) or as they are read (the executor), keeps
-only the current partial line and a 16-byte digest per ``custom_id``, and so runs in flat memory
-whatever the file size.
+only the current partial line and an 8-byte hash per ``custom_id`` (in one flat array, not a
+Python set), and so runs in small, bounded memory whatever the file size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,66 @@ def parse_line(raw: bytes, line: int) -> RequestLine:
     return RequestLine(custom_id, url, body)
 
 
+class RequestBody:
+    """A request body as it goes upstream: its raw JSON and its model, parsed only on demand.
+
+    The executor forwards ``raw`` unchanged when the route keeps the model name, so the common
+    path never builds or re-encodes the body in Python.
+    """
+
+    __slots__ = ("raw", "model", "_obj")
+
+    def __init__(self, raw: bytes, model: str, obj: dict[str, Any] | None = None) -> None:
+        self.raw = raw
+        self.model = model
+        self._obj = obj
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> RequestBody:
+        return cls(msgspec.json.encode(body), str(body.get("model")), body)
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        """The parsed body (decoded once, on first use)."""
+        if self._obj is None:
+            self._obj = msgspec.json.decode(self.raw)
+        return self._obj
+
+    def payload_for(self, model: str) -> bytes:
+        """The bytes to send to a provider that calls the model ``model``."""
+        if model == self.model:
+            return self.raw
+        return msgspec.json.encode({**self.obj, "model": model})
+
+
+class _Request(msgspec.Struct):
+    custom_id: str
+    body: msgspec.Raw
+
+
+class _Model(msgspec.Struct):
+    model: str
+
+
+_REQUEST = msgspec.json.Decoder(_Request)
+_MODEL = msgspec.json.Decoder(_Model)
+
+
+def request_of(raw: bytes, number: int) -> tuple[str, RequestBody]:
+    """``custom_id`` and body of an input line already validated at upload.
+
+    Two typed decodes that build nothing but the id, the body's raw bytes and its model; a line
+    they do not accept goes through ``parse_line`` (which raises ``LineError`` if it is bad).
+    """
+    try:
+        request = _REQUEST.decode(raw)
+        model = _MODEL.decode(request.body).model
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        line = parse_line(raw, number)
+        return line.custom_id, RequestBody.of(line.body)
+    return request.custom_id, RequestBody(bytes(request.body), model)
+
+
 class _FastBody(msgspec.Struct):
     model: str
     messages: list[Any]
@@ -125,6 +185,51 @@ def check_line(raw: bytes, line: int) -> str:
     return parse_line(raw, line).custom_id
 
 
+class HashSet:
+    """A set of ``custom_id`` hashes: 64-bit keys, open addressing in one ``array``.
+
+    8 to 32 bytes per id instead of ~100 for a set of digests, and one block that is given back
+    to the system when freed. Two different ids collide with odds of n^2 / 2^65 (1e-9 at
+    200,000 ids).
+    """
+
+    def __init__(self) -> None:
+        self._table = array("Q", bytes(8 * 1024))
+        self._mask = 1023
+        self._size = 0
+
+    @staticmethod
+    def key(text: str) -> int:
+        """A nonzero 64-bit key: Python's own string hash (SipHash, seeded per process)."""
+        return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+    def add(self, text: str) -> bool:
+        """Add ``text``; False when it was there already."""
+        if 2 * (self._size + 1) > len(self._table):
+            self._grow()
+        return self._insert(self.key(text))
+
+    def _insert(self, key: int) -> bool:
+        table, mask = self._table, self._mask
+        slot = key & mask
+        while table[slot]:
+            if table[slot] == key:
+                return False
+            slot = (slot + 1) & mask
+        table[slot] = key
+        self._size += 1
+        return True
+
+    def _grow(self) -> None:
+        old = self._table
+        self._table = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._table) - 1
+        self._size = 0
+        for key in old:
+            if key:
+                self._insert(key)
+
+
 class JsonlValidator:
     """Checks a batch input file fed in chunks; raises ``LineError`` at the first bad line."""
 
@@ -135,7 +240,7 @@ class JsonlValidator:
         self.requests = 0
         self._pending = b""
         self._blank_line: int | None = None
-        self._seen: set[bytes] = set()
+        self._seen = HashSet()
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -177,12 +282,10 @@ class JsonlValidator:
         if self.requests > self.max_requests:
             raise LineError(self.lines, "too_many_requests",
                             f"more than {self.max_requests} requests in one file; split it")
-        digest = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
-        if digest in self._seen:
+        if not self._seen.add(custom_id):
             raise LineError(self.lines, "duplicate_custom_id",
                             f"custom_id {custom_id!r} is used by an earlier line; "
                             "each must be unique", "custom_id")
-        self._seen.add(digest)
 
 
 def iter_lines(path: str, chunk_size: int = 1 << 20):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zumik import ids, journal
-from zumik.batchfile import LineError, iter_lines, parse_line
+from zumik.batchfile import LineError, RequestBody, iter_lines, parse_line, request_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
 from zumik.metrics import Metrics
@@ -54,19 +54,6 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
     return json.dumps({"id": request_id, "custom_id": custom_id,
                        "response": None, "error": {"code": code, "message": message}},
                       separators=(",", ":")).encode() + b"\n"
-
-
-def request_of(raw: bytes, number: int) -> tuple[str, dict[str, Any]]:
-    """``custom_id`` and ``body`` of an input line already validated at upload (fast path)."""
-    try:
-        obj = json.loads(raw)
-        custom_id, body = obj["custom_id"], obj["body"]
-        if isinstance(custom_id, str) and isinstance(body, dict):
-            return custom_id, body
-    except (ValueError, KeyError, TypeError):
-        pass
-    line = parse_line(raw, number)  # raises LineError naming what is wrong
-    return line.custom_id, line.body
 
 
 class BatchRun:
@@ -213,14 +200,14 @@ class BatchRun:
             for number, raw in iter_lines(path):
                 if self.reason is not None:
                     break
-                custom_id, body = request_of(raw, number)
-                if custom_id in self.progress.done:
+                if number in self.progress.done:
                     continue
+                custom_id, body = request_of(raw, number)
                 await self.slots.acquire()
                 if self.reason is not None:
                     self.slots.release()
                     break
-                task = asyncio.create_task(self._one(custom_id, body))
+                task = asyncio.create_task(self._one(number, custom_id, body))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
             if self.in_flight:
@@ -235,17 +222,17 @@ class BatchRun:
             if self.reason != PAUSED:
                 await asyncio.to_thread(self._save_counts)
 
-    async def _one(self, custom_id: str, body: dict[str, Any]) -> None:
+    async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:
         try:
-            route = self.router.resolve(body["model"])
+            route = self.router.resolve(body.model)
             if route is None:
                 line = error_line(custom_id, "model_not_found",
-                                  f"The model {body['model']!r} has no route")
+                                  f"The model {body.model!r} has no route")
                 ok, usage, provider = False, None, None
             else:
                 outcome = await self.upstream.send(route, body)
                 ok = outcome.ok
-                usage = outcome.parsed.get("usage") if outcome.parsed else None
+                usage = outcome.usage
                 provider = outcome.provider
                 line = (success_line(custom_id, outcome, self.next_request_id()) if ok else
                         error_line(custom_id, outcome.error_code or "upstream_error",
@@ -255,10 +242,10 @@ class BatchRun:
             self.slots.release()
         if self.reason == LOST or self.writer is None:
             return
-        self.writer.append(line)
-        self.progress.record(custom_id, not ok, usage, provider)
+        self.writer.append(journal.entry_bytes(number, line))
+        self.progress.record(number, not ok, usage, provider)
         self.metrics.inc("zumik_lines_total", (("provider", provider or "none"),
-                                               ("model", str(body.get("model"))),
+                                               ("model", body.model),
                                                ("outcome", "failed" if not ok else "completed")))
 
     async def _watch(self, record: dict[str, Any]) -> None:
@@ -324,11 +311,12 @@ class BatchRun:
         self.writer = writer
         path = str(self.store.file_data_path(record["input_file_id"]))
         for number, raw in iter_lines(path):
-            custom_id = request_of(raw, number)[0]
-            if custom_id not in self.progress.done:
-                writer.append(error_line(custom_id, "batch_expired", "This request could not "
-                                         "be executed before the completion window expired."))
-                self.progress.record(custom_id, True, None)
+            if number not in self.progress.done:
+                custom_id = request_of(raw, number)[0]
+                writer.append(journal.entry_bytes(number, error_line(
+                    custom_id, "batch_expired", "This request could not be executed before "
+                    "the completion window expired.")))
+                self.progress.record(number, True, None)
         writer.sync()
 
     def _finalize(self, reason: str) -> None:

@@ -1,23 +1,82 @@
 """The batch journal: one append-only segment per claim epoch, ``<id>.<epoch>.jsonl``.
 
-Each line is a finished output line, written whole with one ``os.write`` on an ``O_APPEND``
-descriptor and fsynced in groups. A line counts only if it ends in a newline and parses; a torn
-tail (a kill during ``write``) is skipped, and cut off when this host may edit the segment.
+Each entry is ``<input line number>\t<output line>\n``, written whole with one ``os.write`` on
+an ``O_APPEND`` descriptor and fsynced in groups. An entry counts only if it ends in a newline
+and parses; a torn tail (a kill during ``write``) is skipped, and cut off when this host may edit
+the segment. What is done is tracked by input line number in a bitmap (``LineSet``), so the
+executor's memory does not grow with the number of lines (custom_ids are unique per file, so a
+line number names a request as well as its custom_id does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from zumik import fsutil
 from zumik.records import zero_usage
+
+
+class LineSet:
+    """A set of positive line numbers as a growable bitmap: 1 bit per line of the input."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._count = 0
+
+    def add(self, number: int) -> bool:
+        """Add ``number``; False when it was there already."""
+        byte, bit = number >> 3, 1 << (number & 7)
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+        if self._bits[byte] & bit:
+            return False
+        self._bits[byte] |= bit
+        self._count += 1
+        return True
+
+    def __contains__(self, number: int) -> bool:
+        byte = number >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (number & 7)))
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def entry_bytes(number: int, output_line: bytes) -> bytes:
+    """The journal entry for input line ``number`` (``output_line`` ends in a newline)."""
+    return b"%d\t%b" % (number, output_line)
+
+
+class _Body(msgspec.Struct):
+    usage: Any = None
+
+
+class _Response(msgspec.Struct):
+    body: _Body | None = None
+
+
+class Entry(msgspec.Struct):
+    """What the journal needs of an output line (msgspec skips the rest)."""
+
+    custom_id: str
+    error: Any = None
+    response: _Response | None = None
+    provider: str | None = None
+
+    @property
+    def usage(self) -> Any:
+        return self.response.body.usage if self.response and self.response.body else None
+
+
+_ENTRY = msgspec.json.Decoder(Entry)
 
 
 def segments(batches_dir: Path, batch_id: str) -> list[Path]:
@@ -32,18 +91,21 @@ def segments(batches_dir: Path, batch_id: str) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def iter_entries(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """Committed lines of one segment: raw bytes (with newline) and the parsed object."""
+def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
+    """Committed entries of one segment: input line number, output line (with its newline)
+    and what the journal needs of it."""
     with open(path, "rb") as f:
         for raw in f:
             if not raw.endswith(b"\n"):
                 return  # torn tail
-            try:
-                entry = json.loads(raw)
-            except ValueError:
+            number, tab, line = raw.partition(b"\t")
+            if not tab or not number.isdigit():
                 continue
-            if isinstance(entry, dict) and isinstance(entry.get("custom_id"), str):
-                yield raw, entry
+            try:
+                entry = _ENTRY.decode(line)
+            except msgspec.DecodeError:
+                continue
+            yield int(number), line, entry
 
 
 def add_usage(total: dict[str, Any], usage: Any) -> None:
@@ -73,10 +135,11 @@ Prices = dict[str, tuple[float | None, float | None]]  # provider -> (input, out
 
 @dataclass
 class Progress:
-    """What the journal says is done: ids, counts, summed usage and (where priced) cost."""
+    """What the journal says is done: line numbers, counts, summed usage and (where priced)
+    cost."""
 
     prices: Prices = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
+    done: LineSet = field(default_factory=LineSet)
     completed: int = 0
     failed: int = 0
     usage: dict[str, Any] = field(default_factory=zero_usage)
@@ -84,9 +147,9 @@ class Progress:
     output_cost: float = 0.0
     priced: bool = False
 
-    def record(self, custom_id: str, failed: bool, usage: Any, provider: str | None = None
+    def record(self, number: int, failed: bool, usage: Any, provider: str | None = None
                ) -> None:
-        self.done.add(custom_id)
+        self.done.add(number)
         if failed:
             self.failed += 1
             return
@@ -108,24 +171,16 @@ class Progress:
                 "total": round(self.input_cost + self.output_cost, 6)}
 
 
-def entry_usage(entry: dict[str, Any]) -> Any:
-    response = entry.get("response")
-    body = response.get("body") if isinstance(response, dict) else None
-    return body.get("usage") if isinstance(body, dict) else None
-
-
 def recover(batches_dir: Path, batch_id: str, repair: bool, prices: Prices | None = None
             ) -> Progress:
-    """Rebuild progress from every segment (first occurrence of a custom_id wins)."""
+    """Rebuild progress from every segment (the first entry for a line wins)."""
     progress = Progress(prices or {})
     for path in segments(batches_dir, batch_id):
         if repair:
             fsutil.repair_tail(path)
-        for _, entry in iter_entries(path):
-            custom_id = entry["custom_id"]
-            if custom_id not in progress.done:
-                progress.record(custom_id, entry.get("error") is not None, entry_usage(entry),
-                                entry.get("provider"))
+        for number, _, entry in iter_entries(path):
+            if number not in progress.done:
+                progress.record(number, entry.error is not None, entry.usage, entry.provider)
     return progress
 
 
@@ -202,15 +257,14 @@ def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path,
     summary = Progress(prices or {})
     with open(out_all, "wb") as all_f, open(out_failed, "wb") as fail_f:
         for path in segments(batches_dir, batch_id):
-            for raw, entry in iter_entries(path):
-                custom_id = entry["custom_id"]
-                if custom_id in summary.done:
+            for number, line, entry in iter_entries(path):
+                if number in summary.done:
                     continue
-                failed = entry.get("error") is not None
-                summary.record(custom_id, failed, entry_usage(entry), entry.get("provider"))
-                all_f.write(raw)
+                failed = entry.error is not None
+                summary.record(number, failed, entry.usage, entry.provider)
+                all_f.write(line)
                 if failed:
-                    fail_f.write(raw)
+                    fail_f.write(line)
         for f in (all_f, fail_f):
             f.flush()
             os.fsync(f.fileno())

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from zumik.batchfile import RequestBody
 from zumik.routing import ProviderConfig
 
 BACKOFF_STATUSES = frozenset({429, 503})
@@ -94,13 +95,13 @@ class ProviderLimits:
     def free_share(self) -> float:
         return (self.limit - self.in_flight) / self.limit
 
-    async def acquire(self, body: dict[str, Any]) -> tuple[int, int]:
+    async def acquire(self, body: RequestBody) -> tuple[int, int]:
         """Wait for a concurrency slot and the rate buckets; return (token estimate, ticket).
 
         Pair every successful call with ``release``. The common case (a free slot, no rate
         limits) takes no await at all.
         """
-        estimate = estimate_tokens(body) if self.tpm else 0
+        estimate = estimate_tokens(body.obj) if self.tpm else 0
         if self.in_flight < int(self.limit) and not self._waiters:
             self.in_flight += 1
             if self.in_flight > self.peak_in_flight:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 
+from zumik.batchfile import RequestBody
 from zumik.limits import ProviderLimits
 from zumik.metrics import Metrics
 from zumik.routing import ProviderConfig, Route, Target
@@ -28,13 +30,20 @@ BACKOFF_BASE, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 30.0, 300.0
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class _Answer(msgspec.Struct):
+    usage: Any = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+
+
 @dataclass
 class Outcome:
     """How one line ended: an upstream body, or an error code and message."""
 
     ok: bool
     body: bytes | None = None  # compact JSON of the provider's answer, one line
-    parsed: dict[str, Any] | None = None
+    usage: Any = None  # the answer's ``usage``
     status_code: int | None = None
     request_id: str | None = None
     error_code: str | None = None
@@ -126,7 +135,7 @@ class Upstream:
             targets.sort(key=lambda t: -self.limits_for(t.provider).free_share())
         return targets
 
-    async def send(self, route: Route, body: dict[str, Any]) -> Outcome:
+    async def send(self, route: Route, body: RequestBody) -> Outcome:
         """Send ``body`` along ``route``; fall through targets while failures are retryable."""
         if len(route.targets) == 1:
             return await self._send_target(route.targets[0], body)
@@ -137,15 +146,14 @@ class Upstream:
                 return outcome
         return outcome
 
-    async def _send_target(self, target: Target, body: dict[str, Any]) -> Outcome:
+    async def _send_target(self, target: Target, body: RequestBody) -> Outcome:
         provider = target.provider
         if provider.is_echo:
-            answer = echo_answer(body)
+            answer = echo_answer(body.obj)
             return Outcome(ok=True, body=json.dumps(answer, separators=(",", ":")).encode(),
-                           parsed=answer, status_code=200, attempts=1, provider=provider.name)
-        if body.get("model") != target.model:
-            body = {**body, "model": target.model}
-        payload = json.dumps(body, separators=(",", ":")).encode()
+                           usage=answer["usage"], status_code=200, attempts=1,
+                           provider=provider.name)
+        payload = body.payload_for(target.model)
         limits = self.limits_for(provider)
         request = self._requests.get(provider.name)
         if request is None:
@@ -161,8 +169,7 @@ class Upstream:
             self.metrics.observe("zumik_upstream_latency_seconds", request.labels,
                                  time.perf_counter() - started)
             if outcome.ok:
-                limits.on_success(estimate, outcome.parsed.get("usage"),  # type: ignore[union-attr]
-                                  response_headers)
+                limits.on_success(estimate, outcome.usage, response_headers)
             else:
                 limits.on_failure(outcome.status_code, response_headers, ticket)
             outcome.attempts = attempt
@@ -197,17 +204,17 @@ class Upstream:
         request_id = response_headers.get("x-request-id")
         if 200 <= status < 300:
             try:
-                parsed = json.loads(raw)
-                if not isinstance(parsed, dict):
-                    raise ValueError("not an object")
-            except ValueError:
+                if not raw.isascii():
+                    raw.decode("utf-8")  # msgspec does not check UTF-8 in fields it skips
+                answer = _ANSWER.decode(raw)  # only ``usage`` is built; must be an object
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 return Outcome(ok=False, error_code="invalid_upstream_response",
                                retryable=True, status_code=status,
                                error_message=f"HTTP {status} with a body that is not a "
                                "JSON object"), response_headers
-            if b"\n" in raw or b"\r" in raw:
-                raw = json.dumps(parsed, separators=(",", ":")).encode()
-            return Outcome(ok=True, body=raw.strip(), parsed=parsed, status_code=status,
+            if b"\n" in raw or b"\r" in raw:  # an output line must be one line
+                raw = msgspec.json.encode(msgspec.json.decode(raw))
+            return Outcome(ok=True, body=raw.strip(), usage=answer.usage, status_code=status,
                            request_id=request_id), response_headers
         return Outcome(ok=False, error_code="upstream_error", status_code=status,
                        request_id=request_id, retryable=status in RETRY_STATUSES,

@@ -1,0 +1,58 @@
+"""The journal on its own: entries keyed by input line number, torn tails, several epochs,
+and the merge into output and error files."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from zumik import journal
+from zumik.batchrun import error_line
+
+
+def ok_line(custom_id: str, tokens: int = 3, provider: str = "p") -> bytes:
+    body = {"usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1}}
+    return json.dumps({"id": "batch_req_1", "custom_id": custom_id, "response": {
+        "status_code": 200, "request_id": None, "body": body}, "error": None,
+        "provider": provider}).encode() + b"\n"
+
+
+def test_line_set_is_a_set_of_line_numbers():
+    lines, model = journal.LineSet(), set()
+    rng = random.Random(7)
+    for _ in range(5000):
+        n = rng.randrange(1, 60_000)
+        assert lines.add(n) == (n not in model)
+        model.add(n)
+    assert len(lines) == len(model)
+    assert all((n in lines) == (n in model) for n in range(0, 61_000))
+
+
+def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path):
+    first = tmp_path / "batch_x.1.jsonl"
+    first.write_bytes(journal.entry_bytes(1, ok_line("a", 5)) +
+                      journal.entry_bytes(2, error_line("b", "timeout", "slow")) +
+                      b'3\t{"id":"batch_req_1","custom_id":"c","resp')
+    (tmp_path / "batch_x.2.jsonl").write_bytes(
+        journal.entry_bytes(1, ok_line("a", 100)) +  # sent again by a later claim: ignored
+        journal.entry_bytes(3, ok_line("c", 7)) + b"garbage without a tab\n")
+    progress = journal.recover(tmp_path, "batch_x", repair=True)
+    assert len(progress.done) == 3 and 1 in progress.done and 4 not in progress.done
+    assert (progress.completed, progress.failed) == (2, 1)
+    assert progress.usage["input_tokens"] == 12  # 5 + 7, not the duplicate's 100
+    assert first.read_bytes().endswith(b"\n")  # the torn tail was cut off
+
+
+def test_merge_writes_each_line_once_and_failures_to_the_error_file(tmp_path):
+    (tmp_path / "batch_x.1.jsonl").write_bytes(
+        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(1, error_line("a", "x", "y")))
+    (tmp_path / "batch_x.2.jsonl").write_bytes(
+        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(3, ok_line("c")))
+    out, err = tmp_path / "out", tmp_path / "err"
+    summary = journal.merge(tmp_path, "batch_x", out, err,
+                            prices={"p": (1_000_000.0, 0.0)})
+    assert [json.loads(x)["custom_id"] for x in out.read_bytes().splitlines()] == ["b", "a", "c"]
+    assert [json.loads(x)["custom_id"] for x in err.read_bytes().splitlines()] == ["a"]
+    assert (summary.completed, summary.failed, len(summary.done)) == (2, 1, 3)
+    assert summary.cost() == {"input": 6.0, "output": 0.0, "total": 6.0}
+    assert not out.read_bytes().startswith(b"2\t")  # the line-number prefix stays in the journal
