@@ -119,7 +119,7 @@ class Zumik:
                                  timeout=30).json()
             if batch["status"] in ("completed", "failed", "cancelled", "expired"):
                 return batch
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError("batch did not finish")
 
     def run_batch(self, path: Path) -> tuple[float, dict]:

@@ -149,6 +149,24 @@ def request_of(raw: bytes, number: int) -> tuple[str, RequestBody]:
     return request.custom_id, RequestBody(bytes(request.body), model)
 
 
+class _Target(msgspec.Struct):
+    url: str
+    body: _Model
+
+
+_TARGET = msgspec.json.Decoder(_Target)
+
+
+def target_of(raw: bytes, number: int) -> tuple[str, str]:
+    """``url`` and ``body.model`` of an input line already validated at upload."""
+    try:
+        target = _TARGET.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        line = parse_line(raw, number)
+        return line.url, line.body["model"]
+    return target.url, target.body.model
+
+
 class _FastBody(msgspec.Struct):
     model: str
     messages: list[Any]

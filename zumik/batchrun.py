@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from zumik import ids, journal
-from zumik.batchfile import LineError, RequestBody, iter_lines, parse_line, request_of
+from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
 from zumik.metrics import Metrics
@@ -33,6 +35,7 @@ log = logging.getLogger("zumik.executor")
 DONE, CANCEL, EXPIRED, SHUTDOWN, LOST = "done", "cancel", "expired", "shutdown", "lost"
 PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
 FINAL_STATUS = {DONE: Status.COMPLETED, CANCEL: Status.CANCELLED, EXPIRED: Status.EXPIRED}
+encode = msgspec.json.encode
 WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
 
@@ -42,10 +45,10 @@ def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
     assert outcome.body is not None
     return b"".join((
         b'{"id":"', request_id.encode(), b'","custom_id":',
-        json.dumps(custom_id).encode(), b',"response":{"status_code":',
+        encode(custom_id), b',"response":{"status_code":',
         str(outcome.status_code).encode(), b',"request_id":',
-        json.dumps(outcome.request_id).encode(), b',"body":', outcome.body,
-        b'},"error":null,"provider":', json.dumps(outcome.provider).encode(), b'}\n'))
+        encode(outcome.request_id), b',"body":', outcome.body,
+        b'},"error":null,"provider":', encode(outcome.provider), b'}\n'))
 
 
 def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
@@ -129,13 +132,13 @@ class BatchRun:
         try:
             for number, raw in iter_lines(str(path)):
                 try:
-                    line = parse_line(raw, number)
-                    if line.url != record["endpoint"]:
+                    url, model = target_of(raw, number)
+                    if url != record["endpoint"]:
                         raise LineError(number, "invalid_url", "The URL provided for this "
                                         "request does not match the batch endpoint.", "url")
-                    if self.router.resolve(line.body["model"]) is None:
+                    if self.router.resolve(model) is None:
                         raise LineError(number, "model_not_found",
-                                        f"The model {line.body['model']!r} has no route; "
+                                        f"The model {model!r} has no route; "
                                         f"known: {', '.join(self.router.model_names())}",
                                         "body.model")
                 except LineError as exc:
@@ -219,7 +222,7 @@ class BatchRun:
             if self.writer is not None:
                 self.writer.flush()
                 await asyncio.to_thread(self.writer.sync)
-            if self.reason != PAUSED:
+            if self.reason not in (None, PAUSED):  # finalizing writes the counts itself
                 await asyncio.to_thread(self._save_counts)
 
     async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:

@@ -196,6 +196,7 @@ class JournalWriter:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.path = batches_dir / f"{batch_id}.{epoch}.jsonl"
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._end = os.lseek(self.fd, 0, os.SEEK_END)  # only this writer appends to the segment
         fsutil.fsync_dir(batches_dir)
         self.dirty = False
         self._loop = loop
@@ -225,7 +226,6 @@ class JournalWriter:
     def _write(self, data: bytes) -> None:
         if self.error is not None:
             return
-        start = os.lseek(self.fd, 0, os.SEEK_END)
         view = memoryview(data)
         try:
             while view:
@@ -233,8 +233,9 @@ class JournalWriter:
         except OSError as exc:
             self.error = exc
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, start)  # no torn line left behind
+                os.ftruncate(self.fd, self._end)  # no torn line left behind
             return
+        self._end += len(data)
         self.dirty = True
 
     def sync(self) -> None:
@@ -267,5 +268,6 @@ def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path,
                     fail_f.write(line)
         for f in (all_f, fail_f):
             f.flush()
-            os.fsync(f.fileno())
+            if f.tell():
+                os.fsync(f.fileno())
     return summary

@@ -8,6 +8,8 @@ by status, files and bytes stored per project.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import os
 import socket
@@ -34,17 +36,22 @@ HOST = socket.gethostname()
 Labels = tuple[tuple[str, str], ...]
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(name: str, labels: Labels) -> str:
     return json.dumps([name, list(labels)])
 
 
 class Metrics:
-    """One process's counters, histograms and gauges (thread-safe)."""
+    """One process's counters, histograms and gauges (thread-safe).
+
+    Histograms count per bucket internally (one increment per observation) and are made
+    cumulative, as Prometheus wants them, in ``snapshot``.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counters: dict[str, float] = defaultdict(float)
-        self.histograms: dict[str, list[float]] = {}
+        self.histograms: dict[str, list[float]] = {}  # per bucket, then +Inf, sum, count
         self.gauges: dict[str, float] = {}
 
     def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
@@ -53,13 +60,12 @@ class Metrics:
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
         key = _key(name, labels)
+        index = bisect.bisect_left(BUCKETS, value)  # the first bucket with value <= bound
         with self._lock:
             series = self.histograms.get(key)
             if series is None:
-                series = self.histograms[key] = [0.0] * (len(BUCKETS) + 2)
-            for i, bound in enumerate(BUCKETS):
-                if value <= bound:
-                    series[i] += 1
+                series = self.histograms[key] = [0.0] * (len(BUCKETS) + 3)
+            series[index] += 1
             series[-2] += value
             series[-1] += 1
 
@@ -70,7 +76,7 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"pid": os.getpid(), "host": HOST, "counters": dict(self.counters),
-                    "histograms": {k: list(v) for k, v in self.histograms.items()},
+                    "histograms": {k: _cumulative(v) for k, v in self.histograms.items()},
                     "gauges": dict(self.gauges)}
 
     def flush(self, data_dir: Path) -> None:
@@ -79,6 +85,15 @@ class Metrics:
         directory.mkdir(parents=True, exist_ok=True)
         fsutil.atomic_write(directory / f"{HOST}-{os.getpid()}.json",
                             json.dumps(self.snapshot()).encode())
+
+
+def _cumulative(series: list[float]) -> list[float]:
+    """Per-bucket counts (then +Inf, sum, count) as Prometheus' cumulative ``le`` buckets."""
+    out, running = [], 0.0
+    for count in series[:len(BUCKETS)]:
+        running += count
+        out.append(running)
+    return [*out, series[-2], series[-1]]
 
 
 def _alive(snapshot: dict[str, Any]) -> bool:

@@ -74,13 +74,19 @@ class Router:
         self.providers = providers
         self.routes = routes
         self.default = default
+        self._passthrough: dict[str, Route] = {}  # model -> route to the default provider
 
     def resolve(self, model: str) -> Route | None:
         route = self.routes.get(model)
         if route is not None:
             return route
         if self.default is not None:
-            return Route(model, "fallback", (Target(self.default, model),))
+            route = self._passthrough.get(model)
+            if route is None:
+                route = Route(model, "fallback", (Target(self.default, model),))
+                if len(self._passthrough) < 1024:
+                    self._passthrough[model] = route
+            return route
         return None
 
     def model_names(self) -> list[str]:
