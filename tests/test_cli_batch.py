@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-from conftest import KEY_A, echo_lines
+import requests
+from conftest import AUTH_A, KEY_A, echo_lines
+from dropping_proxy import DroppingProxy
 
 from zumik.batchcli import progress_line
 
@@ -51,3 +53,27 @@ def test_progress_line_shows_counts_rate_and_eta():
              "request_counts": {"total": 100, "completed": 40, "failed": 10}}
     line = progress_line(batch, started=0.0, now=10.0)
     assert "50/100" in line and "failed 10" in line and "5.0/s" in line and "ETA 10s" in line
+
+
+def test_batch_run_survives_lost_answers_without_duplicates(gunicorn, tmp_path):
+    """The CLI retries a create whose answer was lost, with one Idempotency-Key per call."""
+    server = gunicorn()
+    proxy = DroppingProxy(server.port)
+    try:
+        proxy.drop(2)  # the upload's answer, then the retried upload's
+        source = tmp_path / "prompts.jsonl"
+        source.write_bytes(echo_lines(5))
+        result = zumik(Proxied(proxy.url), "run", str(source), "--out",
+                       str(tmp_path / "out.jsonl"))
+        assert result.returncode == 0, result.stderr
+        assert proxy.dropped == 2
+        files = requests.get(server.url + "/v1/files?purpose=batch", headers=AUTH_A).json()
+        assert len(files["data"]) == 1  # three attempts, one file
+        assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5
+    finally:
+        proxy.close()
+
+
+class Proxied:
+    def __init__(self, url: str) -> None:
+        self.url = url

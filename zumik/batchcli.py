@@ -8,12 +8,17 @@ import json
 import os
 import sys
 import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import requests
 
 TERMINAL = ("completed", "failed", "cancelled", "expired")
+RETRIES = 3
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ApiClient:
@@ -25,9 +30,29 @@ class ApiClient:
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self.session.request(method, self.base_url + path, timeout=self.timeout,
-                                        **kwargs)
+    def _call(self, method: str, path: str, *, files: Callable[[], Any] | None = None,
+              **kwargs: Any) -> requests.Response:
+        """One API call, retried on connection errors, 429 and 5xx (1, 2, 4 s apart).
+
+        A POST carries one ``Idempotency-Key`` across its retries, so a retried upload or create
+        never makes a second file or batch on a server that honours it (Zumik, OpenAI).
+        ``files`` builds the multipart parts anew for each attempt.
+        """
+        headers = {"Idempotency-Key": f"zumik-cli-{uuid.uuid4()}"} if method == "POST" else {}
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self.session.request(
+                    method, self.base_url + path, timeout=self.timeout, headers=headers,
+                    files=files() if files else None, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == RETRIES:
+                    raise SystemExit(f"zumik: {method} {path} failed: {exc}") from None
+                time.sleep(2 ** attempt)
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < RETRIES:
+                time.sleep(2 ** attempt)
+                continue
+            break
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -38,9 +63,11 @@ class ApiClient:
         return response
 
     def upload(self, path: Path) -> dict[str, Any]:
-        with open(path, "rb") as f:
-            return self._call("POST", "/files", data={"purpose": "batch"},
-                              files={"file": (path.name, f)}).json()
+        with ExitStack() as opened:
+            def parts() -> dict[str, Any]:
+                return {"file": (path.name, opened.enter_context(open(path, "rb")))}
+
+            return self._call("POST", "/files", data={"purpose": "batch"}, files=parts).json()
 
     def create(self, file_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
