@@ -290,7 +290,7 @@ class JsonlValidator:
         if len(raw) > self.max_line_bytes:
             raise LineError(self.lines, "line_too_long",
                             f"{len(raw)} bytes, over the {self.max_line_bytes}-byte line limit")
-        if not raw.strip():
+        if raw[:1] != b"{" and not raw.strip():  # (a request line starts with "{")
             if self._blank_line is None:
                 self._blank_line = self.lines
             return
