@@ -123,12 +123,16 @@ class Zumik:
         raise RuntimeError("batch did not finish")
 
     def completed_at(self, batch_id: str) -> float:
-        """When the server logged the batch ``completed`` (ms precision, same clock as ours)."""
-        for line in self.log.read_text().splitlines():
-            if batch_id in line and line.startswith("{"):
-                entry = json.loads(line)
-                if entry.get("batch_id") == batch_id and entry.get("status") == "completed":
-                    return entry["ts"]
+        """When the server logged the batch ``completed`` (ms precision, same clock as ours).
+
+        The line follows the record's save by a moment, so look again briefly."""
+        for _ in range(100):
+            for line in self.log.read_text().splitlines():
+                if batch_id in line and line.startswith("{"):
+                    entry = json.loads(line)
+                    if entry.get("batch_id") == batch_id and entry.get("status") == "completed":
+                        return entry["ts"]
+            time.sleep(0.05)
         raise RuntimeError(f"no completed log line for {batch_id}")
 
     def run_batch(self, path: Path) -> tuple[float, dict]:

@@ -6,6 +6,7 @@ automatically when started there. Every value can still be overridden on the com
 
 from __future__ import annotations
 
+import gc
 import os
 
 worker_class = "gthread"  # a sync worker's timeout would cut long uploads and downloads
@@ -28,6 +29,11 @@ def _executor(worker):
 
 
 def post_worker_init(worker):
+    # The executor allocates many short-lived objects per line; with the default thresholds the
+    # collector ran ~600 times per 20,000 lines (0.24 s, over a third of it rescanning the app's
+    # start-up objects). Freezing those and collecting young objects less often: 0.007 s.
+    gc.set_threshold(20_000, 20, 20)
+    gc.freeze()
     executor = _executor(worker)
     if executor is not None:
         executor.start()
