@@ -124,6 +124,11 @@ def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
         ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
         assert len(ids) == len(set(ids)) == total
         assert batch["request_counts"]["completed"] == total
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    resent = stats["requests"] - 2 * total  # (both batches carry the same contents)
+    print("\nfault report:", json.dumps({"fault": "lease takeover", "lines": 2 * total,
+                                       "lost": 0, "duplicated": 0, "resent_upstream": resent}))
+    assert resent <= CONCURRENCY  # only the killed instance's in-flight requests
 
 
 def test_provider_faults_mid_batch(gunicorn, provider):
@@ -148,3 +153,7 @@ def test_provider_faults_mid_batch(gunicorn, provider):
         else:
             assert entry["error"] is None, entry
     assert batch["request_counts"]["failed"] == 20
+    stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
+    print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 160,
+                                       "output_lines": len(out), "failed_as_meant": 20,
+                                       "upstream_requests": stats["requests"]}))
