@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,6 +227,14 @@ CASES = [
     Case("batches limit 101", "GET", "/v1/batches?limit=101", 400, ("limit",), "limit"),
     Case("batches after", "GET", "/v1/batches?after=file-x", 400, ("after",), "after"),
     Case("batches unknown param", "GET", "/v1/batches?order=asc", 400, ("Unknown",), "order"),
+    # -- idempotency keys --------------------------------------------------------------------
+    Case("idempotency key too long", "POST", "/v1/batches", 400, ("Idempotency-Key",),
+         "Idempotency-Key", headers={**AUTH_A, "Idempotency-Key": "k" * 300},
+         json_body={"input_file_id": "FILE", "endpoint": "/v1/chat/completions"}),
+    Case("idempotency key with a tab", "POST", "/v1/files", 400, ("Idempotency-Key",),
+         "Idempotency-Key", headers={**AUTH_A, "Idempotency-Key": "a\tb"}, upload=jl(GOOD)),
+    Case("empty idempotency key", "POST", "/v1/files", 400, ("Idempotency-Key",),
+         "Idempotency-Key", headers={**AUTH_A, "Idempotency-Key": ""}, upload=jl(GOOD)),
     # -- wrong methods and routes ------------------------------------------------------------
     Case("PUT files", "PUT", "/v1/files", 405, ("PUT",)),
     Case("DELETE files", "DELETE", "/v1/files", 405),
@@ -294,4 +303,14 @@ def test_bad_input(world, settings, case: Case):
 
 
 def test_corpus_size_by_category():
-    assert len(CASES) >= 60
+    """Count the cases under each section comment of ``CASES``; print the table for the log."""
+    counts: dict[str, int] = {}
+    section = None
+    for line in Path(__file__).read_text().splitlines():
+        if line.startswith("    # -- "):
+            section = line.strip("# -").strip()
+        elif line.startswith("    Case(") and section is not None:
+            counts[section] = counts.get(section, 0) + 1
+    print("\nbad-input corpus:", counts, "total", len(CASES))
+    assert sum(counts.values()) == len(CASES) >= 60
+    assert all(count >= 3 for count in counts.values()), counts

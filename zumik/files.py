@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from zumik import ids
 from zumik.context import current, idempotent_request, project_store
 from zumik.errors import bad_request, not_found
-from zumik.idempotency import REPLAYED_HEADER
+from zumik.idempotency import HEADER, REPLAYED_HEADER, check_key
 from zumik.requestbody import json_body
 from zumik.store import public_file
 from zumik.uploads import receive_json, receive_multipart
@@ -23,6 +23,7 @@ MAX_LIST_LIMIT = 10_000
 @bp.post("")
 def create_file() -> tuple[Response, int]:
     zumik = current()
+    check_key(request.headers.get(HEADER))  # refuse a bad key before reading the upload
     store = project_store().ensure()
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
@@ -48,10 +49,10 @@ def create_file() -> tuple[Response, int]:
         "expires_at": now + upload.expires_after if upload.expires_after else None,
         "requests": upload.requests,
     }
-    keyed = idempotent_request(store, "files", {
-        "filename": upload.filename, "purpose": upload.purpose, "bytes": upload.bytes,
-        "expires_after": upload.expires_after})
     try:
+        keyed = idempotent_request(store, "files", {
+            "filename": upload.filename, "purpose": upload.purpose, "bytes": upload.bytes,
+            "expires_after": upload.expires_after})
         stored, replayed = store.commit_upload(
             upload.tmp, meta, max_files=zumik.settings.max_files,
             max_bytes=zumik.settings.max_bytes, idempotent=keyed)
