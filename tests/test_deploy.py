@@ -5,14 +5,16 @@ download go through it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import AUTH_A, ROOT, echo_lines
+from conftest import AUTH_A, KEY_A, ROOT, echo_lines
 from fake_provider import free_port
 
 SITE = ROOT / "docs" / "deploy" / "nginx-zumik.conf"
@@ -27,9 +29,9 @@ def nginx_binary() -> str:
 
 
 @pytest.fixture
-def nginx(gunicorn, tmp_path):
+def nginx(gunicorn, provider, tmp_path):
     binary = nginx_binary()
-    server = gunicorn()
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url})
     port = free_port()
     work = tmp_path / "nginx"
     work.mkdir()
@@ -109,3 +111,24 @@ def test_upload_batch_download_through_nginx(nginx):
     assert session.get(nginx + "/v1/files/" + file_id + "/content",
                        timeout=60).content == content
     assert session.get(nginx + "/metrics", timeout=10).status_code == 200  # from this host
+
+
+def test_cli_batch_through_nginx_to_a_provider(nginx, provider, tmp_path):
+    """The README's newcomer path: `zumik batch run` over TLS through the documented site, to a
+    provider and back, with the progress line."""
+    url, cert = nginx
+    source = tmp_path / "prompts.jsonl"
+    source.write_bytes(echo_lines(300, model="provider-model"))
+    out = tmp_path / "answers.jsonl"
+    env = {"PATH": os.environ["PATH"], "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": KEY_A,
+           "REQUESTS_CA_BUNDLE": cert}
+    done = subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2",
+                           "run", str(source), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "300/300" in done.stderr and "completed" in done.stderr
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(answers) == 300 and all(a["error"] is None for a in answers)
+    assert {a["response"]["body"]["model"] for a in answers} == {"provider-model"}
+    stats = requests.get(provider.url.replace("/v1", "/_stats"), timeout=10).json()
+    assert stats["requests"] == 300
