@@ -321,38 +321,49 @@ def transfer(workdir: Path) -> dict:
 
 
 def responsiveness(workdir: Path) -> dict:
+    """Status and list reads from a second client while scenario 1 runs (four times over, for
+    enough samples); only reads that start and end inside a batch's run count as busy."""
     provider = Provider(0.0)
     path = lines_file(workdir / "resp.jsonl", 5000)
     zumik = Zumik(workdir / "data-resp", provider.url)
-    samples: list[float] = []
+    timed: list[tuple[float, float]] = []  # (started, seconds)
     idle: list[float] = []
+    current = {"batch": None}
     try:
-        file_id = zumik.upload(path)
+        file_ids = [zumik.upload(path) for _ in range(4)]
 
-        def probe(batch_id: str | None, into: list[float], stop: threading.Event) -> None:
+        def probe(into: list, stop: threading.Event, busy: bool) -> None:
             session = requests.Session()
-            paths = [f"/v1/batches/{batch_id}" if batch_id else "/v1/files", "/v1/files"]
             i = 0
             while not stop.is_set():
-                started = time.perf_counter()
-                session.get(zumik.url + paths[i % 2], headers=AUTH, timeout=30)
-                into.append(time.perf_counter() - started)
+                batch_id = current["batch"]
+                route = f"/v1/batches/{batch_id}" if batch_id and i % 2 else "/v1/files"
+                started, t0 = time.time(), time.perf_counter()
+                session.get(zumik.url + route, headers=AUTH, timeout=30)
+                took = time.perf_counter() - t0
+                into.append((started, took) if busy else took)
                 i += 1
                 time.sleep(0.01)
 
         stop = threading.Event()
-        thread = threading.Thread(target=probe, args=(None, idle, stop))
+        thread = threading.Thread(target=probe, args=(idle, stop, False))
         thread.start()
         time.sleep(2)
         stop.set()
         thread.join()
-        batch_id = zumik.create(file_id)
+        windows = []
         stop = threading.Event()
-        thread = threading.Thread(target=probe, args=(batch_id, samples, stop))
+        thread = threading.Thread(target=probe, args=(timed, stop, True))
         thread.start()
-        zumik.wait(batch_id)
+        for file_id in file_ids:
+            begun = time.time()
+            current["batch"] = batch_id = zumik.create(file_id)
+            zumik.wait(batch_id, poll=0.1)
+            windows.append((begun, zumik.completed_at(batch_id)))
         stop.set()
         thread.join()
+        samples = [took for started, took in timed
+                   if any(a <= started and started + took <= b for a, b in windows)]
     finally:
         zumik.stop()
         provider.stop()
