@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line, upload
+
+from zumik import create_app
+from zumik.settings import load_settings
 
 
 def data_files(settings) -> list[str]:
@@ -264,3 +268,17 @@ def test_output_of_a_line_is_json(client):
     file_id = upload(client, content).get_json()["id"]
     lines = client.get(f"/v1/files/{file_id}/content", headers=AUTH_A).data.splitlines()
     assert [json.loads(x)["custom_id"] for x in lines] == ["r0", "r1"]
+
+
+def test_a_relative_data_dir_serves_content(tmp_path, monkeypatch):
+    """The quick start's default ``./data``: content must come from the working directory,
+    not from wherever the package is installed."""
+    monkeypatch.chdir(tmp_path)
+    app = create_app(load_settings({}, data_dir=Path("data"), api_keys={"key-a": "proj-a"}),
+                     start_executor=False)
+    client = app.test_client()
+    file_id = upload(client, echo_lines(2)).get_json()["id"]
+    content = client.get(f"/v1/files/{file_id}/content", headers=AUTH_A)
+    assert content.status_code == 200 and content.data == echo_lines(2)
+    assert (tmp_path / "data" / "proj-a" / "files" / f"{file_id}.data").exists()
+    assert app.extensions["zumik"].settings.data_dir == tmp_path / "data"

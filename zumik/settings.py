@@ -53,6 +53,11 @@ class Settings:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Absolute from the start: a relative data dir would otherwise be read against the
+        # working directory by some code and against the app's package by Flask's send_file.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (the object itself is frozen)."""
         return dataclasses.replace(self, **changes)
