@@ -8,6 +8,8 @@ import time
 import requests
 from conftest import AUTH_A, echo_lines
 
+from zumik.metrics import MAX_SERIES, Metrics
+
 
 def metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
@@ -44,3 +46,15 @@ def test_metrics_sum_across_workers(gunicorn, provider):
     assert "# TYPE zumik_upstream_latency_seconds histogram" in text
     snapshots = list((server.data_dir / ".metrics").glob("*.json"))
     assert len(snapshots) >= 2  # both workers wrote one
+
+
+def test_user_supplied_label_values_cannot_grow_metrics_without_bound():
+    metrics = Metrics()
+    for i in range(MAX_SERIES + 500):
+        metrics.inc("zumik_lines_total", (("provider", "default"), ("model", f"m{i}"),
+                                          ("outcome", "completed")))
+    counters = metrics.snapshot()["counters"]
+    assert len(counters) == MAX_SERIES + 1
+    other = [v for k, v in counters.items() if '"_other"' in k]
+    assert other == [500.0]
+    assert sum(counters.values()) == MAX_SERIES + 500  # nothing lost, only folded

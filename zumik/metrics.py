@@ -32,6 +32,7 @@ HELP = {
     "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
 }
 HOST = socket.gethostname()
+MAX_SERIES = 1000  # counter series per metric name in one process
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -53,10 +54,20 @@ class Metrics:
         self.counters: dict[str, float] = defaultdict(float)
         self.histograms: dict[str, list[float]] = {}  # per bucket, then +Inf, sum, count
         self.gauges: dict[str, float] = {}
+        self._series: dict[str, int] = defaultdict(int)  # counter series per name
 
     def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
+        """Add to a counter. Label values can come from users (model names routed straight to
+        a default provider), so past ``MAX_SERIES`` series of one name new ones are folded
+        into one series whose values are ``_other``: bounded memory and scrape size."""
+        key = _key(name, labels)
         with self._lock:
-            self.counters[_key(name, labels)] += value
+            if key not in self.counters:
+                if self._series[name] >= MAX_SERIES:
+                    key = _key(name, tuple((label, "_other") for label, _ in labels))
+                else:
+                    self._series[name] += 1
+            self.counters[key] += value
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
         key = _key(name, labels)
