@@ -86,7 +86,7 @@ def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path
     assert report["resent_upstream"] <= kills * 2 * CONCURRENCY
 
 
-def test_worker_max_requests_restart_and_sigterm_hand_over(gunicorn, provider):
+def test_sigterm_hand_over(gunicorn, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
     server = gunicorn(env, workers=1)
@@ -98,6 +98,26 @@ def test_worker_max_requests_restart_and_sigterm_hand_over(gunicorn, provider):
     batch = wait_done(server, batch_id)
     report = check_exactly_once(server, batch, total, provider)
     assert report["resent_upstream"] == 0  # a graceful stop re-sends nothing
+
+
+def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
+    """gunicorn recycles a worker after --max-requests requests: the batch moves on to the
+    new worker with nothing lost, duplicated or sent twice."""
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
+    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+           "GUNICORN_CMD_ARGS": "--max-requests 5"}
+    server = gunicorn(env, workers=1)
+    first_pid = server.worker_pids()
+    total = 600
+    batch_id = start_batch(server, echo_lines(total, model="m"))
+    batch = wait_done(server, batch_id)  # its status polls are what recycle the worker
+    assert server.worker_pids() != first_pid, "the worker should have been recycled"
+    leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*")
+    epochs = max(int(p.name.rsplit(".", 1)[1]) for p in leases)
+    assert epochs >= 2, "the batch should have changed hands mid-run"
+    report = check_exactly_once(server, batch, total, provider)
+    print("claims (epochs):", epochs)
+    assert report["resent_upstream"] == 0  # each recycled worker finished its in-flight
 
 
 def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
