@@ -89,6 +89,14 @@ def parse_line(raw: bytes, line: int) -> RequestLine:
     return RequestLine(custom_id, url, body)
 
 
+def strict_decode(decoder: msgspec.json.Decoder, raw: bytes) -> Any:
+    """``decoder.decode(raw)``, refusing invalid UTF-8 anywhere in ``raw``: msgspec does not
+    check the strings of the fields it skips. Raises ``DecodeError`` or ``UnicodeDecodeError``."""
+    if not raw.isascii():
+        raw.decode("utf-8")
+    return decoder.decode(raw)
+
+
 class RequestBody:
     """A request body as it goes upstream: its raw JSON and its model, parsed only on demand.
 
@@ -191,9 +199,7 @@ def check_line(raw: bytes, line: int) -> str:
     does not accept goes through ``parse_line``, which decides and words the error.
     """
     try:
-        if not raw.isascii():
-            raw.decode("utf-8")  # msgspec does not check UTF-8 inside skipped fields
-        fast = _FAST_LINE.decode(raw)
+        fast = strict_decode(_FAST_LINE, raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return parse_line(raw, line).custom_id
     body = fast.body
@@ -211,7 +217,10 @@ class HashSet:
     Two different ids collide with odds of n^2 / 2^65 (1e-9 at 200,000 ids).
     """
 
-    def __init__(self, slots: int = 1024) -> None:
+    def __init__(self) -> None:
+        self._allocate(1024)
+
+    def _allocate(self, slots: int) -> None:
         self._map = mmap.mmap(-1, 8 * slots)
         self._table = memoryview(self._map).cast("Q")
         self._mask = slots - 1
@@ -241,11 +250,10 @@ class HashSet:
 
     def _grow(self) -> None:
         old_map, old = self._map, self._table
-        bigger = HashSet(2 * len(old))
+        self._allocate(2 * len(old))
         for key in old:
             if key:
-                bigger._insert(key)
-        self._map, self._table, self._mask = bigger._map, bigger._table, bigger._mask
+                self._insert(key)
         old.release()
         old_map.close()
 

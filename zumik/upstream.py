@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from zumik.batchfile import RequestBody
+from zumik.batchfile import RequestBody, strict_decode
 from zumik.limits import ProviderLimits
 from zumik.metrics import Metrics
 from zumik.routing import ProviderConfig, Route, Target
@@ -204,9 +204,7 @@ class Upstream:
         request_id = response_headers.get("x-request-id")
         if 200 <= status < 300:
             try:
-                if not raw.isascii():
-                    raw.decode("utf-8")  # msgspec does not check UTF-8 in fields it skips
-                answer = _ANSWER.decode(raw)  # only ``usage`` is built; must be an object
+                answer = strict_decode(_ANSWER, raw)  # only ``usage`` is built; an object
             except (msgspec.DecodeError, UnicodeDecodeError):
                 return Outcome(ok=False, error_code="invalid_upstream_response",
                                retryable=True, status_code=status,
