@@ -80,7 +80,7 @@ def test_batch_flow_through_the_sdk(server, provider):
     with pytest.raises(openai.NotFoundError):
         sdk(server, KEY_B).batches.retrieve(batch.id)
     with pytest.raises(openai.BadRequestError) as info:
-        client.batches.create(input_file_id=input_file.id, endpoint="/v1/embeddings",
+        client.batches.create(input_file_id=input_file.id, endpoint="/v1/audio/speech",
                               completion_window="24h")
     assert info.value.param == "endpoint"
 

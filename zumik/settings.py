@@ -50,6 +50,8 @@ class Settings:
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    result_files: str = "split"  # "split" (OpenAI: output = successes) or "combined"
+    max_embedding_inputs: int = 50_000  # embedding inputs in one batch file (OpenAI's limit)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -66,11 +68,11 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "max_embedding_inputs",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval"}
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "result_files"}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -106,6 +108,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return parse_api_keys(value) if isinstance(value, str) else dict(value)
     if name == "claim_mode" and value not in ("flock", "lease"):
         raise ConfigError(f"{source}: claim_mode must be 'flock' or 'lease', not {value!r}")
+    if name == "result_files" and value not in ("split", "combined"):
+        raise ConfigError(f"{source}: result_files must be 'split' or 'combined', not {value!r}")
     return str(value)
 
 

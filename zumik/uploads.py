@@ -50,7 +50,8 @@ class _TempSink:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
         self.max_bytes = settings.max_upload_bytes
-        self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests)
+        self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests,
+                                        settings.max_embedding_inputs)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
