@@ -163,17 +163,18 @@ def test_provider_faults_mid_batch(gunicorn, provider):
     batch = wait_done(server, batch_id, timeout=90)
     content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
     out = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
-    assert len(out) == 160
+    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
+    failed = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
+    assert len(out) == 140 and len(failed) == 20 and not set(out) & set(failed)
     for i, line in enumerate(lines):
-        entry = out[line["custom_id"]]
         if "#fail:503:9" in kinds[i % len(kinds)]:
-            assert entry["error"]["code"] == "upstream_error"
-            message = entry["error"]["message"]
-            assert "HTTP 503" in message and "4 attempts" in message
+            entry = failed[line["custom_id"]]  # the last answer, as the provider gave it
+            assert entry["error"] is None and entry["response"]["status_code"] == 503
         else:
-            assert entry["error"] is None, entry
+            entry = out[line["custom_id"]]
+            assert entry["error"] is None and entry["response"]["status_code"] == 200
     assert batch["request_counts"]["failed"] == 20
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 160,
-                                       "output_lines": len(out), "failed_as_meant": 20,
+                                       "output_lines": len(out), "failed_as_meant": len(failed),
                                        "upstream_requests": stats["requests"]}))
