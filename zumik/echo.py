@@ -89,7 +89,8 @@ def _responses(body: dict[str, Any], now: int) -> dict[str, Any]:
             "output": [{"type": "message", "id": "msg_echo", "status": "completed",
                         "role": "assistant",
                         "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "usage": {"input_tokens": used_in, "input_tokens_details": {"cached_tokens": 0},
+            "usage": {"input_tokens": used_in,
+                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                       "output_tokens": used_out,
                       "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": used_in + used_out}}
@@ -137,7 +138,8 @@ def _moderations(body: dict[str, Any], now: int) -> dict[str, Any]:
     count = len(given) if isinstance(given, list) else 1
     result = {"flagged": False,
               "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
-              "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0)}
+              "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0),
+              "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES}}
     return {"id": "modr-echo", "model": MODEL, "results": [result] * count}
 
 
