@@ -242,15 +242,24 @@ def check_request(raw: bytes, line: int) -> tuple[str, str, int]:
     except (msgspec.DecodeError, UnicodeDecodeError):
         return _slow(raw, line)
     body = fast.body
-    if fast.custom_id and fast.method == "POST" and fast.url in SUPPORTED_ENDPOINTS:
-        try:
-            inputs = check_body(fast.url, {"model": body.model, "messages": body.messages,
-                                           "input": body.input, "prompt": body.prompt,
-                                           "stream": body.stream}, line)
-        except LineError:
-            return _slow(raw, line)
-        return fast.custom_id, fast.url, inputs
-    return _slow(raw, line)
+    url = fast.url
+    if not (fast.custom_id and fast.method == "POST" and url in SUPPORTED_ENDPOINTS):
+        return _slow(raw, line)
+    if body.model and body.stream is not True:  # the common verdicts, without a call
+        if url == CHAT:
+            if type(body.messages) is list and body.messages:
+                return fast.custom_id, url, 0
+        elif url != EMBEDDINGS:
+            value = body.prompt if url == COMPLETIONS else body.input
+            if type(value) in (str, list) and value:
+                return fast.custom_id, url, 0
+    try:
+        inputs = check_body(url, {"model": body.model, "messages": body.messages,
+                                  "input": body.input, "prompt": body.prompt,
+                                  "stream": body.stream}, line)
+    except LineError:
+        return _slow(raw, line)
+    return fast.custom_id, url, inputs
 
 
 def _slow(raw: bytes, line: int) -> tuple[str, str, int]:

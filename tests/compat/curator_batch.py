@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import version
 
 from bespokelabs import curator
 
@@ -24,7 +25,8 @@ def main() -> None:
     stats = result.request_stats
     rows = result.dataset.to_list()
     print(json.dumps({
-        "library": "bespokelabs-curator", "rows": [row["response"] for row in rows],
+        "library": "bespokelabs-curator", "version": version("bespokelabs-curator"),
+        "rows": [row["response"] for row in rows],
         "total": stats.total, "succeeded": stats.succeeded, "failed": stats.failed,
         "tokens": result.token_usage.total}))
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import litellm
@@ -53,8 +54,8 @@ def main() -> None:
     succeeded = [x["custom_id"] for x in output if _batch_response_was_successful(x)]
     _, usage, _ = asyncio.run(calculate_batch_cost_and_usage(output, "openai"))
     print(json.dumps({
-        "library": "litellm", "version": litellm.__version__ if hasattr(litellm, "__version__")
-        else None, "status": batch.status, "request_counts": batch.request_counts.model_dump(),
+        "library": "litellm", "version": version("litellm"), "status": batch.status,
+        "request_counts": batch.request_counts.model_dump(),
         "succeeded": succeeded, "failed": failed, "usage_total_tokens": usage.total_tokens}))
 
 
