@@ -19,10 +19,11 @@ def healthz() -> tuple[Response, int]:
     probe = fsutil.temp_path(zumik.settings.data_dir, "health-")
     try:
         probe.write_bytes(b"ok")
-        probe.unlink()
         writable = True
-    except OSError:
+    except OSError:  # ENOSPC, EROFS, EACCES...
         writable = False
+    finally:  # a failed write can still have created the file
+        probe.unlink(missing_ok=True)
     body = {"status": "ok" if writable else "degraded", "data_dir_writable": writable,
             "executor_running": zumik.executor.running, "pid": os.getpid()}
     return jsonify(body), 200 if writable else 503
