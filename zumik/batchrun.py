@@ -111,6 +111,7 @@ class BatchRun:
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)
                 if record["status"] == Status.FAILED:
+                    self.metrics.inc("zumik_batches_finished_total", (("status", "failed"),))
                     return
             await self._execute(record)
         except Exception:
@@ -348,6 +349,7 @@ class BatchRun:
             move(current, final, now)
 
         self.store.update_batch(self.batch_id, finish)
+        self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
         for path in journal.segments(self.store.batches_dir, self.batch_id):
             path.unlink(missing_ok=True)
         cancel_marker(self.store, self.batch_id).unlink(missing_ok=True)

@@ -50,6 +50,7 @@ class Settings:
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    metrics_token: str | None = None  # bearer token for /metrics; unset: loopback clients only
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,7 +71,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval"}
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token"}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
