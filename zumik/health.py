@@ -1,4 +1,5 @@
-"""Operations: ``/healthz`` (process up, data dir writable) and ``/metrics`` (Prometheus).
+"""Operations: ``/healthz`` (process up, data dir writable, executor thread alive) and
+``/metrics`` (Prometheus).
 
 ``/metrics`` names projects and tenant-chosen model names, so it answers only a scraper that
 sends ``Authorization: Bearer $ZUMIK_METRICS_TOKEN``, or, when no token is configured, a
@@ -24,6 +25,10 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     zumik = current()
+    if zumik.executor.dead:
+        raise ApiError(503, f"The batch executor of worker {os.getpid()} has died; batches "
+                            "are not being run by it. Restart the server.", type="server_error",
+                       code="executor_dead")
     probe = fsutil.temp_path(zumik.settings.data_dir, "health-")
     try:
         probe.write_bytes(b"ok")
