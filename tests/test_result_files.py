@@ -24,12 +24,10 @@ from conftest import (
 )
 
 from zumik import journal
-from zumik.batchrun import DONE, BatchRun
+from zumik.batchrun import BatchRun, RunOutcome
 from zumik.claims import Claimer
 from zumik.records import Status, move
-from zumik.routing import Router
 from zumik.settings import ConfigError, load_settings
-from zumik.store import ProjectStore
 from zumik.upstream import Upstream
 
 
@@ -155,37 +153,42 @@ def test_output_expires_after_is_checked(client, value, param):
     assert response.status_code == 400 and response.get_json()["error"]["param"] == param
 
 
-def test_a_cancel_answered_cancelling_is_final(make_app, settings):
+def test_a_cancel_answered_cancelling_is_final(make_app):
     """The race: the run sent every line and journaled it before its watcher looked at the
     cancel marker, then the user's cancel answered ``cancelling``; the run still finalizes
-    with its own verdict, "done". The batch must end ``cancelled`` with what finished, not
+    with its own verdict, ``done``. The batch must end ``cancelled`` with what finished, not
     ``completed``. Driven step by step so it happens every time."""
-    client = make_app().test_client()  # no executor: the test plays its part
+    app = make_app()  # the executor is not started: the test plays its part
+    client = app.test_client()
+    zumik = app.extensions["zumik"]
     file_id = upload(client, echo_lines(3)).get_json()["id"]
     batch_id = create_batch(client, file_id).get_json()["id"]
-    store = ProjectStore(settings.data_dir, "proj-a")
-    store.update_batch(batch_id, lambda r: move(r, Status.IN_PROGRESS, int(time.time())))
-    claim = Claimer("flock", 30.0).try_claim(store.batches_dir, batch_id)
+    store = zumik.store("proj-a")
+    batch = store.batch(batch_id)
+    batch.update(lambda r: move(r, Status.IN_PROGRESS, int(time.time())))
+    claim = Claimer("flock", 30.0).try_claim(batch)
     assert claim is not None
     done = b"".join(journal.entry_bytes(i + 1, json.dumps({
         "id": f"batch_req_{i}", "custom_id": f"r{i}", "error": None, "response": {
             "status_code": 200, "request_id": None, "body": {"usage": {"total_tokens": 2}}}
     }).encode() + b"\n") for i in range(3))
-    (store.batches_dir / f"{batch_id}.{claim.epoch}.jsonl").write_bytes(done)
+    batch.segment_path(claim.epoch).write_bytes(done)
     cancel = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A)
     assert cancel.get_json()["status"] == "cancelling"
 
     async def finalize_as_done() -> None:
         async with aiohttp.ClientSession() as session:
-            batch_run = BatchRun(settings=settings, router=Router.from_settings(settings),
-                                 upstream=Upstream(session), clock=time.time, store=store,
-                                 claim=claim, slots=asyncio.Semaphore(1))
-            await asyncio.to_thread(batch_run._finalize, DONE)
+            run = BatchRun(settings=zumik.settings, router=zumik.router,
+                           upstream=Upstream(session), clock=time.time, store=store,
+                           claim=claim, slots=asyncio.Semaphore(1))
+            final = RunOutcome.DONE.final_status
+            assert final is Status.COMPLETED
+            await asyncio.to_thread(run._finalize, final)
 
     asyncio.run(finalize_as_done())
     claim.release()
-    batch = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
-    assert batch["status"] == "cancelled" and batch["completed_at"] is None
-    assert batch["finalizing_at"] is None and isinstance(batch["cancelled_at"], int)
-    assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
-    assert len(output_lines(client, batch["output_file_id"])) == 3
+    record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    assert record["status"] == "cancelled" and record["completed_at"] is None
+    assert record["finalizing_at"] is None and isinstance(record["cancelled_at"], int)
+    assert record["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    assert len(output_lines(client, record["output_file_id"])) == 3

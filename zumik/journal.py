@@ -1,4 +1,4 @@
-"""The batch journal: one append-only segment per claim epoch, ``<id>.<epoch>.jsonl``.
+"""The batch journal: one append-only segment per claim epoch (named by ``BatchHandle``).
 
 Each entry is ``<input line number>\t<output line>\n``, written whole with one ``os.write`` on
 an ``O_APPEND`` descriptor and fsynced in groups. An entry counts only if it ends in a newline
@@ -95,18 +95,6 @@ def is_failed(entry: Entry) -> bool:
 _ENTRY = msgspec.json.Decoder(Entry)
 
 
-def segments(batches_dir: Path, batch_id: str) -> list[Path]:
-    """The journal segments of a batch, oldest epoch first."""
-    prefix = f"{batch_id}."
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(batches_dir):
-            middle = name[len(prefix):-len(".jsonl")] if name.endswith(".jsonl") else ""
-            if name.startswith(prefix) and middle.isdigit():
-                found.append((int(middle), batches_dir / name))
-    return [path for _, path in sorted(found)]
-
-
 def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
     """Committed entries of one segment: input line number, output line (with its newline)
     and what the journal needs of it."""
@@ -190,11 +178,10 @@ class Progress:
                 "total": round(self.input_cost + self.output_cost, 6)}
 
 
-def recover(batches_dir: Path, batch_id: str, repair: bool, prices: Prices | None = None
-            ) -> Progress:
-    """Rebuild progress from every segment (the first entry for a line wins)."""
+def recover(segments: list[Path], repair: bool, prices: Prices | None = None) -> Progress:
+    """Rebuild progress from every segment, oldest first (the first entry for a line wins)."""
     progress = Progress(prices or {})
-    for path in segments(batches_dir, batch_id):
+    for path in segments:
         if repair:
             fsutil.repair_tail(path)
         for number, _, entry in iter_entries(path):
@@ -211,12 +198,11 @@ class JournalWriter:
     was in flight); without it every append is written at once.
     """
 
-    def __init__(self, batches_dir: Path, batch_id: str, epoch: int,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.path = batches_dir / f"{batch_id}.{epoch}.jsonl"
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.path = path
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._end = os.lseek(self.fd, 0, os.SEEK_END)  # only this writer appends to the segment
-        fsutil.fsync_dir(batches_dir)
+        fsutil.fsync_dir(path.parent)
         self.dirty = False
         self._loop = loop
         self._pending: list[bytes] = []
@@ -280,14 +266,14 @@ class Merged:
     error_lines: int
 
 
-def merge(batches_dir: Path, batch_id: str, out_path: Path, err_path: Path,
+def merge(segments: list[Path], out_path: Path, err_path: Path,
           prices: Prices | None = None, combined: bool = False) -> Merged:
     """Write each input line's first entry once: successes to ``out_path``, failures to
     ``err_path`` (as OpenAI does). ``combined``: ``out_path`` gets every line, failures too."""
     summary = Progress(prices or {})
     out_count = err_count = 0
     with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-        for path in segments(batches_dir, batch_id):
+        for path in segments:
             for number, line, entry in iter_entries(path):
                 if number in summary.done:
                     continue
