@@ -184,3 +184,16 @@ def test_models_and_openapi_list_the_batch_endpoints(client):
         "application/json"]["schema"]["properties"]
     assert create["endpoint"]["enum"] == list(SUPPORTED_ENDPOINTS)
     assert create["output_expires_after"]["properties"]["seconds"]["maximum"] == 2592000
+
+
+def test_rate_limit_estimates_read_every_endpoints_prompt():
+    """tpm pacing estimates a request before sending it: chat's messages, responses',
+    embeddings' and moderations' input, completions' prompt, plus the output cap."""
+    from zumik.limits import estimate_tokens
+
+    text = "x" * 400
+    shapes = [{"messages": [{"role": "user", "content": text}]}, {"input": text},
+              {"prompt": text}]
+    assert [estimate_tokens(body) for body in shapes] == [101, 101, 101]
+    assert estimate_tokens({"input": text, "max_output_tokens": 50}) == 151
+    assert estimate_tokens({"input": [text, text]}) > 200
