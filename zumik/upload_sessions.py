@@ -21,6 +21,7 @@ from typing import Any
 
 from zumik import fsutil, ids
 from zumik.errors import ApiError, bad_request, not_found
+from zumik.exceptions import QuotaExceeded
 from zumik.settings import Settings
 from zumik.store import ProjectStore, public_file
 from zumik.upload_records import RECORD_SUFFIX, status_at
@@ -256,10 +257,9 @@ class UploadSessions:
     def _check_quota(self, files: int, total: int) -> None:
         settings = self.settings
         if files > settings.max_files:
-            raise bad_request(f"File quota exceeded: the project would hold {files} of "
-                              f"{settings.max_files} files (a pending upload counts as one); "
-                              "delete some first", code="quota_exceeded")
+            raise QuotaExceeded(f"File quota exceeded: the project would hold {files} of "
+                                f"{settings.max_files} files (a pending upload counts as one); "
+                                "delete some first")
         if total > settings.max_bytes:
-            raise bad_request(f"Storage quota exceeded: {total} bytes (pending upload parts "
-                              f"count) would pass the project's {settings.max_bytes} bytes",
-                              code="quota_exceeded")
+            raise QuotaExceeded(f"Storage quota exceeded: {total} bytes (pending upload parts "
+                                f"count) would pass the project's {settings.max_bytes} bytes")
