@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal
+from zumik import ids, journal, outbox
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -155,7 +155,9 @@ class BatchRun:
                 return current  # cancelled meanwhile
             if errors:
                 current["errors"] = {"object": "list", "data": errors}
-                return move(current, Status.FAILED, now)
+                move(current, Status.FAILED, now)
+                outbox.enqueue(self.settings.data_dir, self.store.project, current)
+                return current
             return move(current, Status.IN_PROGRESS, now)
 
         record = self.store.update_batch(self.batch_id, decide)
@@ -346,6 +348,7 @@ class BatchRun:
             current["usage"] = summary.usage
             current["cost"] = summary.cost()
             move(current, final, now)
+            outbox.enqueue(self.settings.data_dir, self.store.project, current)
 
         self.store.update_batch(self.batch_id, finish)
         for path in journal.segments(self.store.batches_dir, self.batch_id):

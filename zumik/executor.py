@@ -20,6 +20,7 @@ import aiohttp
 
 from zumik.batchrun import PAUSED, BatchRun
 from zumik.claims import Claimer
+from zumik.delivery import Deliverer
 from zumik.janitor import Janitor
 from zumik.metrics import Metrics
 from zumik.routing import Router
@@ -42,6 +43,7 @@ class Executor:
         self.clock = clock
         self.claimer = Claimer(settings.claim_mode, settings.lease_seconds)
         self.janitor = Janitor(settings, clock)
+        self.deliverer = Deliverer(settings, self.metrics)
         self.runs: dict[str, BatchRun] = {}
         self.paused_until: dict[str, float] = {}
         self.pause_seconds = 5.0
@@ -99,6 +101,7 @@ class Executor:
             self.upstream = Upstream(session, metrics=self.metrics)
             self._ready.set()
             tasks: set[asyncio.Task[None]] = set()
+            delivering = asyncio.create_task(self.deliverer.run(self._stopping))
             while not self._stopping.is_set():
                 try:
                     self._claim_new(tasks, slots)
@@ -110,6 +113,7 @@ class Executor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_delay())
             await self._shutdown(tasks)
+            await delivering
 
     async def _flush_metrics(self) -> None:
         now = time.monotonic()

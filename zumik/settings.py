@@ -50,6 +50,13 @@ class Settings:
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    webhook_timeout: float = 10.0  # one webhook delivery attempt
+    webhook_retry_window: float = 259_200.0  # retry a webhook for up to 72 h
+    webhook_backoff: float = 5.0  # first webhook retry delay (doubles, with jitter)
+    webhook_max_backoff: float = 3600.0  # longest delay between two webhook attempts
+    webhook_rotation_grace: float = 86_400.0  # old secrets keep signing this long after rotate
+    webhook_concurrency: int = 8  # webhook deliveries in flight per executor
+    webhook_poll_interval: float = 1.0  # how often the outbox is scanned for due deliveries
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -67,9 +74,12 @@ _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "webhook_concurrency",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
-                 "request_timeout", "upstream_fsync_interval"}
+                 "request_timeout", "upstream_fsync_interval", "webhook_timeout",
+                 "webhook_retry_window", "webhook_backoff", "webhook_max_backoff",
+                 "webhook_rotation_grace", "webhook_poll_interval"}
 _STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
 
 
