@@ -144,6 +144,8 @@ class Outbox:
                 names = os.listdir(directory)
             except FileNotFoundError:
                 continue
+            if any(name.startswith(fsutil.TEMP_PREFIX) for name in names):
+                fsutil.sweep_temps(directory)  # a writer killed mid-write
             for name in names:
                 if CLAIM_MARK in name:
                     if _claim_is_stale(name, now, self.lease):
