@@ -4,6 +4,7 @@ receiver that checks every delivery with ``client.webhooks.unwrap``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -17,6 +18,8 @@ from conftest import AUTH_A, create_batch, echo_lines, jsonl, request_line, uplo
 from webhook_receiver import Receiver
 
 from zumik import cli, outbox, webhooks
+from zumik.delivery import Deliverer
+from zumik.records import Status, move
 
 FAST = {"ZUMIK_WEBHOOK_POLL_INTERVAL": "0.1", "ZUMIK_WEBHOOK_BACKOFF": "0.2",
         "ZUMIK_WEBHOOK_MAX_BACKOFF": "0.5"}
@@ -164,6 +167,43 @@ def test_one_claim_per_entry_and_dead_claims_come_back(tmp_path):
     results[0][1].path.rename(old)
     assert boxes[1].claim_due(10) == []  # this scan puts them back...
     assert sorted(c.entry["webhook_id"] for c in boxes[1].claim_due(10)) == sorted(names[:2])
+
+
+def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):
+    """A kill after the outbox entry but before the terminal record: the entry waits (nothing
+    is sent for a batch that has not ended) until the next finalize stores the record."""
+    receiver = receivers()
+    _, secret = webhooks.add_endpoint(settings.data_dir, "proj-a", receiver.url)
+    receiver.secrets = [secret]
+    app = make_app()  # no executor: the batch stays where it is put
+    client = app.test_client()
+    batch_id = create_batch(client, upload(client, echo_lines(1)).get_json()["id"]).get_json()[
+        "id"]
+    store = app.extensions["zumik"].store("proj-a")
+    now = int(time.time())
+    ended = move(store.get_batch(batch_id), Status.COMPLETED, now)
+    assert outbox.enqueue(settings.data_dir, "proj-a", ended) == 1  # ...and then the kill
+
+    async def deliver() -> None:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(Deliverer(settings.replace(webhook_poll_interval=0.05)).run(
+            stopping))
+        await asyncio.sleep(0.6)
+        assert receiver.seen == []  # the batch is still validating: nothing sent
+        assert [e["attempts"] for e in outbox_entries(settings.data_dir).values()] == [0]
+        await asyncio.to_thread(store.update_batch, batch_id,
+                                lambda r: move(r, Status.COMPLETED, now))  # the next finalize
+        for _ in range(100):
+            if receiver.deliveries:
+                break
+            await asyncio.sleep(0.05)
+        stopping.set()
+        await task
+
+    asyncio.run(deliver())
+    assert [d.event.data.id for d in receiver.deliveries] == [batch_id]
+    assert receiver.deliveries[0].verified_with == [secret]
+    assert receiver.deliveries[0].event.created_at == now
 
 
 # -- delivery end to end --------------------------------------------------------------------
