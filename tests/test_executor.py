@@ -61,8 +61,10 @@ def test_full_run_writes_every_line_once(make_app, provider):
 
 
 def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
+    # other lines keep the provider answering meanwhile: each failure here is the line's own
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
-                      max_attempts=3).test_client()
+                      max_attempts=3, concurrency=4).test_client()
     content = jsonl([
         request_line("ok", "fine", "m1"),
         request_line("bad", "#fail:400:99", "m1"),
@@ -70,13 +72,13 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
         request_line("down", "#fail:503:99", "m1"),
         request_line("reset", "#fail:reset:1", "m1"),
         request_line("garbage", "#fail:badjson:99", "m1"),
-    ])
+    ] + [request_line(f"more{i}", f"more {i}", "m1") for i in range(60)])
     _, batch_id = run_batch(client, content)
     batch = wait_batch(client, batch_id)
     assert batch["status"] == "completed"
-    assert batch["request_counts"] == {"total": 6, "completed": 3, "failed": 3}
+    assert batch["request_counts"] == {"total": 66, "completed": 63, "failed": 3}
     lines = {x["custom_id"]: x for x in output_lines(client, batch["output_file_id"])}
-    assert set(lines) == {"ok", "bad", "flaky", "down", "reset", "garbage"}
+    assert {"ok", "bad", "flaky", "down", "reset", "garbage"} <= set(lines)
     assert lines["flaky"]["error"] is None and lines["reset"]["error"] is None
     bad = lines["bad"]["error"]
     assert lines["bad"]["response"] is None
@@ -92,12 +94,17 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
 
 
 def test_timeouts_are_retried_then_reported(make_app, provider):
-    requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 5})
+    """A line that times out while the provider answers the others fails on its own."""
+    requests.post(provider.url.replace("/v1", "/_control"),
+                  json={"hang_seconds": 5, "latency": 0.05})
     client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
-                      request_timeout=0.3, max_attempts=2).test_client()
-    _, batch_id = run_batch(client, jsonl([request_line("slow", "#fail:hang:9", "m1")]))
+                      request_timeout=0.3, max_attempts=2, concurrency=2).test_client()
+    lines = [request_line("slow", "#fail:hang:9", "m1")]
+    lines += [request_line(f"ok{i}", f"fine {i}", "m1") for i in range(30)]
+    _, batch_id = run_batch(client, jsonl(lines))
     batch = wait_batch(client, batch_id, timeout=20)
-    [line] = output_lines(client, batch["output_file_id"])
+    assert batch["request_counts"] == {"total": 31, "completed": 30, "failed": 1}
+    [line] = output_lines(client, batch["error_file_id"])
     assert line["error"]["code"] == "timeout" and "2 attempts" in line["error"]["message"]
 
 

@@ -4,8 +4,8 @@ validate -> send every line not yet in the journal -> finalize (merge the journa
 output and error files, then the terminal record). Every step can be repeated after a crash:
 the journal says what is done, and the output file ids are reserved in the record first.
 
-How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (the first outcome
-wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
+How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (which says which
+outcome wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
 hook anything that must happen exactly when a batch reaches its final status.
 """
 
@@ -36,7 +36,6 @@ from zumik.store import ProjectStore
 from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
-
 
 
 class RunOutcome(StrEnum):
@@ -79,6 +78,15 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
     return json.dumps({"id": request_id, "custom_id": custom_id,
                        "response": None, "error": {"code": code, "message": message}},
                       separators=(",", ":")).encode() + b"\n"
+
+
+def _custom_id_of(raw: bytes, number: int) -> str:
+    """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
+    try:
+        custom_id = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError, RecursionError):
+        custom_id = None
+    return custom_id if isinstance(custom_id, str) else f"line-{number}"
 
 
 class BatchRun:
@@ -248,7 +256,11 @@ class BatchRun:
                     break
                 if number in self.progress.done:
                     continue
-                custom_id, body = request_of(raw, number)
+                try:
+                    custom_id, body = request_of(raw, number)
+                except Exception as exc:  # validated earlier: only a bug can get here
+                    self._line_failed(number, _custom_id_of(raw, number), exc)
+                    continue
                 await self.slots.acquire()
                 if self.outcome is not None:
                     self.slots.release()
@@ -284,15 +296,35 @@ class BatchRun:
                         error_line(custom_id, outcome.error_code or "upstream_error",
                                    outcome.error_message or "request failed",
                                    self.next_request_id()))
+        except Exception as exc:  # anything unexpected fails this line alone, once
+            self._line_failed(number, custom_id, exc, body.model)
+            return
         finally:
             self.slots.release()
+        self._journal(number, line, ok, usage, provider, body.model)
+
+    def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
+                 model: str) -> None:
         if self.outcome is RunOutcome.LOST or self.writer is None:
             return
         self.writer.append(journal.entry_bytes(number, line))
         self.progress.record(number, not ok, usage, provider)
         self.metrics.inc("zumik_lines_total", (("provider", provider or "none"),
-                                               ("model", body.model),
+                                               ("model", model),
                                                ("outcome", "failed" if not ok else "completed")))
+
+    def _line_failed(self, number: int, custom_id: str, exc: Exception,
+                     model: str = "unknown") -> None:
+        """Journal a line that raised inside Zumik as failed with ``internal_error``: logged
+        with its line number and counted, so no line goes missing and none loops."""
+        log.error("batch %s: line %d raised %s; failed with internal_error", self.batch_id,
+                  number, type(exc).__name__, exc_info=exc,
+                  extra={"batch_id": self.batch_id, "project": self.store.project,
+                         "line": number})
+        self.metrics.inc("zumik_line_errors_total", ())
+        message = f"Internal error while running this request ({type(exc).__name__})"
+        self._journal(number, error_line(custom_id, "internal_error", message), False, None,
+                      None, model)
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent."""

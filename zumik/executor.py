@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +28,7 @@ from zumik.metrics import Metrics
 from zumik.routing import Router
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
-from zumik.upstream import Upstream
+from zumik.upstream import HealthSettings, Upstream
 
 log = logging.getLogger("zumik.executor")
 METRICS_INTERVAL = 2.0
@@ -47,6 +49,7 @@ class Executor:
         self.paused_until: dict[str, float] = {}
         self.pause_seconds = 5.0
         self._metrics_flushed = float("-inf")
+        self._reported: dict[str, tuple[float, int]] = {}  # provider -> counters flushed
         self.upstream: Upstream | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
@@ -117,7 +120,10 @@ class Executor:
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            self.upstream = Upstream(session, metrics=self.metrics)
+            settings = self.settings
+            self.upstream = Upstream(session, metrics=self.metrics, health=HealthSettings(
+                settings.provider_down_failures, settings.provider_down_seconds,
+                settings.provider_probe_max, settings.max_response_bytes))
             try:
                 yield self
             finally:
@@ -151,10 +157,24 @@ class Executor:
         if now - self._metrics_flushed >= METRICS_INTERVAL:
             self._metrics_flushed = now
             assert self.upstream is not None
+            metrics = self.metrics
             for name, limits in self.upstream.limits.items():
-                self.metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
-                                       limits.in_flight)
-            await asyncio.to_thread(self.metrics.flush, self.settings.data_dir)
+                metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
+                                  limits.in_flight)
+            worker = f"{socket.gethostname()}-{os.getpid()}"  # after the fork
+            states = {}
+            for name, health in self.upstream.health.items():
+                state = states[name] = health.snapshot()
+                labels = (("provider", name),)
+                metrics.set_gauge("zumik_provider_up", (*labels, ("worker", worker)),
+                                  1.0 if health.up else 0.0)
+                reported = self._reported.get(name, (0.0, 0))
+                metrics.inc("zumik_provider_wait_seconds_total", labels,
+                            state["wait_seconds"] - reported[0])
+                metrics.inc("zumik_provider_downs_total", labels, state["downs"] - reported[1])
+                self._reported[name] = (state["wait_seconds"], state["downs"])
+            metrics.set_providers(states)
+            await asyncio.to_thread(metrics.flush, self.settings.data_dir)
 
     def _poll_delay(self) -> float:
         return self.settings.poll_interval * (0.75 + random.random() * 0.5)

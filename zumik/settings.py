@@ -50,6 +50,11 @@ class Settings:
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    provider_down_failures: int = 5  # provider-level failures in a row that mark it down
+    provider_down_seconds: float = 2.0  # ... with no answer from it for at least this long
+    provider_probe_max: float = 10.0  # the probe backoff's cap while a provider is down
+    max_response_bytes: int = 64 * MIB  # most of one provider answer read (decompressed)
+    completion_window: int = 86_400  # how many seconds the "24h" completion window lasts
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -67,9 +72,11 @@ _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "provider_down_failures", "max_response_bytes", "completion_window",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
-                 "request_timeout", "upstream_fsync_interval"}
+                 "request_timeout", "upstream_fsync_interval", "provider_down_seconds",
+                 "provider_probe_max"}
 _STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
 
 
