@@ -381,7 +381,7 @@ def scale(workdir: Path) -> dict:
     provider = Provider(0.05)
     paths = [lines_file(workdir / f"scale{i}.jsonl", 2000) for i in range(8)]
     zumik = Zumik(workdir / "data-scale", provider.url, workers=4,
-                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16", "ZUMIK_WORKER_BATCHES": "2"})
+                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16"})
     try:
         one_s, _ = zumik.run_batch(paths[0])
         ids = [zumik.upload(p) for p in paths]

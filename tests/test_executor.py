@@ -10,6 +10,7 @@ import time
 import requests
 from conftest import (
     AUTH_A,
+    AUTH_B,
     create_batch,
     drive,
     echo_lines,
@@ -182,11 +183,13 @@ def test_resume_from_a_journal_with_a_torn_tail(make_app, provider):
     assert "message 10" in stats["by_content"]
 
 
-def test_run_once_claims_each_batch_once_and_run_until_idle_finishes_them(make_app, provider):
+def test_run_once_takes_a_batch_of_each_project_first(make_app, provider):
     app = make_app(upstream_url=provider.url)
     client = app.test_client()
     batch_ids = [run_batch(client, echo_lines(5, model="m1", prefix=f"b{i}-"))[1]
-                 for i in range(3)]
+                 for i in range(2)]
+    file_id = upload(client, echo_lines(5, model="m1"), auth=AUTH_B).get_json()["id"]
+    batch_ids.append(create_batch(client, file_id, auth=AUTH_B).get_json()["id"])
     executor = app.extensions["zumik"].executor
 
     async def steps() -> list[int]:
@@ -195,9 +198,10 @@ def test_run_once_claims_each_batch_once_and_run_until_idle_finishes_them(make_a
             await executor.run_until_idle()
             return claimed
 
-    assert asyncio.run(steps()) == [3, 0]  # the second step finds them all claimed already
-    for batch_id in batch_ids:
-        record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    # one batch of each project at once; A's second when slots are to spare or it waited
+    assert asyncio.run(steps()) == [2, 0]
+    for batch_id, auth in zip(batch_ids, (AUTH_A, AUTH_A, AUTH_B), strict=True):
+        record = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
         assert record["status"] == "completed"
         assert record["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
 

@@ -123,8 +123,7 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
 def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
-           "ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "2",
-           "ZUMIK_WORKER_BATCHES": "1"}
+           "ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "2"}
     data_dir = tmp_path / "shared"
     first = gunicorn(env, workers=1, data_dir=data_dir)
     second = gunicorn(env, workers=1, data_dir=data_dir)

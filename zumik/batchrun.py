@@ -31,6 +31,7 @@ from zumik.fsutil import temp_path
 from zumik.metrics import Metrics
 from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
+from zumik.scheduler import FairScheduler
 from zumik.settings import Settings
 from zumik.store import ProjectStore
 from zumik.upstream import Outcome, Upstream
@@ -94,7 +95,7 @@ class BatchRun:
 
     def __init__(self, *, settings: Settings, router: Router, upstream: Upstream,
                  clock: Callable[[], float], store: ProjectStore, claim: Claim,
-                 slots: asyncio.Semaphore, metrics: Metrics | None = None) -> None:
+                 scheduler: FairScheduler, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.router = router
         self.upstream = upstream
@@ -103,7 +104,9 @@ class BatchRun:
         self.claim = claim
         self.batch = claim.batch
         self.batch_id = claim.batch_id
-        self.slots = slots
+        self.scheduler = scheduler
+        self.project = store.project
+        self.sending = False  # lines are being handed out (the start-up steps are done)
         self.metrics = metrics or Metrics()
         self.outcome: RunOutcome | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -249,6 +252,7 @@ class BatchRun:
 
     async def _send_all(self, record: dict[str, Any]) -> None:
         watcher = asyncio.create_task(self._watch(record))
+        self.sending = True
         try:
             path = str(self.store.file_data_path(record["input_file_id"]))
             for number, raw in iter_lines(path):
@@ -261,9 +265,9 @@ class BatchRun:
                 except Exception as exc:  # validated earlier: only a bug can get here
                     self._line_failed(number, _custom_id_of(raw, number), exc)
                     continue
-                await self.slots.acquire()
+                await self.scheduler.acquire(self.project, self.batch_id)
                 if self.outcome is not None:
-                    self.slots.release()
+                    self.scheduler.release(self.project, self.batch_id)
                     break
                 task = asyncio.create_task(self._one(number, custom_id, body))
                 self.in_flight.add(task)
@@ -300,7 +304,7 @@ class BatchRun:
             self._line_failed(number, custom_id, exc, body.model)
             return
         finally:
-            self.slots.release()
+            self.scheduler.release(self.project, self.batch_id)
         self._journal(number, line, ok, usage, provider, body.model)
 
     def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,

@@ -44,7 +44,6 @@ class Settings:
     lease_seconds: float = 30.0
     claim_mode: str = "flock"  # "flock" (one host) or "lease" (several hosts, shared filesystem)
     poll_interval: float = 0.25
-    worker_batches: int = 4  # batches one executor runs at once
     request_timeout: float = 600.0
     max_attempts: int = 5
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
@@ -71,7 +70,7 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "max_attempts",
     "provider_down_failures", "max_response_bytes", "completion_window",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
