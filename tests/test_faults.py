@@ -155,26 +155,28 @@ def test_provider_faults_mid_batch(gunicorn, provider):
            "ZUMIK_REQUEST_TIMEOUT": "1", "ZUMIK_MAX_ATTEMPTS": "4"}
     requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 3})
     server = gunicorn(env, workers=2)
+    # every transient fault is ridden out; a line the provider keeps refusing (500) while it
+    # answers the others fails on its own after its attempts
     kinds = ["#fail:429:2 #ra:0.2", "#fail:500:1", "#fail:502:3", "#fail:reset:2",
-             "#fail:hang:1", "#fail:badjson:1", "#fail:503:9", "fine"]
-    lines = [request_line(f"x{i}", f"{kinds[i % len(kinds)]} n{i}", "m") for i in range(160)]
+             "#fail:hang:1", "#fail:badjson:1", "#fail:500:9", "#fail:503:2", "fine"]
+    lines = [request_line(f"x{i}", f"{kinds[i % len(kinds)]} n{i}", "m") for i in range(162)]
     batch_id = start_batch(server, jsonl(lines))
     batch = wait_done(server, batch_id, timeout=90)
     content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
     out = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
-    assert len(out) == 160
+    assert len(out) == 162
     for i, line in enumerate(lines):
         entry = out[line["custom_id"]]
-        if "#fail:503:9" in kinds[i % len(kinds)]:
+        if "#fail:500:9" in kinds[i % len(kinds)]:
             assert entry["error"]["code"] == "upstream_error"
             message = entry["error"]["message"]
-            assert "HTTP 503" in message and "4 attempts" in message
+            assert "HTTP 500" in message and "4 attempts" in message
         else:
             assert entry["error"] is None, entry
-    assert batch["request_counts"]["failed"] == 20
+    assert batch["request_counts"]["failed"] == 18
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
-    print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 160,
-                                       "output_lines": len(out), "failed_as_meant": 20,
+    print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 162,
+                                       "output_lines": len(out), "failed_as_meant": 18,
                                        "upstream_requests": stats["requests"]}))
 
 
