@@ -54,6 +54,11 @@ class Settings:
     provider_probe_max: float = 10.0  # the probe backoff's cap while a provider is down
     max_response_bytes: int = 64 * MIB  # most of one provider answer read (decompressed)
     completion_window: int = 86_400  # how many seconds the "24h" completion window lasts
+    metrics_token: str | None = None  # bearer token for /metrics; unset: loopback clients only
+    threads: int = 32  # gunicorn threads per worker (slow transfers each hold one)
+    header_timeout: float = 10.0  # a request's line and headers must arrive within this
+    client_timeout: float = 30.0  # longest wait for a client to send or take bytes
+    client_min_rate: float = 1024.0  # bytes/s a transfer must average past client_timeout
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,13 +75,14 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "max_attempts", "threads",
     "provider_down_failures", "max_response_bytes", "completion_window",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
-                 "request_timeout", "upstream_fsync_interval", "provider_down_seconds",
+                 "request_timeout", "upstream_fsync_interval", "header_timeout",
+                 "client_timeout", "client_min_rate", "provider_down_seconds",
                  "provider_probe_max"}
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token"}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
