@@ -232,8 +232,8 @@ class Upstream:
                                error_message=f"provider {provider.name!r} is down")
             probe = await health.admit()
             try:
-                answers_before = health.answers
                 estimate, ticket = await limits.acquire(body)
+                answers_before = health.answers  # answers from here on are others' luck
                 started = time.perf_counter()
                 try:
                     outcome, response_headers = await self._attempt(request, payload)
