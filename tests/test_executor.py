@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import requests
@@ -86,7 +87,9 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
     assert bad["code"] == "upstream_error" and "HTTP 400" in bad["message"]
     assert "1 attempt" in bad["message"]
     assert "HTTP 503" in lines["down"]["error"]["message"]
-    assert "3 attempts" in lines["down"]["error"]["message"]
+    # 3 attempts charged to the line; a few more sent if no other answer came meanwhile
+    sent = re.search(r"(\d+) attempts", lines["down"]["error"]["message"])
+    assert sent and int(sent.group(1)) >= 3
     assert lines["garbage"]["error"]["code"] == "invalid_upstream_response"
     errors = output_lines(client, batch["error_file_id"])
     assert sorted(x["custom_id"] for x in errors) == ["bad", "down", "garbage"]
