@@ -195,14 +195,15 @@ def test_run_once_takes_a_batch_of_each_project_first(make_app, provider):
     batch_ids.append(create_batch(client, file_id, auth=AUTH_B).get_json()["id"])
     executor = app.extensions["zumik"].executor
 
-    async def steps() -> list[int]:
+    async def steps() -> tuple[int, list[str]]:
         async with executor.opened():
-            claimed = [await executor.run_once(), await executor.run_once()]
+            claimed = await executor.run_once()
+            projects = sorted(run.project for run in executor.runs.values())
             await executor.run_until_idle()
-            return claimed
+            return claimed, projects
 
-    # one batch of each project at once; A's second when slots are to spare or it waited
-    assert asyncio.run(steps()) == [2, 0]
+    # one batch of each project at once; A's second later (slots to spare, or it waited)
+    assert asyncio.run(steps()) == (2, ["proj-a", "proj-b"])
     for batch_id, auth in zip(batch_ids, (AUTH_A, AUTH_A, AUTH_B), strict=True):
         record = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
         assert record["status"] == "completed"
