@@ -92,7 +92,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def assign_request_id() -> None:
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or "req_" + uuid.uuid4().hex
+        sent = request.headers.get("X-Request-Id", "")[:64]
+        g.request_id = sent if sent.isascii() and sent.isprintable() and sent else \
+            "req_" + uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

@@ -14,8 +14,8 @@ FILE_PREFIX = "file-"
 BATCH_PREFIX = "batch_"
 BATCH_REQUEST_PREFIX = "batch_req_"
 
-FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
-BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
+FILE_ID = re.compile(r"file-[0-9a-f]{24}")  # used with fullmatch: "$" would allow a final "\n"
+BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
@@ -26,9 +26,9 @@ def new_id(prefix: str, now: float | None = None) -> str:
 
 def is_file_id(value: object) -> bool:
     """Whether ``value`` is shaped like a file id (checked before any path is built from it)."""
-    return isinstance(value, str) and FILE_ID.match(value) is not None
+    return isinstance(value, str) and FILE_ID.fullmatch(value) is not None
 
 
 def is_batch_id(value: object) -> bool:
     """Whether ``value`` is shaped like a batch id."""
-    return isinstance(value, str) and BATCH_ID.match(value) is not None
+    return isinstance(value, str) and BATCH_ID.fullmatch(value) is not None

@@ -52,6 +52,8 @@ class Settings:
     upstream_fsync_interval: float = 0.1
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
+    max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -66,7 +68,8 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "max_json_depth",
+    "max_json_upload_bytes",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval"}
