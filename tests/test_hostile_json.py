@@ -55,7 +55,8 @@ def test_deep_lines_within_the_limit_are_accepted(make_app):
     line["body"]["response_format"] = json.loads("[" * 9 + "]" * 9)
     response = upload(client, jsonl([line]))
     assert response.status_code == 400
-    assert "Line 1: nested deeper than the 10-level limit" in response.get_json()["error"]["message"]
+    message = response.get_json()["error"]["message"]
+    assert "Line 1: nested deeper than the 10-level limit" in message
 
 
 def test_a_batch_over_a_file_stored_before_the_rule_fails_instead_of_looping(make_app, settings):
