@@ -3,7 +3,8 @@
     python bench/bench.py            # every scenario
     python bench/bench.py overhead latency   # some of them
 
-Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale.
+Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale,
+json_upload.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -398,6 +399,47 @@ def scale(workdir: Path) -> dict:
             "target": "> 1 (work spreads over 4 workers)"}
 
 
+def json_upload(workdir: Path) -> dict:
+    """Peak RSS growth of the worker for the largest JSON-body upload allowed
+    (``ZUMIK_MAX_JSON_UPLOAD_BYTES``, default 16 MiB) against the same content sent as a
+    multipart upload (streamed, the baseline), each on a fresh server."""
+    cap = 16 * 1024 * 1024
+    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "m", "messages": [{"role": "user",
+                                                            "content": "a" * 900}]}})
+    lines, size = [], len(b'{"content":""}') + 2
+    while size + len(line) + 20 < cap:
+        lines.append(line.replace('"x"', f'"x{len(lines)}"', 1))
+        size += len(lines[-1]) + 2  # its escaped newline
+    content = "\n".join(lines) + "\n"
+    body = json.dumps({"content": content}).encode()
+    assert len(body) <= cap
+    path = workdir / "json-upload.jsonl"
+    path.write_text(content)
+    growth = {}
+    for kind in ("multipart", "json"):
+        zumik = Zumik(workdir / f"data-{kind}", "http://127.0.0.1:9/v1")
+        try:
+            [pid] = zumik.worker_pids()
+            idle = rss_kb(pid)
+            sampler = RssSampler(pid)
+            if kind == "json":
+                response = requests.post(zumik.url + "/v1/files", data=body, timeout=120,
+                                         headers={**AUTH, "Content-Type": "application/json"})
+                response.raise_for_status()
+            else:
+                zumik.upload_streaming(path)
+            time.sleep(0.2)
+            growth[kind] = (sampler.stop() - idle) / 1024
+        finally:
+            zumik.stop()
+    return {"scenario": "json_upload", "body_bytes": len(body),
+            "multipart_rss_growth_mb": round(growth["multipart"], 1),
+            "json_rss_growth_mb": round(growth["json"], 1),
+            "json_growth_per_body_mb": round(growth["json"] / (len(body) / 2**20), 2),
+            "target": "bounded: JSON growth <= 4 x the 16 MiB cap"}
+
+
 SCENARIOS = {
     "overhead": lambda w: throughput("overhead", 0.0, 5000, 64, w, ">= 0.9"),
     "latency": lambda w: throughput("latency", 0.05, 5000, 64, w, ">= 0.9"),
@@ -406,6 +448,7 @@ SCENARIOS = {
     "transfer": transfer,
     "responsiveness": responsiveness,
     "scale": scale,
+    "json_upload": json_upload,
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import gc
 import os
 
-worker_class = "gthread"  # a sync worker's timeout would cut long uploads and downloads
+# gthread (a sync worker's timeout would cut long uploads and downloads) whose own HTTP errors
+# (414, 431, malformed requests) answer in OpenAI's JSON envelope, not gunicorn's HTML
+worker_class = "zumik.gworker.ZumikWorker"
 threads = int(os.environ.get("ZUMIK_THREADS", "8"))
 workers = int(os.environ.get("ZUMIK_WORKERS", "2"))
 bind = os.environ.get("ZUMIK_BIND", "127.0.0.1:8080")

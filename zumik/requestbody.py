@@ -18,6 +18,10 @@ def json_body(allow_empty: bool = False, free_text: tuple[str, ...] = ()) -> Any
     the top-level ``free_text`` fields (whose owner checks them itself, e.g. an upload's
     ``content``, refused by line)."""
     data = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and len(data) >= limit and request.content_length is None:
+        # A streamed (chunked) body is cut off silently at the cap; reading on raises the 413.
+        request.stream.read(1)
     if not data.strip():
         if allow_empty:
             return {}
