@@ -1,11 +1,11 @@
-"""gunicorn's gthread worker, answering the errors gunicorn raises itself in OpenAI's envelope.
+"""The errors gunicorn raises itself, answered in OpenAI's envelope (a worker mix-in).
 
 A request gunicorn cannot parse (a malformed request line, a URL over ``limit_request_line``,
 more than ``limit_request_fields`` headers or one over ``limit_request_field_size``, a bad
 ``Content-Length``...) never reaches Flask: gunicorn answers it from ``handle_error`` with an
-HTML page. This worker answers the same status as JSON ``{"error": {...}}`` with an
-``X-Request-Id``, like every other Zumik error; anything that is not the client's fault still
-goes to gunicorn's own handler.
+HTML page. ``JsonErrorPages`` (mixed into ``zumik.gunicorn_worker.ZumikWorker``) answers the
+same status as JSON ``{"error": {...}}`` with an ``X-Request-Id``, like every other Zumik
+error; anything that is not the client's fault still goes to gunicorn's own handler.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.http import errors as http
-from gunicorn.workers.gthread import ThreadWorker
 
 from zumik.errors import ApiError, error_body
 
@@ -53,8 +52,10 @@ def error_response(status: int, reason: str, code: str, detail: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-class ZumikWorker(ThreadWorker):
-    """``gthread`` with JSON error answers (``worker_class`` in ``zumik.gunicorn_conf``)."""
+class JsonErrorPages:
+    """Mix-in for a gunicorn worker (before the worker class in the bases): JSON errors."""
+
+    log: Any
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         found = client_error(exc)
