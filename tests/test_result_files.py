@@ -27,6 +27,7 @@ from zumik import journal
 from zumik.batchrun import BatchRun, RunOutcome
 from zumik.claims import Claimer
 from zumik.records import Status, move
+from zumik.scheduler import FairScheduler
 from zumik.settings import ConfigError, load_settings
 from zumik.upstream import Upstream
 
@@ -79,14 +80,14 @@ def test_none_failed_batch_has_no_error_file(make_app):
     assert len(out) == 4
 
 
-def test_a_failure_without_an_answer_has_an_error_and_no_response(make_app):
-    # the provider cannot be reached (connection refused): no HTTP answer to show
-    client = make_app(start=True, upstream_url="http://127.0.0.1:9/v1", max_attempts=1
-                      ).test_client()
-    batch = run(client, jsonl([request_line("a", "x", "m1")]))
+def test_a_failure_without_a_readable_answer_has_an_error_and_no_response(make_app, provider):
+    client = make_app(start=True, upstream_url=provider.url, max_attempts=2,
+                      retry_backoff=0.01).test_client()
+    batch = run(client, jsonl([request_line("a", "#fail:badjson:9", "m1")]))
     out, err = files(client, batch)
     assert out == [] and batch["output_file_id"] is None
-    assert err[0]["response"] is None and err[0]["error"]["code"] == "connection_error"
+    assert err[0]["response"] is None
+    assert err[0]["error"]["code"] == "invalid_upstream_response"
     assert_agree(batch, out, err)
 
 
@@ -179,7 +180,7 @@ def test_a_cancel_answered_cancelling_is_final(make_app):
         async with aiohttp.ClientSession() as session:
             run = BatchRun(settings=zumik.settings, router=zumik.router,
                            upstream=Upstream(session), clock=time.time, store=store,
-                           claim=claim, slots=asyncio.Semaphore(1))
+                           claim=claim, scheduler=FairScheduler(1))
             final = RunOutcome.DONE.final_status
             assert final is Status.COMPLETED
             await asyncio.to_thread(run._finalize, final)
