@@ -215,7 +215,8 @@ def test_provider_down_past_a_short_window_expires_the_batch(gunicorn, provider)
     batch = wait_done(server, batch_id, timeout=60)
     assert batch["status"] == "expired"
     assert batch["request_counts"] == {"total": 20, "completed": 0, "failed": 20}
-    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    assert batch["output_file_id"] is None  # nothing succeeded: only an error file
+    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
     codes = [json.loads(line)["error"]["code"] for line in content.splitlines()]
     assert codes == ["batch_expired"] * 20
 
