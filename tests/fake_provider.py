@@ -4,7 +4,8 @@ Answers ``POST /v1/chat/completions`` (and ``/chat/completions``) with the last 
 
 Knobs:
 - global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
-  while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts);
+  while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
+  ``error_message`` (the message of every injected error answer, e.g. a hostile one);
 - per request, directives in the last user message: ``#fail:<kind>:<n>`` fails the first ``n``
   attempts of that message, kind one of 429, 500, 502, 503, 400, reset, hang, badjson; ``#ra:<s>``
   adds ``Retry-After: s`` to its 429s.
@@ -118,6 +119,7 @@ class FakeProvider:
     def _status(self, status: int, message: str, headers: dict[str, str] | None = None
                 ) -> web.Response:
         self.statuses[str(status)] += 1
+        message = self.control.get("error_message") or message
         return web.json_response({"error": {"message": message, "type": "test", "param": None,
                                             "code": None}}, status=status, headers=headers)
 

@@ -52,6 +52,9 @@ class Settings:
     upstream_fsync_interval: float = 0.1
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dashboard_session_seconds: int = 43_200  # a dashboard sign-in lasts this long
+    signin_free_attempts: int = 5  # wrong keys per client address before sign-in slows down
+    signin_max_delay: int = 60  # the longest wait (s) imposed between wrong keys
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -67,6 +70,7 @@ _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "dashboard_session_seconds", "signin_free_attempts", "signin_max_delay",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval"}
