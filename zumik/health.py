@@ -1,4 +1,5 @@
-"""Operations: ``/healthz`` (process up, data dir writable) and ``/metrics`` (Prometheus)."""
+"""Operations: ``/healthz`` (process up, data dir writable, executor thread alive) and
+``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from zumik import fsutil
 from zumik.context import current
+from zumik.errors import ApiError
 from zumik.metrics import render
 
 bp = Blueprint("health", __name__)
@@ -16,6 +18,10 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     zumik = current()
+    if zumik.executor.dead:
+        raise ApiError(503, f"The batch executor of worker {os.getpid()} has died; batches "
+                            "are not being run by it. Restart the server.", type="server_error",
+                       code="executor_dead")
     probe = fsutil.temp_path(zumik.settings.data_dir, "health-")
     try:
         probe.write_bytes(b"ok")
