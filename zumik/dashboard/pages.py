@@ -26,7 +26,8 @@ from zumik import ids
 from zumik.context import current, project_store
 from zumik.dashboard import bp, present
 from zumik.dashboard.listing import FILTERS, StatusIndex, batch_ids, batch_page
-from zumik.errors import ApiError, envelope
+from zumik.errors import ApiError, envelope, from_domain
+from zumik.exceptions import ZumikError
 
 PER_PAGE = 50
 MAX_POLLED = 100
@@ -51,6 +52,11 @@ def _now() -> float:
 @bp.app_template_global()
 def ago(ts: float | None) -> str:
     return present.ago(ts, _now())
+
+
+@bp.errorhandler(ZumikError)
+def domain_error(error: ZumikError) -> Response | tuple[str, int]:
+    return api_error(from_domain(error))
 
 
 @bp.errorhandler(ApiError)
@@ -174,7 +180,7 @@ def delete_file(file_id: str) -> Response:
     try:
         files_api.delete_file(file_id)
         flash(f"Deleted {meta['filename'] if meta else file_id}.")
-    except ApiError as error:
+    except (ApiError, ZumikError) as error:
         flash(error.message, "error")
     return redirect(url_for("dashboard.files"))
 
