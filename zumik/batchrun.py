@@ -398,11 +398,18 @@ class BatchRun:
         """
         now = int(self.clock())
 
+        moved = False
+
         def terminal(current: dict[str, Any]) -> None:
-            if change(current) is not False:
+            nonlocal moved
+            moved = change(current) is not False
+            if moved:
                 move(current, final, now)
 
-        return self.batch.update(terminal)
+        record = self.batch.update(terminal)
+        if moved:  # counted as it ends, so /metrics never reads finished records
+            self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+        return record
 
     def _publish(self, record: dict[str, Any]) -> journal.Progress:
         files_dir = self.store.files_dir
