@@ -24,6 +24,6 @@ def init_app(app: Flask, zumik: Zumik) -> None:
     pages.register_filters(app)
     app.register_blueprint(bp)
 
-    @app.get("/")
+    @app.get("/", endpoint="dashboard_root")
     def root() -> Response:
         return redirect(url_for("dashboard.batches"))
