@@ -32,7 +32,7 @@ from zumik.metrics import Metrics
 from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
 from zumik.settings import Settings
-from zumik.store import ProjectStore
+from zumik.store import ProjectStore, ended_at
 from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
@@ -409,6 +409,10 @@ class BatchRun:
         record = self.batch.update(terminal)
         if moved:  # counted as it ends, so /metrics never reads finished records
             self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+            ended = ended_at(record)
+            if ended is not None:  # the input's expires_at now says when it goes
+                self.store.release_input(record["input_file_id"],
+                                         ended + self.settings.batch_ttl)
         return record
 
     def _publish(self, record: dict[str, Any]) -> journal.Progress:
