@@ -44,7 +44,7 @@ def build(data_dir: Path, count: int):
         record = records.new_batch(f"batch_{i:024x}", now=now - count + i, input_file_id=file_id,
                                    endpoint="/v1/chat/completions", window="24h",
                                    metadata={"job": f"nightly-{i}", "team": "search"}, total=100)
-        store.create_batch(record, max_active=count)
+        store.create_batch(record, max_active=count, max_files=10 * count, max_bytes=1 << 40)
         if i < count - 5:
             status = records.Status.FAILED if i % 10 == 0 else records.Status.COMPLETED
             store.update_batch(record["id"], lambda r, s=status: records.move(r, s, now))

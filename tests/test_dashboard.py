@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -238,13 +239,14 @@ def test_paging_and_filters_read_only_what_the_page_shows(app, client) -> None:
     store = ProjectStore(app.extensions["zumik"].settings.data_dir, "proj-a").ensure()
     file_id = upload(client, echo_lines(1)).json["id"]
     for i in range(130):
-        record = records.new_batch(f"batch_{i:024x}", now=1_800_000_000 + i,
+        record = records.new_batch(f"batch_{i:024x}", now=int(time.time()) - 1000 + i,
                                    input_file_id=file_id, endpoint="/v1/chat/completions",
                                    window="24h", metadata={"n": str(i)}, total=10)
-        store.create_batch(record, max_active=1000)
+        store.create_batch(record, max_active=1000, max_files=10_000, max_bytes=1 << 40)
         status = records.Status.FAILED if i % 10 == 0 else records.Status.COMPLETED
         if i < 125:
-            store.update_batch(record["id"], lambda r, s=status: records.move(r, s, 1))
+            store.update_batch(record["id"],
+                               lambda r, s=status: records.move(r, s, int(time.time())))
     index = StatusIndex()
     first = batch_page(store, index, "all", 1, 50)
     assert first.counts == {"all": 130, "active": 5, "completed": 112, "failed": 13,
