@@ -67,6 +67,8 @@ class Settings:
     webhook_poll_interval: float = 1.0  # how often the outbox is scanned for due deliveries
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
+    max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
     dashboard_session_seconds: int = 43_200  # a dashboard sign-in lasts this long
     signin_free_attempts: int = 5  # wrong keys per client address before sign-in slows down
     signin_max_delay: int = 60  # the longest wait (s) imposed between wrong keys
@@ -87,6 +89,7 @@ _INT_FIELDS = {
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "threads",
     "max_part_bytes", "max_upload_parts", "upload_ttl",
     "webhook_concurrency",
+    "max_json_depth", "max_json_upload_bytes",
     "dashboard_session_seconds", "signin_free_attempts", "signin_max_delay",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
