@@ -219,3 +219,20 @@ def test_a_tenant_key_gets_no_operator_view(page) -> None:
     assert page.get_by_role("link", name="Operator").count() == 0
     response = page.goto("/dashboard/operator")
     assert response is not None and response.status == 403
+
+
+def test_operator_view_shows_the_provider_going_down(page, server: Server,
+                                                     provider: ProviderThread,
+                                                     admin_key: tuple[Path, str]) -> None:
+    """Last in the module: it stops the module's provider."""
+    start_batch(server, echo_lines(4, model="gpt-x", prefix="u"))  # traffic: executors report
+    sign_in(page, admin_key[1])
+    page.goto("/dashboard/operator")
+    state = page.locator('tr[data-provider="default"] [data-field="state"]')
+    state.filter(has_text="up").wait_for(timeout=30_000)  # the page refreshes itself
+    provider.stop()
+    stuck = start_batch(server, echo_lines(20, model="gpt-x", prefix="o"))
+    state.filter(has_text="down").wait_for(timeout=40_000)
+    row = page.locator('tr[data-provider="default"]')
+    assert "held" in row.inner_text() or "down" in row.inner_text()
+    requests.post(f"{server.url}/v1/batches/{stuck}/cancel", headers=AUTH_A, timeout=10)
