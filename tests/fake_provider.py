@@ -8,6 +8,7 @@ per embedding input, an unflagged moderation result. ``by_path`` counts requests
 Knobs:
 - global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
   while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
+  ``error_message`` (the message of every injected error answer, e.g. a hostile one),
   ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
   Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
 - outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
@@ -170,6 +171,7 @@ class FakeProvider:
                 ) -> web.Response:
         self.statuses[str(status)] += 1
         headers = {"x-request-id": f"req-{self.requests}", **(headers or {})}
+        message = self.control.get("error_message") or message
         return web.json_response({"error": {"message": message, "type": "test", "param": None,
                                             "code": None}}, status=status, headers=headers)
 
