@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal
+from zumik import ids, journal, outbox
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -393,8 +393,9 @@ class BatchRun:
 
         ``change`` fills in the record's last fields under the record lock and may return
         False to keep the record as it is (it moved on meanwhile). Whatever must happen
-        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here,
-        after the terminal record is stored.
+        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
+        The webhook outbox entries are written under the record lock *before* the terminal
+        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
         """
         now = int(self.clock())
 
@@ -405,6 +406,7 @@ class BatchRun:
             moved = change(current) is not False
             if moved:
                 move(current, final, now)
+                outbox.enqueue(self.settings.data_dir, self.store.project, current)
 
         record = self.batch.update(terminal)
         if moved:  # counted as it ends, so /metrics never reads finished records
