@@ -46,7 +46,13 @@ def start(client, content: bytes) -> str:
 
 
 def by_id(client, batch) -> dict:
-    return {x["custom_id"]: x for x in output_lines(client, batch["output_file_id"])}
+    """Every result line of a batch: the output file's successes and the error file's
+    failures (OpenAI's split)."""
+    lines = {}
+    for key in ("output_file_id", "error_file_id"):
+        if batch[key]:
+            lines.update((x["custom_id"], x) for x in output_lines(client, batch[key]))
+    return lines
 
 
 def test_an_outage_is_waited_out_without_failing_a_line(make_app, provider):
@@ -84,8 +90,8 @@ def test_a_poison_line_fails_alone_after_its_attempts(make_app, provider):
     batch = wait_batch(client, start(client, jsonl(lines)), timeout=60)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 40, "completed": 39, "failed": 1}
-    poison = by_id(client, batch)["poison"]["error"]
-    assert "HTTP 500" in poison["message"] and "3 attempts" in poison["message"]
+    poison = by_id(client, batch)["poison"]  # the provider's last answer, as it gave it
+    assert poison["error"] is None and poison["response"]["status_code"] == 500
     assert stats(provider)["by_content"]["#fail:500:999"] == 3
 
 
