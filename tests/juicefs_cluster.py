@@ -81,7 +81,11 @@ class Host(Server):
         gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
                     "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
                     "--graceful-timeout", "10", "zumik.wsgi_app:app"]
-        script = f'hostname {self.name} && exec "$@"'
+        # Host a's processes start at pid ~400 of its namespace, so that its pids are not also
+        # pids of host b's fresh namespace (on two machines they would not be comparable).
+        burn = 400 if self.name.endswith("-a") else 0
+        script = (f'hostname {self.name} && i=0 && while [ $i -lt {burn} ]; do (:); '
+                  f'i=$((i+1)); done; exec "$@"')
         cmd = ["unshare", "--pid", "--uts", "--fork", "--kill-child", "sh", "-c", script, "sh",
                *gunicorn]
         self._log_file = open(self.log, "ab")  # noqa: SIM115
