@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,9 +127,12 @@ class Host(Server):
 class Cluster:
     """redis + one JuiceFS volume mounted twice + up to two hosts. Use as a context manager."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, keep: bool = False) -> None:
         self.binary = check_available()
-        self.root = root
+        # Not under pytest's basetemp: pytest (ours or a concurrent run's) prunes old basetemp
+        # folders, which must never happen to a folder holding a live mount.
+        self.root = Path(tempfile.mkdtemp(prefix="zumik-jfs-"))
+        self.keep = keep
         self.isolated = namespaces_work()
         self.redis: subprocess.Popen[bytes] | None = None
         self.mounts: list[Path] = []
@@ -225,6 +229,26 @@ class Cluster:
                         proc.wait(5)
         self._mount_procs.clear()
         self.redis = None
+        mounted = [point for point in self.root.glob("mnt-*") if os.path.ismount(point)]
+        if not self.keep and not mounted:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def stacks(self) -> str:
+        """Python stacks of every host process (for a failure message), if py-spy is there."""
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            return ""
+        out = []
+        for host in self.hosts.values():
+            if host.proc is None:
+                continue
+            pids = subprocess.run(["pgrep", "-g", str(host.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:
+                done = subprocess.run([str(spy), "dump", "--pid", pid], capture_output=True,
+                                      text=True, timeout=30)
+                out.append(f"--- {host.name} pid {pid}\n{done.stdout[-6000:]}")
+        return "\n".join(out)
 
     # -- hosts ---------------------------------------------------------------------------------
     def data_dir(self, host: str) -> Path:

@@ -15,6 +15,7 @@ import requests
 from conftest import AUTH_A, create_batch, echo_lines, output_lines, upload, wait_batch
 
 from zumik.janitor import Janitor
+from zumik.versioned import VersionedDoc
 
 DAY = 86_400
 
@@ -109,8 +110,7 @@ def test_disk_full_during_a_batch_pauses_then_resumes(make_app, provider, tmp_pa
         time.sleep(0.5)
         filler = fill(tiny)
         time.sleep(2.0)
-        record = json.loads((tiny / "data" / "proj-a" / "batches" /
-                             f"{batch_id}.json").read_text())
+        record = VersionedDoc(tiny / "data" / "proj-a" / "batches" / f"{batch_id}.json").read()
         assert record["status"] == "in_progress"  # paused, not failed
         segments = list((tiny / "data" / "proj-a" / "batches").glob(f"{batch_id}.*.jsonl"))
         for segment in segments:  # the journal stays whole: every line ends and parses

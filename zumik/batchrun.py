@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal
+from zumik import ids, journal, progress
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -83,6 +83,7 @@ class BatchRun:
         self.writer: journal.JournalWriter | None = None
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
+        self._progress_seq = 0
 
     def next_request_id(self) -> str:
         """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
@@ -296,15 +297,11 @@ class BatchRun:
     def _save_counts(self) -> None:
         if self.reason in (LOST, PAUSED):
             return
-        progress = self.progress
-
-        def change(record: dict[str, Any]) -> None:
-            record["request_counts"]["completed"] = progress.completed
-            record["request_counts"]["failed"] = progress.failed
-            record["usage"] = progress.usage
-            record["cost"] = progress.cost()
-
-        self.store.update_batch(self.batch_id, change)
+        saved = self.progress
+        self._progress_seq += 1
+        progress.write(self.store.progress_path(self.batch_id), {
+            "request_counts": {"completed": saved.completed, "failed": saved.failed},
+            "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
         """Write a ``batch_expired`` line for every line that never ran."""

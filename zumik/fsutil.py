@@ -97,6 +97,24 @@ def commit_temp(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def link_once(tmp: Path, final: Path) -> bool:
+    """Publish a fully written, fsynced ``tmp`` as ``final`` only if ``final`` does not exist.
+
+    ``link()`` is create-if-absent, decided by the file server on every shared filesystem
+    Zumik supports. False if ``final`` exists. On another error the link may still have
+    happened (a retransmitted NFS call): ``tmp`` then has two links, which is success.
+    ``tmp`` stays for the caller to unlink."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.stat(tmp).st_nlink != 2:
+            raise
+    fsync_dir(final.parent)
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

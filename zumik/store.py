@@ -24,9 +24,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from zumik import fsutil
+from zumik import fsutil, progress
 from zumik.errors import ApiError, bad_request
 from zumik.idempotency import IdempotentRequest
+from zumik.versioned import VersionedDoc
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -80,10 +81,6 @@ class ProjectStore:
         """The project lock; build per use (never share across fork)."""
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(self.root / "quota.lock", timeout=LOCK_TIMEOUT)
-
-    def record_lock(self, batch_id: str) -> FileLock:
-        """The lock around read-modify-write of one batch record."""
-        return FileLock(self.batches_dir / f"{batch_id}.rec.lock", timeout=LOCK_TIMEOUT)
 
     # -- files ----------------------------------------------------------------------------
     def file_meta_path(self, file_id: str) -> Path:
@@ -207,8 +204,17 @@ class ProjectStore:
     def batch_path(self, batch_id: str) -> Path:
         return self.batches_dir / f"{batch_id}.json"
 
+    def batch_doc(self, batch_id: str) -> VersionedDoc:
+        """The record's versions (see zumik.versioned)."""
+        return VersionedDoc(self.batch_path(batch_id))
+
+    def progress_path(self, batch_id: str) -> Path:
+        return self.batches_dir / f"{batch_id}.progress"
+
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        return fsutil.read_json(self.batch_path(batch_id))
+        """The newest record, with the running batch's latest saved progress."""
+        record = self.batch_doc(batch_id).read()
+        return None if record is None else progress.overlay(record, self.progress_path(batch_id))
 
     def active_ids(self) -> list[str]:
         """Batches marked active (may include a few just turned terminal)."""
@@ -241,7 +247,7 @@ class ProjectStore:
             if self.get_file(record["input_file_id"]) is None:
                 raise bad_request(f"No such File object: {record['input_file_id']}",
                                   param="input_file_id")
-            fsutil.write_json(self.batch_path(record["id"]), record)
+            self.batch_doc(record["id"]).create(record)
             marker = self.active_dir / record["id"]
             marker.touch()
             fsutil.fsync_dir(self.active_dir)
@@ -251,14 +257,9 @@ class ProjectStore:
 
     def update_batch(self, batch_id: str,
                      change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
-        """Read-modify-write a record under its lock; ``change`` edits in place or returns new."""
-        with self.record_lock(batch_id):
-            record = self.get_batch(batch_id)
-            if record is None:
-                raise KeyError(batch_id)
-            new = change(record)
-            record = record if new is None else new
-            fsutil.write_json(self.batch_path(batch_id), record)
+        """Read-modify-write a record: ``change`` edits in place or returns new, and is applied
+        again to a newer version if another writer (another host) published first."""
+        record, _ = self.batch_doc(batch_id).update(change)
         if record.get("status") not in ACTIVE_STATUSES:
             self.clear_active(batch_id)
         return record
