@@ -22,6 +22,8 @@ import requests
 from conftest import AUTH_A, AUTH_B, echo_lines
 from juicefs_cluster import Cluster, ClusterUnavailable, Host
 
+from zumik.auth import create_key, list_keys, revoke_key
+
 CONCURRENCY = 8
 CLUSTER: list[Cluster] = []
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -333,3 +335,25 @@ def test_layout_is_one_folder_on_both_mounts(cluster):
     probe.write_text("x")
     assert Path(cluster.data_dir("b") / probe.name).read_text() == "x"
     probe.unlink()
+
+
+def test_keys_edited_on_both_hosts_at_once_all_count_and_a_revoke_is_seen_at_once(cluster,
+                                                                                    upstream):
+    """``zumik keys`` run on both hosts at once keeps every key, and a key revoked on one host
+    is refused by the other on its very next request (no cache timeout in between)."""
+    a, b = cluster.ensure(base_env(upstream))
+    with ThreadPoolExecutor(4) as pool:
+        keys = list(pool.map(lambda i: create_key(cluster.data_dir("ab"[i % 2]), f"team{i}"),
+                             range(12)))
+    for data_dir in (cluster.data_dir("a"), cluster.data_dir("b")):
+        assert len(list_keys(data_dir)) == 12
+    for key in keys:
+        for host in (a, b):
+            assert api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}
+                       ).status_code == 200
+    for i, key in enumerate(keys[:6]):
+        assert api(b, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
+        revoke_key(cluster.data_dir("ab"[i % 2]), key)
+        for host in (a, b):
+            assert api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}
+                       ).status_code == 401, f"revoked key still accepted by {host.name}"

@@ -96,6 +96,14 @@ class VersionedDoc:
         _remember(self.key, version)
         return version, doc
 
+    def changed_since(self, version: int) -> bool:
+        """Whether a version newer than ``version`` (0: none yet) may exist: two lookups of
+        specific names, cheaper than reading the document."""
+        if version == 0:
+            return self.path.exists()
+        return (self.version_path(version + 1).exists()
+                or not self.version_path(version).exists())
+
     def read(self) -> dict[str, Any] | None:
         found = self.read_version()
         return None if found is None else found[1]
