@@ -107,6 +107,12 @@ def output_lines(client, file_id: str, auth: dict[str, str] = AUTH_A) -> list[di
     return [json.loads(line) for line in data.splitlines()]
 
 
+async def drive(executor) -> None:
+    """Run the executor in this thread, step by step, until no batch is left to run."""
+    async with executor.opened():
+        await executor.run_until_idle()
+
+
 @pytest.fixture
 def provider() -> Iterator[ProviderThread]:
     thread = ProviderThread().start()

@@ -4,12 +4,14 @@ download go through it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,10 +30,11 @@ def nginx_binary() -> str:
     return found
 
 
-@pytest.fixture
-def nginx(gunicorn, provider, tmp_path):
+@contextlib.contextmanager
+def run_nginx(server, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """nginx with the documented site, TLS on a free port, in front of ``server``; yields the
+    site's URL and the certificate to trust."""
     binary = nginx_binary()
-    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url})
     port = free_port()
     work = tmp_path / "nginx"
     work.mkdir()
@@ -79,9 +82,17 @@ http {{
             if proc.poll() is not None:
                 raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.1)
-    yield url, cert
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url, cert
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def nginx(gunicorn, provider, tmp_path):
+    with run_nginx(gunicorn({"ZUMIK_UPSTREAM_URL": provider.url}), tmp_path) as site:
+        yield site
 
 
 def test_upload_batch_download_through_nginx(nginx):

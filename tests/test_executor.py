@@ -3,6 +3,7 @@ journal recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -10,6 +11,7 @@ import requests
 from conftest import (
     AUTH_A,
     create_batch,
+    drive,
     echo_lines,
     jsonl,
     output_lines,
@@ -54,8 +56,8 @@ def test_full_run_writes_every_line_once(make_app, provider):
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     assert stats["requests"] == 60 and stats["max_in_flight"] <= 8
     # the journal is gone once the output is published
-    assert journal.segments(app.extensions["zumik"].settings.data_dir / "proj-a" / "batches",
-                            batch_id) == []
+    zumik = app.extensions["zumik"]
+    assert zumik.store("proj-a").batch(batch_id).segments() == []
 
 
 def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
@@ -150,26 +152,56 @@ def test_completion_window_expiry(make_app, provider):
     assert len(output_lines(client, batch["error_file_id"])) == len(expired)
 
 
-def test_resume_from_a_journal_with_a_torn_tail(make_app, provider, settings):
-    client = make_app(upstream_url=provider.url).test_client()  # executor not started yet
+def test_resume_from_a_journal_with_a_torn_tail(make_app, provider):
+    app = make_app(upstream_url=provider.url)  # executor thread not started: driven below
+    client = app.test_client()
     _, batch_id = run_batch(client, echo_lines(30, model="m1"))
-    batches_dir = settings.data_dir / "proj-a" / "batches"
+    zumik = app.extensions["zumik"]
+    batch = zumik.store("proj-a").batch(batch_id)
     # an earlier claim (epoch 1) finished r0..r9, then died mid-write of r10
     lines = [journal.entry_bytes(i + 1, error_line(f"r{i}", "earlier", "from the first claim"))
              for i in range(10)]
-    segment = batches_dir / f"{batch_id}.1.jsonl"
-    segment.write_bytes(b"".join(lines) + b'11\t{"id":"batch_req_x","custom_id":"r10","resp')
-    (batches_dir / f"{batch_id}.lease.1").write_text(json.dumps({"epoch": 1}))
-    record_path = batches_dir / f"{batch_id}.json"
-    record = json.loads(record_path.read_text())
-    record["status"] = "in_progress"
-    record_path.write_text(json.dumps(record))
-    executor = client.application.extensions["zumik"].executor
-    executor.start()
-    batch = wait_batch(client, batch_id)
-    assert batch["request_counts"] == {"total": 30, "completed": 20, "failed": 10}
-    out = output_lines(client, batch["output_file_id"])
+    batch.segment_path(1).write_bytes(
+        b"".join(lines) + b'11\t{"id":"batch_req_x","custom_id":"r10","resp')
+    batch.lease_path(1).write_text(json.dumps({"epoch": 1}))
+    batch.update(lambda record: record.update(status="in_progress"))
+    asyncio.run(drive(zumik.executor))
+    record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    assert record["request_counts"] == {"total": 30, "completed": 20, "failed": 10}
+    out = output_lines(client, record["output_file_id"])
     assert sorted(x["custom_id"] for x in out) == sorted(f"r{i}" for i in range(30))
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     assert stats["requests"] == 20  # r0..r9 were not sent again; r10 (torn) was
     assert "message 10" in stats["by_content"]
+
+
+def test_run_once_claims_each_batch_once_and_run_until_idle_finishes_them(make_app, provider):
+    app = make_app(upstream_url=provider.url)
+    client = app.test_client()
+    batch_ids = [run_batch(client, echo_lines(5, model="m1", prefix=f"b{i}-"))[1]
+                 for i in range(3)]
+    executor = app.extensions["zumik"].executor
+
+    async def steps() -> list[int]:
+        async with executor.opened():
+            claimed = [await executor.run_once(), await executor.run_once()]
+            await executor.run_until_idle()
+            return claimed
+
+    assert asyncio.run(steps()) == [3, 0]  # the second step finds them all claimed already
+    for batch_id in batch_ids:
+        record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+        assert record["status"] == "completed"
+        assert record["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+
+
+def test_healthz_answers_503_in_the_envelope_when_the_executor_thread_died(make_app):
+    app = make_app(start=True)
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    executor = app.extensions["zumik"].executor
+    executor._loop.call_soon_threadsafe(executor._loop.stop)  # its loop dies under it
+    executor._thread.join(5)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "executor_dead"

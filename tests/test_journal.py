@@ -7,6 +7,7 @@ import json
 import random
 
 from zumik import journal
+from zumik.batchhandle import BatchHandle
 from zumik.batchrun import error_line
 
 
@@ -36,7 +37,9 @@ def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path)
     (tmp_path / "batch_x.2.jsonl").write_bytes(
         journal.entry_bytes(1, ok_line("a", 100)) +  # sent again by a later claim: ignored
         journal.entry_bytes(3, ok_line("c", 7)) + b"garbage without a tab\n")
-    progress = journal.recover(tmp_path, "batch_x", repair=True)
+    segments = BatchHandle(tmp_path, tmp_path, "batch_x").segments()
+    assert [p.name for p in segments] == ["batch_x.1.jsonl", "batch_x.2.jsonl"]
+    progress = journal.recover(segments, repair=True)
     assert len(progress.done) == 3 and 1 in progress.done and 4 not in progress.done
     assert (progress.completed, progress.failed) == (2, 1)
     assert progress.usage["input_tokens"] == 12  # 5 + 7, not the duplicate's 100
@@ -49,7 +52,7 @@ def test_merge_writes_each_line_once_and_failures_to_the_error_file(tmp_path):
     (tmp_path / "batch_x.2.jsonl").write_bytes(
         journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(3, ok_line("c")))
     out, err = tmp_path / "out", tmp_path / "err"
-    summary = journal.merge(tmp_path, "batch_x", out, err,
+    summary = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
                             prices={"p": (1_000_000.0, 0.0)})
     assert [json.loads(x)["custom_id"] for x in out.read_bytes().splitlines()] == ["b", "a", "c"]
     assert [json.loads(x)["custom_id"] for x in err.read_bytes().splitlines()] == ["a"]

@@ -123,3 +123,32 @@ def test_disk_full_during_a_batch_pauses_then_resumes(make_app, provider, tmp_pa
         assert batch["status"] == "completed"
         ids = [x["custom_id"] for x in output_lines(client, batch["output_file_id"])]
         assert len(ids) == len(set(ids)) == total
+
+
+def test_healthz_on_a_full_disk_answers_503_and_leaves_no_probe_file(make_app, tmp_path):
+    with tiny_filesystem(tmp_path / "tiny", "256k") as tiny:
+        client = make_app(data_dir=tiny / "data").test_client()
+        assert client.get("/healthz").status_code == 200
+        filler = fill(tiny)
+        for _ in range(5):
+            response = client.get("/healthz")
+            assert response.status_code == 503
+            assert response.get_json()["data_dir_writable"] is False
+        assert [p.name for p in (tiny / "data").iterdir() if p.name.startswith(".tmp-")] == []
+        os.unlink(filler)
+        assert client.get("/healthz").status_code == 200
+
+
+def test_start_up_sweeps_dead_writers_temps_in_the_data_dir_itself(make_app, settings):
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / ".metrics").mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    stale = [settings.data_dir / f".tmp-{dead}-health-abc", settings.data_dir / f".tmp-{dead}-k",
+             settings.data_dir / ".metrics" / f".tmp-{dead}-m"]
+    for path in stale:
+        path.write_bytes(b"x")
+    live = settings.data_dir / f".tmp-{os.getpid()}-mine"
+    live.write_bytes(b"x")
+    make_app()
+    assert [p for p in stale if p.exists()] == []
+    assert live.exists()  # its owner (this process) is alive

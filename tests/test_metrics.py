@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 
 import requests
-from conftest import AUTH_A, echo_lines
+from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch
 
 from zumik.metrics import MAX_SERIES, Metrics
 
@@ -40,7 +42,7 @@ def test_metrics_sum_across_workers(gunicorn, provider):
     assert metric(text, "zumik_lines_total", provider="default", model="m",
                   outcome="completed") == 200
     assert metric(text, "zumik_upstream_latency_seconds_count", provider="default") == 200
-    assert metric(text, "zumik_batches", status="completed") == 4
+    assert metric(text, "zumik_batches_finished_total", status="completed") == 4
     assert metric(text, "zumik_stored_files", project="proj-a") == 5
     assert metric(text, "zumik_stored_bytes", project="proj-a") > 0
     assert "# TYPE zumik_upstream_latency_seconds histogram" in text
@@ -58,3 +60,63 @@ def test_user_supplied_label_values_cannot_grow_metrics_without_bound():
     other = [v for k, v in counters.items() if '"_other"' in k]
     assert other == [500.0]
     assert sum(counters.values()) == MAX_SERIES + 500  # nothing lost, only folded
+
+
+_OPENED: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
+    """20 finished batches and 1 active: a scrape opens the active record and nothing else of
+    the project's (finished batches are counted by the executor as they end)."""
+    global _OPENED
+    app = make_app(start=True)
+    client = app.test_client()
+    file_id = upload(client, echo_lines(1)).get_json()["id"]
+    for _ in range(20):
+        wait_batch(client, create_batch(client, file_id).get_json()["id"])
+    zumik = app.extensions["zumik"]
+    zumik.executor.stop()
+    active = create_batch(client, file_id).get_json()["id"]  # stays validating: no executor
+    sys.addaudithook(_record_opens)
+    _OPENED = []
+    try:
+        text = client.get("/metrics").text
+    finally:
+        opened, _OPENED = _OPENED, None
+    project = str(zumik.settings.data_dir / "proj-a")
+    assert [p for p in opened if p.startswith(project)] == [
+        f"{project}/batches/{active}.json"]
+    assert metric(text, "zumik_batches", status="validating") == 1
+    assert metric(text, "zumik_batches", status="completed") == 0  # a gauge of active ones
+    assert metric(text, "zumik_batches_finished_total", status="completed") == 20
+    assert metric(text, "zumik_stored_files", project="proj-a") == 21  # input + 20 outputs
+    assert metric(text, "zumik_stored_bytes", project="proj-a") > 0
+
+
+def test_metrics_needs_the_token_when_one_is_set(gunicorn):
+    server = gunicorn({"ZUMIK_METRICS_TOKEN": "scrape-secret"})
+    refused = requests.get(server.url + "/metrics", timeout=10)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    wrong = requests.get(server.url + "/metrics", timeout=10,
+                         headers={"Authorization": "Bearer key-a"})  # a tenant key is not it
+    assert wrong.status_code == 401
+    allowed = requests.get(server.url + "/metrics", timeout=10,
+                           headers={"Authorization": "Bearer scrape-secret"})
+    assert allowed.status_code == 200 and "# TYPE zumik_batches gauge" in allowed.text
+
+
+def test_without_a_token_metrics_answers_this_host_only(make_app):
+    client = make_app().test_client()
+    assert client.get("/metrics").status_code == 200  # the test client is 127.0.0.1
+    for address in ("203.0.113.9", "10.0.0.7", "2001:db8::1"):
+        remote = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+        assert remote.status_code == 403
+        assert "ZUMIK_METRICS_TOKEN" in remote.json["error"]["message"]
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import Flask, request
 
-from zumik import errors, logs
+from zumik import errors, fsutil, logs
 from zumik.auth import KeyRing, authenticate
 from zumik.context import Zumik
 from zumik.metrics import Metrics
@@ -63,6 +63,9 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
 
 
 def recover(settings: Settings, clock: Callable[[], float]) -> None:
-    """Start-up recovery: sweep temp files of dead writers and blobs without metadata."""
+    """Start-up recovery: sweep temp files of dead writers (in the data dir itself, e.g.
+    ``/healthz`` probes, in ``.metrics/`` and in every project) and blobs without metadata."""
+    for directory in (settings.data_dir, settings.data_dir / ".metrics"):
+        fsutil.sweep_temps(directory)
     for project in iter_projects(settings.data_dir):
         ProjectStore(settings.data_dir, project, clock).ensure().sweep()

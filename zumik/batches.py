@@ -148,9 +148,10 @@ def cancel_batch(batch_id: str) -> Response:
     zumik = current()
     _get(batch_id)
     store = project_store()
-    record = store.update_batch(batch_id, lambda r: records.request_cancel(r, int(zumik.clock())))
+    handle = store.batch(batch_id)
+    record = handle.update(lambda r: records.request_cancel(r, int(zumik.clock())))
     if record["status"] == "cancelling":
-        records.mark_cancel(store, batch_id)
+        handle.mark_cancel()
         log.info("batch %s: cancel requested", batch_id, extra={
             "batch_id": batch_id, "project": store.project, "status": record["status"]})
         zumik.executor.wake()

@@ -3,6 +3,10 @@
 validate -> send every line not yet in the journal -> finalize (merge the journal into the
 output and error files, then the terminal record). Every step can be repeated after a crash:
 the journal says what is done, and the output file ids are reserved in the record first.
+
+How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (the first outcome
+wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
+hook anything that must happen exactly when a batch reaches its final status.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -24,7 +29,7 @@ from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, targ
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
 from zumik.metrics import Metrics
-from zumik.records import Status, cancel_marker, is_terminal, move
+from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
 from zumik.settings import Settings
 from zumik.store import ProjectStore
@@ -32,9 +37,26 @@ from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
 
-DONE, CANCEL, EXPIRED, SHUTDOWN, LOST = "done", "cancel", "expired", "shutdown", "lost"
-PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
-FINAL_STATUS = {DONE: Status.COMPLETED, CANCEL: Status.CANCELLED, EXPIRED: Status.EXPIRED}
+
+
+class RunOutcome(StrEnum):
+    """Why a run stops: the first three finalize the batch, the rest hand the claim back."""
+
+    DONE = "done"  # every line has a result: completed
+    CANCELLED = "cancelled"  # the cancel marker was seen: cancelled with what finished
+    EXPIRED = "expired"  # the completion window ended: the rest become batch_expired
+    SHUTDOWN = "shutdown"  # the worker is stopping; the next claim resumes
+    LOST = "lost"  # a newer epoch took the lease; this run writes nothing more
+    PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
+
+    @property
+    def final_status(self) -> Status | None:
+        """The terminal status this outcome gives the batch (None: the claim is handed back)."""
+        return _FINAL_STATUS.get(self)
+
+
+_FINAL_STATUS = {RunOutcome.DONE: Status.COMPLETED, RunOutcome.CANCELLED: Status.CANCELLED,
+                 RunOutcome.EXPIRED: Status.EXPIRED}
 encode = msgspec.json.encode
 WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
@@ -71,10 +93,11 @@ class BatchRun:
         self.clock = clock
         self.store = store
         self.claim = claim
+        self.batch = claim.batch
         self.batch_id = claim.batch_id
         self.slots = slots
         self.metrics = metrics or Metrics()
-        self.reason: str | None = None
+        self.outcome: RunOutcome | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
         self.prices: journal.Prices = {
             p.name: (p.input_price, p.output_price) for p in router.providers.values()
@@ -90,24 +113,39 @@ class BatchRun:
         self._request_count += 1
         return f"{self._request_prefix}{self._request_count:012x}"
 
-    # -- control from the executor ---------------------------------------------------------
+    # -- how the run ends -------------------------------------------------------------------
+    def end(self, outcome: RunOutcome, *, abort: bool = False) -> bool:
+        """Set how this run ends; False if it was decided already.
+
+        The first outcome wins, except that ``PAUSED`` (storage failed) overrides any but
+        ``LOST``, and ``LOST`` (another epoch owns the batch now) overrides everything.
+        Nothing new is sent once an outcome is set; ``abort`` also cancels the requests in
+        flight (unjournaled, so a later claim sends them again).
+        """
+        current = self.outcome
+        first = (current is None or outcome is RunOutcome.LOST or
+                 (outcome is RunOutcome.PAUSED and current is not RunOutcome.LOST))
+        if first:
+            self.outcome = outcome
+        if abort:
+            for task in list(self.in_flight):
+                task.cancel()
+        return first
+
     def stop(self) -> None:
         """Graceful shutdown: send nothing new; in-flight requests may finish."""
-        if self.reason is None:
-            self.reason = SHUTDOWN
+        self.end(RunOutcome.SHUTDOWN)
 
     def abort(self) -> None:
         """Stop at once: cancel the requests in flight (they are re-sent by the next claim)."""
-        self.stop()
-        for task in list(self.in_flight):
-            task.cancel()
+        self.end(RunOutcome.SHUTDOWN, abort=True)
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            record = self.store.get_batch(self.batch_id)
+            record = self.batch.read()
             if record is None or is_terminal(record):
-                self.store.clear_active(self.batch_id)
+                self.batch.clear_active()
                 return
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)
@@ -115,7 +153,7 @@ class BatchRun:
                     return
             await self._execute(record)
         except Exception:
-            self.reason = PAUSED
+            self.end(RunOutcome.PAUSED)
             log.exception("batch %s: run failed; paused, it will be retried by a later claim",
                           self.batch_id)
         finally:
@@ -128,8 +166,8 @@ class BatchRun:
         started = time.perf_counter()
         errors: list[dict[str, Any]] = []
         path = self.store.file_data_path(record["input_file_id"])
-        if cancel_marker(self.store, self.batch_id).exists():
-            return self.store.get_batch(self.batch_id) or record
+        if self.batch.cancel_requested():
+            return self.batch.read() or record
         try:
             for number, raw in iter_lines(str(path)):
                 try:
@@ -150,16 +188,20 @@ class BatchRun:
             errors.append({"code": "invalid_request", "line": None, "param": "file_id",
                            "message": f"Cannot find file {record['input_file_id']}."})
         now = int(self.clock())
-
-        def decide(current: dict[str, Any]) -> dict[str, Any]:
-            if current["status"] != Status.VALIDATING:
-                return current  # cancelled meanwhile
-            if errors:
+        if errors:
+            def fail(current: dict[str, Any]) -> bool:
+                if current["status"] != Status.VALIDATING:
+                    return False  # cancelled meanwhile
                 current["errors"] = {"object": "list", "data": errors}
-                return move(current, Status.FAILED, now)
-            return move(current, Status.IN_PROGRESS, now)
+                return True
 
-        record = self.store.update_batch(self.batch_id, decide)
+            record = self.make_terminal(Status.FAILED, fail)
+        else:
+            def start(current: dict[str, Any]) -> None:
+                if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
+                    move(current, Status.IN_PROGRESS, now)
+
+            record = self.batch.update(start)
         log.info("batch %s: validated in %.3f s, %s", self.batch_id,
                  time.perf_counter() - started, record["status"],
                  extra={"batch_id": self.batch_id, "project": self.store.project,
@@ -168,47 +210,48 @@ class BatchRun:
 
     async def _execute(self, record: dict[str, Any]) -> None:
         self.progress = await asyncio.to_thread(
-            journal.recover, self.store.batches_dir, self.batch_id,
-            self.settings.claim_mode == "flock", self.prices)
+            journal.recover, self.batch.segments(), self.settings.claim_mode == "flock",
+            self.prices)
         status = record["status"]
         started = time.perf_counter()
         if status == Status.IN_PROGRESS:
-            self.writer = journal.JournalWriter(self.store.batches_dir, self.batch_id,
-                                                self.claim.epoch, asyncio.get_running_loop())
+            self.writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch),
+                                                asyncio.get_running_loop())
             await self._send_all(record)
             log.info("batch %s: sent %d lines in %.3f s", self.batch_id,
                      len(self.progress.done), time.perf_counter() - started)
         elif status == Status.CANCELLING:
-            self.reason = CANCEL
-        elif status == Status.FINALIZING:
-            self.reason = DONE
-        if self.reason in (None, DONE) and self.clock() >= record["expires_at"]:
-            self.reason = EXPIRED
-        reason = self.reason or DONE
-        if reason in (SHUTDOWN, LOST, PAUSED):
-            log.info("batch %s: handing back (%s) after %d lines", self.batch_id, reason,
+            self.end(RunOutcome.CANCELLED)
+        if self.outcome is None and self.clock() >= record["expires_at"]:
+            self.end(RunOutcome.EXPIRED)
+        self.end(RunOutcome.DONE)  # no other outcome: every line has its result
+        outcome = self.outcome
+        assert outcome is not None
+        final = outcome.final_status
+        if final is None:
+            log.info("batch %s: handing back (%s) after %d lines", self.batch_id, outcome,
                      len(self.progress.done),
                      extra={"batch_id": self.batch_id, "project": self.store.project,
-                            "reason": reason, "epoch": self.claim.epoch})
+                            "reason": outcome.value, "epoch": self.claim.epoch})
             return
-        if reason == EXPIRED:
+        if outcome is RunOutcome.EXPIRED:
             await asyncio.to_thread(self._expire_rest, record)
         if self.writer is not None:
             self.writer.close()
-        await asyncio.to_thread(self._finalize, reason)
+        await asyncio.to_thread(self._finalize, final)
 
     async def _send_all(self, record: dict[str, Any]) -> None:
         watcher = asyncio.create_task(self._watch(record))
         try:
             path = str(self.store.file_data_path(record["input_file_id"]))
             for number, raw in iter_lines(path):
-                if self.reason is not None:
+                if self.outcome is not None:
                     break
                 if number in self.progress.done:
                     continue
                 custom_id, body = request_of(raw, number)
                 await self.slots.acquire()
-                if self.reason is not None:
+                if self.outcome is not None:
                     self.slots.release()
                     break
                 task = asyncio.create_task(self._one(number, custom_id, body))
@@ -223,7 +266,7 @@ class BatchRun:
             if self.writer is not None:
                 self.writer.flush()
                 await asyncio.to_thread(self.writer.sync)
-            if self.reason not in (None, PAUSED):  # finalizing writes the counts itself
+            if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
                 await asyncio.to_thread(self._save_counts)
 
     async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:
@@ -244,7 +287,7 @@ class BatchRun:
                                    self.next_request_id()))
         finally:
             self.slots.release()
-        if self.reason == LOST or self.writer is None:
+        if self.outcome is RunOutcome.LOST or self.writer is None:
             return
         self.writer.append(journal.entry_bytes(number, line))
         self.progress.record(number, not ok, usage, provider)
@@ -254,7 +297,6 @@ class BatchRun:
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent."""
-        marker = cancel_marker(self.store, self.batch_id)
         loop = asyncio.get_running_loop()
         next_counts = next_beat = loop.time()
         beat_every = self.settings.lease_seconds / 3
@@ -262,44 +304,35 @@ class BatchRun:
             await asyncio.sleep(min(WATCH_INTERVAL, self.settings.upstream_fsync_interval))
             if self.writer is not None:
                 await asyncio.to_thread(self.writer.sync)
-                if self.writer.error is not None and self.reason is None:
+                if self.writer.error is not None and self.outcome is None:
                     log.error("batch %s: journal write failed (%s); pausing", self.batch_id,
                               self.writer.error)
-                    self.reason = PAUSED
-                    self._cancel_in_flight()
-            if self.reason is None and marker.exists():
-                self.reason = CANCEL
-                self._cancel_in_flight()
-            if self.reason is None and self.clock() >= record["expires_at"]:
-                self.reason = EXPIRED
-                self._cancel_in_flight()
+                    self.end(RunOutcome.PAUSED, abort=True)
+            if self.outcome is None and self.batch.cancel_requested():
+                self.end(RunOutcome.CANCELLED, abort=True)
+            if self.outcome is None and self.clock() >= record["expires_at"]:
+                self.end(RunOutcome.EXPIRED, abort=True)
             now = loop.time()
             if now >= next_beat:
                 next_beat = now + beat_every
                 if not await asyncio.to_thread(self.claim.heartbeat):
                     log.warning("batch %s: lease lost to a newer epoch; stopping", self.batch_id)
-                    self.reason = LOST
-                    self._cancel_in_flight()
+                    self.end(RunOutcome.LOST, abort=True)
             if now >= next_counts:
                 next_counts = now + COUNTS_INTERVAL
                 try:
                     await asyncio.to_thread(self._save_counts)
                 except OSError as exc:
                     log.error("batch %s: saving counts failed (%s); pausing", self.batch_id, exc)
-                    if self.reason is None:
-                        self.reason = PAUSED
-                        self._cancel_in_flight()
-
-    def _cancel_in_flight(self) -> None:
-        for task in list(self.in_flight):
-            task.cancel()
+                    if self.outcome is None:
+                        self.end(RunOutcome.PAUSED, abort=True)
 
     def _save_counts(self) -> None:
-        if self.reason in (LOST, PAUSED):
+        if self.outcome in (RunOutcome.LOST, RunOutcome.PAUSED):
             return
         saved = self.progress
         self._progress_seq += 1
-        progress.write(self.store.progress_path(self.batch_id), {
+        progress.write(self.batch.progress_path, {
             "request_counts": {"completed": saved.completed, "failed": saved.failed},
             "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
 
@@ -307,7 +340,7 @@ class BatchRun:
         """Write a ``batch_expired`` line for every line that never ran."""
         if self.writer is not None:
             self.writer.close()  # flushes what the loop queued
-        writer = journal.JournalWriter(self.store.batches_dir, self.batch_id, self.claim.epoch)
+        writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch))
         self.writer = writer
         path = str(self.store.file_data_path(record["input_file_id"]))
         for number, raw in iter_lines(path):
@@ -319,9 +352,8 @@ class BatchRun:
                 self.progress.record(number, True, None)
         writer.sync()
 
-    def _finalize(self, reason: str) -> None:
+    def _finalize(self, final: Status) -> None:
         """Reserve output ids, publish the files, then write the terminal record."""
-        final = FINAL_STATUS[reason]
         now = int(self.clock())
         started = time.perf_counter()
 
@@ -332,7 +364,7 @@ class BatchRun:
             if final == Status.COMPLETED:
                 move(record, Status.FINALIZING, now)
 
-        record = self.store.update_batch(self.batch_id, reserve)
+        record = self.batch.update(reserve)
         summary = self._publish(record)
 
         def finish(current: dict[str, Any]) -> None:
@@ -342,24 +374,45 @@ class BatchRun:
             current["request_counts"]["failed"] = summary.failed
             current["usage"] = summary.usage
             current["cost"] = summary.cost()
-            move(current, final, now)
 
-        self.store.update_batch(self.batch_id, finish)
-        for path in journal.segments(self.store.batches_dir, self.batch_id):
-            path.unlink(missing_ok=True)
-        cancel_marker(self.store, self.batch_id).unlink(missing_ok=True)
+        self.make_terminal(final, finish)
+        self.batch.remove_run_state()
         log.info("batch %s: %s (%d completed, %d failed), finalized in %.3f s", self.batch_id,
                  final.value, summary.completed, summary.failed, time.perf_counter() - started,
                  extra={"batch_id": self.batch_id, "project": self.store.project,
                         "status": final.value, "completed": summary.completed,
                         "failed": summary.failed, "epoch": self.claim.epoch})
 
+    def make_terminal(self, final: Status,
+                      change: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
+        """THE place a batch becomes terminal (``failed`` after validation, or the status its
+        run outcome gives it after finalizing).
+
+        ``change`` fills in the record's last fields under the record lock and may return
+        False to keep the record as it is (it moved on meanwhile). Whatever must happen
+        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here,
+        after the terminal record is stored.
+        """
+        now = int(self.clock())
+
+        moved = False
+
+        def terminal(current: dict[str, Any]) -> None:
+            nonlocal moved
+            moved = change(current) is not False
+            if moved:
+                move(current, final, now)
+
+        record = self.batch.update(terminal)
+        if moved:  # counted as it ends, so /metrics never reads finished records
+            self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+        return record
+
     def _publish(self, record: dict[str, Any]) -> journal.Progress:
         files_dir = self.store.files_dir
         tmp_all, tmp_failed = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
         try:
-            summary = journal.merge(self.store.batches_dir, self.batch_id, tmp_all, tmp_failed,
-                                    self.prices)
+            summary = journal.merge(self.batch.segments(), tmp_all, tmp_failed, self.prices)
             now = int(self.clock())
             for tmp, file_id, suffix, count in (
                     (tmp_all, record["_output_file_id"], "output", len(summary.done)),

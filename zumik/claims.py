@@ -31,6 +31,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from zumik import fsutil
+from zumik.batchhandle import BatchHandle
 
 LEASE_BYTES = 512  # a lease is rewritten in place at this fixed size (padded with spaces)
 
@@ -40,20 +41,9 @@ def holder() -> str:
     return f"{fsutil.host_id()}:{os.getpid()}"
 
 
-def _lease_files(batches_dir: Path, batch_id: str) -> list[tuple[int, Path]]:
-    prefix = f"{batch_id}.lease."
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(batches_dir):
-            if name.startswith(prefix) and name[len(prefix):].isdigit():
-                found.append((int(name[len(prefix):]), batches_dir / name))
-    found.sort()
-    return found
-
-
-def current_lease(batches_dir: Path, batch_id: str) -> tuple[int, bytes | None]:
+def current_lease(batch: BatchHandle) -> tuple[int, bytes | None]:
     """The highest epoch and the bytes of its lease file (None when there is none)."""
-    leases = _lease_files(batches_dir, batch_id)
+    leases = batch.leases()
     if not leases:
         return 0, None
     epoch, path = leases[-1]
@@ -67,8 +57,7 @@ def current_lease(batches_dir: Path, batch_id: str) -> tuple[int, bytes | None]:
 class Claim:
     """This executor's hold on one batch."""
 
-    batches_dir: Path
-    batch_id: str
+    batch: BatchHandle
     epoch: int
     lock: FileLock | None
     lost: bool = False
@@ -77,8 +66,12 @@ class Claim:
     beats: int = 0
 
     @property
+    def batch_id(self) -> str:
+        return self.batch.batch_id
+
+    @property
     def lease_path(self) -> Path:
-        return self.batches_dir / f"{self.batch_id}.lease.{self.epoch}"
+        return self.batch.lease_path(self.epoch)
 
     def _lease_bytes(self, released: bool = False) -> bytes:
         self.beats += 1
@@ -100,7 +93,7 @@ class Claim:
         """Refresh the lease; return False (and mark lost) if a higher epoch took over."""
         if self.lost:
             return False
-        if self.batches_dir.joinpath(f"{self.batch_id}.lease.{self.epoch + 1}").exists():
+        if self.batch.lease_path(self.epoch + 1).exists():
             self.lost = True
             return False
         self._rewrite()
@@ -126,19 +119,19 @@ class Claimer:
     lease_seconds: float
     seen: dict[str, tuple[tuple[int, bytes | None], float]] = field(default_factory=dict)
 
-    def try_claim(self, batches_dir: Path, batch_id: str) -> Claim | None:
+    def try_claim(self, batch: BatchHandle) -> Claim | None:
         lock = None
         if self.mode == "flock":
-            lock = FileLock(batches_dir / f"{batch_id}.run.lock", blocking=False)
+            lock = batch.run_lock()
             try:
                 lock.acquire()
             except Timeout:
                 return None
-        epoch, content = current_lease(batches_dir, batch_id)
-        if self.mode == "lease" and content is not None and not self._free(batch_id, epoch,
-                                                                          content):
+        epoch, content = current_lease(batch)
+        if self.mode == "lease" and content is not None and not self._free(batch.batch_id,
+                                                                          epoch, content):
             return None
-        claim = Claim(batches_dir, batch_id, epoch + 1, lock)
+        claim = Claim(batch, epoch + 1, lock)
         try:
             fd = os.open(claim.lease_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another contender won this epoch
@@ -151,14 +144,14 @@ class Claimer:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            fsutil.fsync_dir(batches_dir)
+            fsutil.fsync_dir(batch.dir)
         except OSError:  # e.g. disk full: give the claim up cleanly, try again later
             claim.lease_path.unlink(missing_ok=True)
             if lock is not None:
                 lock.release()
             return None
-        self.seen.pop(batch_id, None)
-        for old_epoch, path in _lease_files(batches_dir, batch_id):
+        self.seen.pop(batch.batch_id, None)
+        for old_epoch, path in batch.leases():
             if old_epoch < epoch:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

@@ -10,6 +10,8 @@ import uuid
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from zumik.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive, ZumikError
+
 log = logging.getLogger("zumik")
 access = logging.getLogger("zumik.access")
 
@@ -72,6 +74,18 @@ def envelope(error: ApiError) -> Response:
     return response
 
 
+# Each domain error's HTTP status; the one place they meet HTTP (subclasses first).
+HTTP_STATUS: tuple[tuple[type[ZumikError], int], ...] = (
+    (QuotaExceeded, 400), (NoSuchInput, 400), (TooManyActive, 429), (FileInUse, 409),
+)
+
+
+def from_domain(exc: ZumikError) -> ApiError:
+    """The API error for a domain error (an unmapped one is a 500)."""
+    status = next((s for kind, s in HTTP_STATUS if isinstance(exc, kind)), 500)
+    return ApiError(status, exc.message, param=exc.param, code=exc.code)
+
+
 def _from_http_exception(exc: HTTPException) -> ApiError:
     status = exc.code or 500
     if status == 404:
@@ -108,6 +122,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
         return envelope(error)
+
+    @app.errorhandler(ZumikError)
+    def handle_domain_error(error: ZumikError) -> Response:
+        return envelope(from_domain(error))
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:

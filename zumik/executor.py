@@ -1,7 +1,8 @@
 """The executor: one asyncio loop with one aiohttp session, in a thread of its own.
 
 One per gunicorn worker, started after the fork (``post_worker_init``) and stopped in
-``worker_exit``; tests and ``flask run`` start and stop it explicitly. Its loop scans every
+``worker_exit``; tests and ``flask run`` start and stop it explicitly, or drive it step by
+step with ``run_once`` / ``run_until_idle`` inside ``opened``. Its loop scans every
 project's ``active/`` markers, claims what it can (``zumik.claims``) up to ``worker_batches``
 at once, and runs each claim as a ``BatchRun``. Workers share nothing but the filesystem.
 """
@@ -14,11 +15,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
-from zumik.batchrun import PAUSED, BatchRun
+from zumik.batchrun import BatchRun, RunOutcome
 from zumik.claims import Claimer
 from zumik.janitor import Janitor
 from zumik.metrics import Metrics
@@ -47,6 +48,8 @@ class Executor:
         self.pause_seconds = 5.0
         self._metrics_flushed = float("-inf")
         self.upstream: Upstream | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -56,6 +59,11 @@ class Executor:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def dead(self) -> bool:
+        """The thread was started and ended without ``stop`` (it crashed)."""
+        return self._thread is not None and not self._thread.is_alive()
 
     def start(self) -> None:
         """Start the thread (idempotent); returns once the loop is ready."""
@@ -91,25 +99,52 @@ class Executor:
             log.exception("executor thread died")
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping, self._wake = asyncio.Event(), asyncio.Event()
-        slots = asyncio.Semaphore(self.settings.concurrency)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            self.upstream = Upstream(session, metrics=self.metrics)
+        async with self.opened():
             self._ready.set()
-            tasks: set[asyncio.Task[None]] = set()
+            assert self._stopping is not None and self._wake is not None
             while not self._stopping.is_set():
-                try:
-                    self._claim_new(tasks, slots)
-                    await asyncio.to_thread(self.janitor.maybe_sweep)
-                    await self._flush_metrics()
-                except Exception:
-                    log.exception("executor scan failed")
+                await self.run_once()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_delay())
-            await self._shutdown(tasks)
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Executor]:
+        """The executor's loop-bound state (HTTP session, slots); on exit, runs are stopped
+        gracefully and their claims handed back. ``_main`` and tests both run inside it."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping, self._wake = asyncio.Event(), asyncio.Event()
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+            self.upstream = Upstream(session, metrics=self.metrics)
+            try:
+                yield self
+            finally:
+                await self._shutdown()
+
+    async def run_once(self) -> int:
+        """One step of the loop: claim what can be claimed, sweep if due, flush metrics.
+
+        Returns how many batches were claimed. Never raises (a failed scan is logged)."""
+        claimed = 0
+        try:
+            claimed = self._claim_new()
+            await asyncio.to_thread(self.janitor.maybe_sweep)
+            await self._flush_metrics()
+        except Exception:
+            log.exception("executor scan failed")
+        return claimed
+
+    async def run_until_idle(self) -> None:
+        """Step until no batch runs and none can be claimed (tests drive the executor so,
+        inside ``opened``, instead of starting the thread and polling)."""
+        while True:
+            claimed = await self.run_once()
+            if not self.tasks and not claimed:
+                return
+            if self.tasks:
+                await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
 
     async def _flush_metrics(self) -> None:
         now = time.monotonic()
@@ -124,40 +159,43 @@ class Executor:
     def _poll_delay(self) -> float:
         return self.settings.poll_interval * (0.75 + random.random() * 0.5)
 
-    def _claim_new(self, tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> None:
-        assert self.upstream is not None
+    def _claim_new(self) -> int:
+        assert self.upstream is not None and self._slots is not None
+        claimed = 0
         projects = list(iter_projects(self.settings.data_dir))
         random.shuffle(projects)
         for project in projects:
             store = ProjectStore(self.settings.data_dir, project, self.clock)
             for batch_id in store.active_ids():
                 if len(self.runs) >= self.settings.worker_batches:
-                    return
+                    return claimed
                 if batch_id in self.runs or self.paused_until.get(batch_id, 0) > time.monotonic():
                     continue
-                claim = self.claimer.try_claim(store.batches_dir, batch_id)
+                claim = self.claimer.try_claim(store.batch(batch_id))
                 if claim is None:
                     continue
                 run = BatchRun(settings=self.settings, router=self.router,
                                upstream=self.upstream, clock=self.clock, store=store,
-                               claim=claim, slots=slots, metrics=self.metrics)
+                               claim=claim, slots=self._slots, metrics=self.metrics)
                 self.runs[batch_id] = run
                 task = asyncio.create_task(run.run())
-                tasks.add(task)
-                task.add_done_callback(lambda t, b=batch_id: self._finished(tasks, t, b))
+                self.tasks.add(task)
+                task.add_done_callback(lambda t, b=batch_id: self._finished(t, b))
+                claimed += 1
+        return claimed
 
-    def _finished(self, tasks: set[asyncio.Task[None]], task: asyncio.Task[None],
-                  batch_id: str) -> None:
-        tasks.discard(task)
+    def _finished(self, task: asyncio.Task[None], batch_id: str) -> None:
+        self.tasks.discard(task)
         run = self.runs.pop(batch_id, None)
-        if run is not None and run.reason == PAUSED:
+        if run is not None and run.outcome is RunOutcome.PAUSED:
             self.paused_until[batch_id] = time.monotonic() + self.pause_seconds
         else:
             self.paused_until.pop(batch_id, None)
         if self._wake is not None:
             self._wake.set()  # a slot is free: look for more work now
 
-    async def _shutdown(self, tasks: set[asyncio.Task[None]]) -> None:
+    async def _shutdown(self) -> None:
+        tasks = self.tasks
         for run in list(self.runs.values()):
             run.stop()
         if tasks:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import gc
 import os
 
-worker_class = "gthread"  # a sync worker's timeout would cut long uploads and downloads
-threads = int(os.environ.get("ZUMIK_THREADS", "8"))
+from zumik.settings import load_settings
+
+# gthread (a sync worker's timeout would cut long uploads and downloads) with Zumik's defences
+# against slow clients: heads read without a thread, I/O timeouts and a minimum rate.
+worker_class = "zumik.gunicorn_worker.ZumikWorker"
+threads = load_settings().threads
 workers = int(os.environ.get("ZUMIK_WORKERS", "2"))
 bind = os.environ.get("ZUMIK_BIND", "127.0.0.1:8080")
 timeout = 60

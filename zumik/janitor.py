@@ -6,9 +6,7 @@ worker (a non-blocking filelock); expired objects already answer 404 before they
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,21 +68,15 @@ class Janitor:
     def _sweep_batches(self, store: ProjectStore) -> int:
         now = self.clock()
         removed = 0
-        for name in os.listdir(store.batches_dir):
-            if not (name.startswith("batch_") and name.endswith(".json") and name.count(".") == 1):
-                continue
-            batch_id = name[:-5]
-            record = store.get_batch(batch_id)
+        for batch_id in store.batch_ids():
+            batch = store.batch(batch_id)
+            record = batch.read()
             if record is None or not is_terminal(record):
                 continue
             ended = ended_at(record)
             if ended is None or ended + self.settings.batch_ttl > now:
                 continue
-            store.batch_path(batch_id).unlink(missing_ok=True)
-            for other in os.listdir(store.batches_dir):
-                if other.startswith(batch_id + "."):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(store.batches_dir / other)
+            batch.remove()
             if not self._input_in_use(store, record["input_file_id"]):
                 store.remove_file(record["input_file_id"])
             removed += 1
@@ -92,11 +84,10 @@ class Janitor:
 
     @staticmethod
     def _input_in_use(store: ProjectStore, file_id: str) -> bool:
-        for name in os.listdir(store.batches_dir):
-            if name.startswith("batch_") and name.endswith(".json") and name.count(".") == 1:
-                record = store.get_batch(name[:-5])
-                if record is not None and record.get("input_file_id") == file_id:
-                    return True
+        for batch_id in store.batch_ids():
+            record = store.get_batch(batch_id)
+            if record is not None and record.get("input_file_id") == file_id:
+                return True
         return False
 
     def _sweep_files(self, store: ProjectStore) -> int:

@@ -1,4 +1,4 @@
-"""The batch journal: one append-only segment per claim epoch, ``<id>.<epoch>.jsonl``.
+"""The batch journal: one append-only segment per claim epoch (named by ``BatchHandle``).
 
 Each entry is ``<input line number>\t<output line>\n``, written whole with one ``os.write`` on
 an ``O_APPEND`` descriptor and fsynced in groups. An entry counts only if it ends in a newline
@@ -77,18 +77,6 @@ class Entry(msgspec.Struct):
 
 
 _ENTRY = msgspec.json.Decoder(Entry)
-
-
-def segments(batches_dir: Path, batch_id: str) -> list[Path]:
-    """The journal segments of a batch, oldest epoch first."""
-    prefix = f"{batch_id}."
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(batches_dir):
-            middle = name[len(prefix):-len(".jsonl")] if name.endswith(".jsonl") else ""
-            if name.startswith(prefix) and middle.isdigit():
-                found.append((int(middle), batches_dir / name))
-    return [path for _, path in sorted(found)]
 
 
 def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
@@ -171,11 +159,10 @@ class Progress:
                 "total": round(self.input_cost + self.output_cost, 6)}
 
 
-def recover(batches_dir: Path, batch_id: str, repair: bool, prices: Prices | None = None
-            ) -> Progress:
-    """Rebuild progress from every segment (the first entry for a line wins)."""
+def recover(segments: list[Path], repair: bool, prices: Prices | None = None) -> Progress:
+    """Rebuild progress from every segment, oldest first (the first entry for a line wins)."""
     progress = Progress(prices or {})
-    for path in segments(batches_dir, batch_id):
+    for path in segments:
         if repair:
             fsutil.repair_tail(path)
         for number, _, entry in iter_entries(path):
@@ -192,12 +179,11 @@ class JournalWriter:
     was in flight); without it every append is written at once.
     """
 
-    def __init__(self, batches_dir: Path, batch_id: str, epoch: int,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.path = batches_dir / f"{batch_id}.{epoch}.jsonl"
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.path = path
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._end = os.lseek(self.fd, 0, os.SEEK_END)  # only this writer appends to the segment
-        fsutil.fsync_dir(batches_dir)
+        fsutil.fsync_dir(path.parent)
         self.dirty = False
         self._loop = loop
         self._pending: list[bytes] = []
@@ -252,12 +238,12 @@ class JournalWriter:
             self.fd = -1
 
 
-def merge(batches_dir: Path, batch_id: str, out_all: Path, out_failed: Path,
+def merge(segments: list[Path], out_all: Path, out_failed: Path,
           prices: Prices | None = None) -> Progress:
     """Write deduplicated lines to ``out_all`` and the failed ones to ``out_failed``."""
     summary = Progress(prices or {})
     with open(out_all, "wb") as all_f, open(out_failed, "wb") as fail_f:
-        for path in segments(batches_dir, batch_id):
+        for path in segments:
             for number, line, entry in iter_entries(path):
                 if number in summary.done:
                     continue

@@ -2,8 +2,10 @@
 
 Each executor counts in memory and writes a snapshot to ``<data_dir>/.metrics/<host>-<pid>.json``
 every few seconds; ``GET /metrics`` (``zumik.health``, served by any worker) sums every
-snapshot (gauges only from live processes) and adds what it reads from the store: batches
-by status, files and bytes stored per project.
+snapshot (gauges only from live processes) and adds what it sees in the store: active batches
+by status (only their records are read) and files and bytes stored per project (a ``stat`` of
+each blob, no reads). Finished batches are counted by the executors as they end, so a scrape
+costs O(active work + stored files), never O(batch records).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ HELP = {
     "zumik_retries_total": ("counter", "Upstream attempts that were retried, by provider."),
     "zumik_upstream_latency_seconds": ("histogram", "Latency of one upstream attempt."),
     "zumik_inflight_requests": ("gauge", "Upstream requests in flight now, by provider."),
-    "zumik_batches": ("gauge", "Batch records by status."),
+    "zumik_batches": ("gauge", "Active batches (not yet terminal) by status."),
+    "zumik_batches_finished_total": ("counter", "Batches that ended, by final status."),
     "zumik_stored_files": ("gauge", "Files stored, by project."),
     "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
 }
@@ -158,11 +161,10 @@ def render(data_dir: Path, clock) -> str:
     store_gauges: dict[str, float] = defaultdict(float)
     for project in iter_projects(data_dir):
         store = ProjectStore(data_dir, project, clock)
-        usage = store.usage()
-        store_gauges[_key("zumik_stored_files", (("project", project),))] = usage.files
-        store_gauges[_key("zumik_stored_bytes", (("project", project),))] = usage.bytes
-        page, _ = store.list_batches(after=None, limit=1_000_000)
-        for record in page:
+        files, stored = store.stored_blobs()
+        store_gauges[_key("zumik_stored_files", (("project", project),))] = files
+        store_gauges[_key("zumik_stored_bytes", (("project", project),))] = stored
+        for record in store.active_batches():
             store_gauges[_key("zumik_batches", (("status", record["status"]),))] += 1
     series: dict[str, list[str]] = defaultdict(list)
     for source in (data["counters"], data["gauges"], store_gauges):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from zumik.store import ProjectStore
-
 WINDOW_SECONDS = {"24h": 86_400}
 
 
@@ -77,12 +75,3 @@ def request_cancel(record: dict[str, Any], now: int) -> dict[str, Any]:
 
 def is_terminal(record: dict[str, Any]) -> bool:
     return record.get("status") in TERMINAL
-
-
-def cancel_marker(store: ProjectStore, batch_id: str):
-    return store.batches_dir / f"{batch_id}.cancel"
-
-
-def mark_cancel(store: ProjectStore, batch_id: str) -> None:
-    """Drop the marker a running executor polls (a stat, far cheaper than reading the record)."""
-    cancel_marker(store, batch_id).touch()

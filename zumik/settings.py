@@ -50,6 +50,11 @@ class Settings:
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    metrics_token: str | None = None  # bearer token for /metrics; unset: loopback clients only
+    threads: int = 32  # gunicorn threads per worker (slow transfers each hold one)
+    header_timeout: float = 10.0  # a request's line and headers must arrive within this
+    client_timeout: float = 30.0  # longest wait for a client to send or take bytes
+    client_min_rate: float = 1024.0  # bytes/s a transfer must average past client_timeout
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -66,11 +71,12 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts",
+    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "threads",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
-                 "request_timeout", "upstream_fsync_interval"}
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode"}
+                 "request_timeout", "upstream_fsync_interval", "header_timeout",
+                 "client_timeout", "client_min_rate"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token"}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:

@@ -3,12 +3,13 @@
 Layout under ``<data_dir>/<project>/``::
 
     files/<file_id>.json     metadata (atomic replace)      files/<file_id>.data   content
-    batches/<batch_id>.json  batch record (atomic replace)  batches/<batch_id>.*   run state
+    batches/<batch_id>.*     one batch's record and run state: ``batch(id)`` (zumik.batchhandle)
     active/<batch_id>        marker: the batch is not terminal yet (what executors scan)
     quota.lock               filelock around quota checks, admission and deletes
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
 
 Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
+Refusals are domain errors (``zumik.exceptions``), mapped to HTTP in ``zumik.errors``.
 """
 
 from __future__ import annotations
@@ -24,17 +25,14 @@ from typing import Any
 
 from filelock import FileLock
 
-from zumik import fsutil, progress
-from zumik.errors import ApiError, bad_request
+from zumik import fsutil
+from zumik.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
+from zumik.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
 from zumik.idempotency import IdempotentRequest
-from zumik.versioned import VersionedDoc
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
                "status_details", "expires_at")
-LOCK_TIMEOUT = 30.0
-
 Clock = Callable[[], float]
 
 
@@ -81,6 +79,10 @@ class ProjectStore:
         """The project lock; build per use (never share across fork)."""
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(self.root / "quota.lock", timeout=LOCK_TIMEOUT)
+
+    def batch(self, batch_id: str) -> BatchHandle:
+        """The handle on one batch's files (record, locks, leases, journal, markers)."""
+        return BatchHandle(self.batches_dir, self.active_dir, batch_id, self.project)
 
     # -- files ----------------------------------------------------------------------------
     def file_meta_path(self, file_id: str) -> Path:
@@ -136,6 +138,20 @@ class ProjectStore:
                 total += int(meta.get("bytes", 0))
         return Usage(count, total)
 
+    def stored_blobs(self) -> tuple[int, int]:
+        """Blobs on disk and their bytes, from one ``stat`` each (no reads; for metrics)."""
+        count = total = 0
+        try:
+            entries = list(os.scandir(self.files_dir))
+        except FileNotFoundError:
+            return 0, 0
+        for entry in entries:
+            if entry.name.endswith(".data") and entry.name.startswith("file-"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += entry.stat().st_size
+                    count += 1
+        return count, total
+
     def commit_upload(self, tmp: Path, meta: dict[str, Any], *, max_files: int,
                       max_bytes: int, idempotent: IdempotentRequest | None = None
                       ) -> tuple[dict[str, Any], bool]:
@@ -150,12 +166,11 @@ class ProjectStore:
                 return earlier, True
             used = self.usage()
             if used.files + 1 > max_files:
-                raise bad_request(f"File quota exceeded: the project stores {used.files} of "
-                                  f"{max_files} files; delete some first", code="quota_exceeded")
+                raise QuotaExceeded(f"File quota exceeded: the project stores {used.files} of "
+                                    f"{max_files} files; delete some first")
             if used.bytes + meta["bytes"] > max_bytes:
-                raise bad_request(f"Storage quota exceeded: {used.bytes} + {meta['bytes']} bytes "
-                                  f"would pass the project's {max_bytes} bytes",
-                                  code="quota_exceeded")
+                raise QuotaExceeded(f"Storage quota exceeded: {used.bytes} + {meta['bytes']} "
+                                    f"bytes would pass the project's {max_bytes} bytes")
             self.write_file(tmp, meta)
             if idempotent:
                 idempotent.remember(meta["id"])
@@ -177,9 +192,9 @@ class ProjectStore:
                 return False
             for record in self.active_batches():
                 if record.get("input_file_id") == file_id:
-                    raise ApiError(409, f"File {file_id} is the input of batch {record['id']}, "
-                                        f"which is still {record['status']}; cancel it or wait "
-                                        "for it to finish", param="file_id", code="file_in_use")
+                    raise FileInUse(f"File {file_id} is the input of batch {record['id']}, "
+                                    f"which is still {record['status']}; cancel it or wait "
+                                    "for it to finish", param="file_id")
             self.remove_file(file_id)
         return True
 
@@ -201,20 +216,8 @@ class ProjectStore:
                         os.unlink(self.files_dir / name)
 
     # -- batches --------------------------------------------------------------------------
-    def batch_path(self, batch_id: str) -> Path:
-        return self.batches_dir / f"{batch_id}.json"
-
-    def batch_doc(self, batch_id: str) -> VersionedDoc:
-        """The record's versions (see zumik.versioned)."""
-        return VersionedDoc(self.batch_path(batch_id))
-
-    def progress_path(self, batch_id: str) -> Path:
-        return self.batches_dir / f"{batch_id}.progress"
-
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        """The newest record, with the running batch's latest saved progress."""
-        record = self.batch_doc(batch_id).read()
-        return None if record is None else progress.overlay(record, self.progress_path(batch_id))
+        return self.batch(batch_id).read()
 
     def active_ids(self) -> list[str]:
         """Batches marked active (may include a few just turned terminal)."""
@@ -241,41 +244,32 @@ class ProjectStore:
                 return earlier, True
             active = sum(1 for _ in self.active_batches())
             if active >= max_active:
-                raise ApiError(429, f"Too many active batches: the project has {active} of "
-                                    f"{max_active}; wait for one to finish",
-                               code="quota_exceeded")
+                raise TooManyActive(f"Too many active batches: the project has {active} of "
+                                    f"{max_active}; wait for one to finish")
             if self.get_file(record["input_file_id"]) is None:
-                raise bad_request(f"No such File object: {record['input_file_id']}",
+                raise NoSuchInput(f"No such File object: {record['input_file_id']}",
                                   param="input_file_id")
-            self.batch_doc(record["id"]).create(record)
-            marker = self.active_dir / record["id"]
-            marker.touch()
-            fsutil.fsync_dir(self.active_dir)
+            self.batch(record["id"]).create(record)
             if idempotent:
                 idempotent.remember(record["id"])
         return record, False
 
-    def update_batch(self, batch_id: str,
-                     change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
-        """Read-modify-write a record: ``change`` edits in place or returns new, and is applied
-        again to a newer version if another writer (another host) published first."""
-        record, _ = self.batch_doc(batch_id).update(change)
-        if record.get("status") not in ACTIVE_STATUSES:
-            self.clear_active(batch_id)
-        return record
+    def update_batch(self, batch_id: str, change: Change) -> dict[str, Any]:
+        """Read-modify-write a record (``BatchHandle.update``)."""
+        return self.batch(batch_id).update(change)
 
-    def clear_active(self, batch_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.active_dir / batch_id)
-
-    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Newest first; one page and whether more follow."""
+    def batch_ids(self, descending: bool = True) -> list[str]:
+        """Ids of every stored batch record, newest first (ids are time-ordered)."""
         try:
             names = os.listdir(self.batches_dir)
         except FileNotFoundError:
-            return [], False
-        ids = sorted((n[:-5] for n in names if n.startswith("batch_") and n.endswith(".json")
-                      and n.count(".") == 1), reverse=True)
+            return []
+        return sorted((n[:-5] for n in names if n.startswith("batch_") and n.endswith(".json")
+                       and n.count(".") == 1), reverse=descending)
+
+    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; one page and whether more follow."""
+        ids = self.batch_ids()
         page: list[dict[str, Any]] = []
         for batch_id in ids:
             if after is not None and batch_id >= after:
