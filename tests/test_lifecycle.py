@@ -14,6 +14,7 @@ import pytest
 import requests
 from conftest import AUTH_A, create_batch, echo_lines, output_lines, upload, wait_batch
 
+from zumik import fsutil
 from zumik.janitor import Janitor
 from zumik.versioned import VersionedDoc
 
@@ -143,11 +144,13 @@ def test_start_up_sweeps_dead_writers_temps_in_the_data_dir_itself(make_app, set
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / ".metrics").mkdir()
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    stale = [settings.data_dir / f".tmp-{dead}-health-abc", settings.data_dir / f".tmp-{dead}-k",
-             settings.data_dir / ".metrics" / f".tmp-{dead}-m"]
+    host = fsutil.host_id()  # temp names record their host and pid (fsutil.temp_path)
+    stale = [settings.data_dir / f".tmp-{host}@{dead}-health-abc",
+             settings.data_dir / f".tmp-{host}@{dead}-k",
+             settings.data_dir / ".metrics" / f".tmp-{host}@{dead}-m"]
     for path in stale:
         path.write_bytes(b"x")
-    live = settings.data_dir / f".tmp-{os.getpid()}-mine"
+    live = settings.data_dir / f".tmp-{host}@{os.getpid()}-mine"
     live.write_bytes(b"x")
     make_app()
     assert [p for p in stale if p.exists()] == []
