@@ -93,6 +93,12 @@ def wait_terminal(host: Host, batch_id: str, timeout: float = 60.0) -> dict:
         time.sleep(0.1)
     if os.environ.get("ZUMIK_TEST_KEEP"):
         print(CLUSTER[0].stacks())
+        folder = CLUSTER[0].data_dir("a") / "proj-a" / "batches"
+        for path in sorted(folder.glob(f"{batch_id}.*")):
+            print("FILE", path.name, path.read_bytes()[:300])
+        for other in CLUSTER[0].hosts.values():
+            print("METRICS", other.name, [line for line in requests.get(
+                other.url + "/metrics", timeout=10).text.splitlines() if "inflight" in line])
     raise AssertionError(f"batch {batch_id} stuck: {status(host, batch_id)}")
 
 
@@ -215,6 +221,7 @@ def watch_statuses(hosts: dict[str, Host], batch_id: str, stop: threading.Event,
                 response = api(host, "GET", f"/v1/batches/{batch_id}")
                 seen.append((name, response.json()["status"] if response.status_code == 200
                              else f"HTTP {response.status_code}"))
+        time.sleep(0.01)
 
 
 def test_cancel_racing_completion_across_hosts(cluster, upstream):

@@ -296,7 +296,16 @@ class BatchRun:
                                                ("outcome", "failed" if not ok else "completed")))
 
     async def _watch(self, record: dict[str, Any]) -> None:
-        """Cancel, expiry, lease and durability housekeeping while lines are sent."""
+        """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
+        (a storage error), the run pauses: a run nobody watches must not go on sending."""
+        try:
+            await self._watch_loop(record)
+        except Exception:
+            log.exception("batch %s: watcher failed; pausing", self.batch_id)
+            if self.outcome is None:
+                self.end(RunOutcome.PAUSED, abort=True)
+
+    async def _watch_loop(self, record: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         next_counts = next_beat = loop.time()
         beat_every = self.settings.lease_seconds / 3
