@@ -81,6 +81,24 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
                       separators=(",", ":")).encode() + b"\n"
 
 
+class _Slot:
+    """One acquired concurrency slot, released exactly once: by its request when the answer is
+    in, or when its task ends. A task cancelled before its first step (an abort right after it
+    was created) never runs its ``finally``; without the second path its slot would be lost,
+    and after ``ZUMIK_CONCURRENCY`` such losses the worker could send nothing at all."""
+
+    __slots__ = ("semaphore", "held")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = True
+
+    def release(self, *_: object) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
 class BatchRun:
     """Runs one batch this executor has claimed."""
 
@@ -254,9 +272,11 @@ class BatchRun:
                 if self.outcome is not None:
                     self.slots.release()
                     break
-                task = asyncio.create_task(self._one(number, custom_id, body))
+                slot = _Slot(self.slots)
+                task = asyncio.create_task(self._one(number, custom_id, body, slot))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
+                task.add_done_callback(slot.release)  # also when cancelled before it started
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
         finally:
@@ -269,7 +289,7 @@ class BatchRun:
             if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
                 await asyncio.to_thread(self._save_counts)
 
-    async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:
+    async def _one(self, number: int, custom_id: str, body: RequestBody, slot: _Slot) -> None:
         try:
             route = self.router.resolve(body.model)
             if route is None:
@@ -286,7 +306,7 @@ class BatchRun:
                                    outcome.error_message or "request failed",
                                    self.next_request_id()))
         finally:
-            self.slots.release()
+            slot.release()  # as soon as the answer is in, before journaling
         if self.outcome is RunOutcome.LOST or self.writer is None:
             return
         self.writer.append(journal.entry_bytes(number, line))
