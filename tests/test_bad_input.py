@@ -52,6 +52,9 @@ def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "BOUND") ->
 MP = "multipart/form-data; boundary=BOUND"
 FILE_PATH = "/v1/files/FILE"
 BATCH_PATH = "/v1/batches/BATCH"
+UPLOAD_PATH = "/v1/uploads/UPLOAD"
+NEW_UPLOAD = {"bytes": 270, "filename": "big.jsonl", "mime_type": "application/jsonl",
+              "purpose": "batch"}
 
 CASES = [
     # -- auth --------------------------------------------------------------------------------
@@ -235,6 +238,57 @@ CASES = [
          "Idempotency-Key", headers={**AUTH_A, "Idempotency-Key": "a\tb"}, upload=jl(GOOD)),
     Case("empty idempotency key", "POST", "/v1/files", 400, ("Idempotency-Key",),
          "Idempotency-Key", headers={**AUTH_A, "Idempotency-Key": ""}, upload=jl(GOOD)),
+    # -- uploads API -------------------------------------------------------------------------
+    Case("upload: not JSON", "POST", "/v1/uploads", 400, ("not valid JSON",), data=b"{x",
+         content_type="application/json"),
+    Case("upload: bytes as text", "POST", "/v1/uploads", 400, ("integer",), "bytes",
+         json_body={**NEW_UPLOAD, "bytes": "270"}),
+    Case("upload: bytes over the file limit", "POST", "/v1/uploads", 400,
+         ("ZUMIK_MAX_UPLOAD_BYTES",), "bytes", json_body={**NEW_UPLOAD, "bytes": 10**12}),
+    Case("upload: no filename", "POST", "/v1/uploads", 400, ("Missing required",), "filename",
+         json_body={k: v for k, v in NEW_UPLOAD.items() if k != "filename"}),
+    Case("upload: bad purpose", "POST", "/v1/uploads", 400, ("supported: batch",), "purpose",
+         json_body={**NEW_UPLOAD, "purpose": "fine-tune"}),
+    Case("upload: mime type with a newline", "POST", "/v1/uploads", 400, ("mime_type",),
+         "mime_type", json_body={**NEW_UPLOAD, "mime_type": "text/plain\nX: y"}),
+    Case("upload: unknown field", "POST", "/v1/uploads", 400, ("Unknown",), "colour",
+         json_body={**NEW_UPLOAD, "colour": "red"}),
+    Case("part: unknown upload", "POST", "/v1/uploads/upload_000000000000000000000000/parts",
+         404, ("No such Upload",), "upload_id", upload=b"x"),
+    Case("part: traversal id", "POST", "/v1/uploads/..%2F..%2Fkeys.json/parts", 404,
+         upload=b"x"),
+    Case("part: other project's upload", "POST", UPLOAD_PATH + "/parts", 404,
+         ("No such Upload",), headers=dict(AUTH_B), upload=b"x"),
+    Case("part: not in 'data'", "POST", UPLOAD_PATH + "/parts", 400, ("'data'",), "file",
+         upload=b"x"),
+    Case("part: empty", "POST", UPLOAD_PATH + "/parts", 400, ("empty",), "data",
+         data=multipart(("data", "upload", b"")), content_type=MP),
+    Case("part: JSON body", "POST", UPLOAD_PATH + "/parts", 400, ("Content-Type",), "data",
+         json_body={"data": "x"}),
+    Case("part: truncated multipart", "POST", UPLOAD_PATH + "/parts", 400,
+         ("Malformed multipart",), "data",
+         data=multipart(("data", "upload", b"x" * 100))[:-30], content_type=MP),
+    Case("part: oversized by content-length", "POST", UPLOAD_PATH + "/parts", 413,
+         ("too large",), data=b"", content_type=MP, environ={"CONTENT_LENGTH": str(10**12)}),
+    Case("complete: parts short of bytes", "POST", UPLOAD_PATH + "/complete", 400,
+         ("add up to 10 bytes", "bytes=270"), "part_ids", json_body={"part_ids": ["PART"]}),
+    Case("complete: unknown part", "POST", UPLOAD_PATH + "/complete", 400, ("No part",),
+         "part_ids", json_body={"part_ids": ["part_000000000000000000000000"]}),
+    Case("complete: part_ids a string", "POST", UPLOAD_PATH + "/complete", 400, ("list",),
+         "part_ids", json_body={"part_ids": "PART"}),
+    Case("complete: traversal part id", "POST", UPLOAD_PATH + "/complete", 400,
+         ("not a part id",), "part_ids", json_body={"part_ids": ["../../keys.json"]}),
+    Case("complete: a part twice", "POST", UPLOAD_PATH + "/complete", 400,
+         ("more than once",), "part_ids", json_body={"part_ids": ["PART", "PART"]}),
+    Case("complete: md5 not hex", "POST", UPLOAD_PATH + "/complete", 400, ("md5",), "md5",
+         json_body={"part_ids": ["PART"], "md5": "z" * 32}),
+    Case("complete: other project's upload", "POST", UPLOAD_PATH + "/complete", 404,
+         headers=dict(AUTH_B), json_body={"part_ids": ["PART"]}),
+    Case("cancel: unknown upload", "POST", "/v1/uploads/upload_000000000000000000000000/cancel",
+         404, ("No such Upload",)),
+    Case("cancel: other project's upload", "POST", UPLOAD_PATH + "/cancel", 404,
+         headers=dict(AUTH_B)),
+    Case("GET uploads", "GET", "/v1/uploads", 405),
     # -- wrong methods and routes ------------------------------------------------------------
     Case("PUT files", "PUT", "/v1/files", 405, ("PUT",)),
     Case("DELETE files", "DELETE", "/v1/files", 405),
@@ -271,6 +325,13 @@ def world(make_app, settings):
 def test_bad_input(world, settings, case: Case):
     client, file_id, batch_id, revoked = world
     path = case.path.replace("FILE", file_id).replace("BATCH", batch_id)
+    part_id = ""
+    if "UPLOAD" in path:  # a pending upload of 270 bytes holding one 10-byte part
+        upload_id = client.post("/v1/uploads", headers=AUTH_A, json=NEW_UPLOAD).get_json()["id"]
+        part_id = client.post(f"/v1/uploads/{upload_id}/parts", headers=AUTH_A, data={
+            "data": (__import__("io").BytesIO(b"0123456789"), "upload")},
+            content_type="multipart/form-data").get_json()["id"]
+        path = path.replace("UPLOAD", upload_id)
     headers = {k: v.replace("REVOKED", revoked) for k, v in case.headers.items()}
     json_body = case.json_body
     if isinstance(json_body, dict) and json_body.get("input_file_id") == "FILE":
@@ -282,7 +343,7 @@ def test_bad_input(world, settings, case: Case):
                           **case.form}
         kwargs["content_type"] = "multipart/form-data"
     elif json_body is not None:
-        kwargs["data"] = json.dumps(json_body)
+        kwargs["data"] = json.dumps(json_body).replace('"PART"', f'"{part_id}"')
         kwargs["content_type"] = "application/json"
     elif case.data is not None:
         kwargs["data"] = case.data

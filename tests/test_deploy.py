@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 import requests
 from conftest import AUTH_A, KEY_A, ROOT, echo_lines
@@ -143,3 +144,18 @@ def test_cli_batch_through_nginx_to_a_provider(nginx, provider, tmp_path):
     assert {a["response"]["body"]["model"] for a in answers} == {"provider-model"}
     stats = requests.get(provider.url.replace("/v1", "/_stats"), timeout=10).json()
     assert stats["requests"] == 300
+
+
+def test_sdk_upload_in_parts_through_nginx(nginx, tmp_path):
+    """Uploads API parts bigger than nginx's default 1 MB body limit, through the documented
+    site with the official SDK's ``upload_file_chunked``."""
+    url, cert = nginx
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(echo_lines(25_000))  # ~3 MB in two parts of 2 MB and one of ~1 MB
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY_A, max_retries=0,
+                           http_client=openai.DefaultHttpxClient(verify=cert, trust_env=False))
+    done = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl",
+                                              purpose="batch", part_size=2 * 1024 * 1024)
+    assert done.status == "completed" and done.file is not None
+    assert done.file.bytes == path.stat().st_size > 2 * 1024 * 1024
+    assert client.files.content(done.file.id).content == path.read_bytes()

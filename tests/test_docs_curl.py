@@ -90,9 +90,13 @@ def test_docs_curl_examples_run_as_written(server, tmp_path):
     (one, listing), ranged = output_of("Range: bytes=0-99")
     assert one["id"] == ids["file"] and listing["object"] == "list"
     assert ranged == echo_lines(2)[:100].decode()
-    (batch, batches, cancelled), _ = output_of("/cancel")
+    (batch, batches, cancelled), _ = output_of("/batches/batch_01jy7n3q8v6m4k2x.../cancel")
     assert batch["id"] == cancelled["id"] == ids["batch"] and cancelled["status"] == "completed"
     assert batches["data"][0]["object"] == "batch"
+    (completed, gave_up), _ = output_of("/v1/uploads")
+    assert completed["status"] == "completed" and completed["file"]["bytes"] == completed["bytes"]
+    assert completed["file"]["filename"] == "requests.jsonl"
+    assert gave_up["object"] == "upload" and gave_up["status"] == "cancelled"
     (first, again), _ = output_of("Idempotency-Key")
     assert first["id"] == again["id"]
     models, openapi, health = output_of("/v1/models")[0]

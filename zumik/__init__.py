@@ -20,7 +20,7 @@ __all__ = ["create_app", "Settings", "load_settings"]
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
                start_executor: bool = False) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
-    from zumik import batches, files, health, models, openapi
+    from zumik import batches, files, health, models, openapi, uploads_api
     from zumik.executor import Executor
     from zumik.routing import Router
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
                   metrics=metrics)
     app.extensions["zumik"] = zumik
     errors.init_app(app)
-    for blueprint in (files.bp, batches.bp, models.bp):
+    for blueprint in (files.bp, batches.bp, models.bp, uploads_api.bp):
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
@@ -57,6 +57,8 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
         settings = zumik.settings
         request.max_content_length = (settings.max_upload_bytes * 2 + (1 << 20) if is_upload
                                       else settings.max_json_bytes)
+        if request.endpoint == "uploads_api.add_part":
+            request.max_content_length = settings.max_part_bytes + (1 << 20)
         authenticate(zumik.keyring)
 
     app.before_request_funcs.setdefault(name, []).append(guard)

@@ -13,9 +13,13 @@ import time
 FILE_PREFIX = "file-"
 BATCH_PREFIX = "batch_"
 BATCH_REQUEST_PREFIX = "batch_req_"
+UPLOAD_PREFIX = "upload_"
+PART_PREFIX = "part_"
 
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{24}$")
+PART_ID = re.compile(r"^part_[0-9a-f]{24}$")
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
@@ -32,3 +36,13 @@ def is_file_id(value: object) -> bool:
 def is_batch_id(value: object) -> bool:
     """Whether ``value`` is shaped like a batch id."""
     return isinstance(value, str) and BATCH_ID.match(value) is not None
+
+
+def is_upload_id(value: object) -> bool:
+    """Whether ``value`` is shaped like an upload id."""
+    return isinstance(value, str) and UPLOAD_ID.fullmatch(value) is not None
+
+
+def is_part_id(value: object) -> bool:
+    """Whether ``value`` is shaped like an upload part id."""
+    return isinstance(value, str) and PART_ID.fullmatch(value) is not None

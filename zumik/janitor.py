@@ -1,6 +1,7 @@
 """The expiry sweeper: output files after ``output_ttl`` (their ``expires_at``), files uploaded
-with ``expires_after``, and batch records ``batch_ttl`` after they ended, together with their
-input file unless another batch still uses it. At most one sweep runs at a time across every
+with ``expires_after``, batch records ``batch_ttl`` after they ended, together with their
+input file unless another batch still uses it, and the parts of uploads that expired, were
+cancelled or completed (``zumik.upload_sessions``). At most one sweep runs at a time across every
 worker (a non-blocking filelock); expired objects already answer 404 before they are swept.
 """
 
@@ -17,6 +18,7 @@ from zumik import fsutil, idempotency
 from zumik.records import STATUS_TIMESTAMP, is_terminal
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
+from zumik.upload_sessions import UploadSessions
 
 log = logging.getLogger("zumik.janitor")
 SWEEP_INTERVAL = 60.0
@@ -58,6 +60,9 @@ class Janitor:
             with store.quota_lock():
                 removed["batches"] += self._sweep_batches(store)
                 removed["files"] += self._sweep_files(store)
+                uploads = UploadSessions(store, self.settings).sweep(self.clock())
+            if uploads:
+                log.info("sweep: project %s: %d uploads expired or dropped", project, uploads)
             removed["keys"] += idempotency.sweep(store.idempotency_dir, self.clock(),
                                                  self.settings.idempotency_ttl)
         if any(removed.values()):

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify
 from zumik.batchfile import SUPPORTED_ENDPOINTS
 from zumik.records import PUBLIC_FIELDS, Status
 from zumik.store import FILE_FIELDS
+from zumik.upload_records import UPLOAD_FIELDS
 
 bp = Blueprint("openapi", __name__)
 
@@ -93,6 +94,22 @@ BATCH_SCHEMA = {
                                     for k in ("input", "output", "total")}}]}}}
 
 
+UPLOAD_SCHEMA = {
+    "type": "object", "required": list(UPLOAD_FIELDS),
+    "properties": {
+        "id": {"type": "string", "pattern": "^upload_[0-9a-f]{24}$"},
+        "object": {"const": "upload"}, "bytes": {"type": "integer", "minimum": 1},
+        "created_at": {"type": "integer"}, "expires_at": {"type": "integer"},
+        "filename": {"type": "string"}, "purpose": {"enum": ["batch"]},
+        "status": {"enum": ["pending", "completed", "cancelled", "expired"]},
+        "file": {"oneOf": [{"type": "null"}, _ref("File")]}}}
+UPLOAD_PART_SCHEMA = {
+    "type": "object", "required": ["id", "object", "created_at", "upload_id"],
+    "properties": {"id": {"type": "string", "pattern": "^part_[0-9a-f]{24}$"},
+                   "object": {"const": "upload.part"}, "created_at": {"type": "integer"},
+                   "upload_id": {"type": "string"}}}
+
+
 def _list(item: str) -> dict[str, Any]:
     return {"type": "object", "required": ["object", "data", "first_id", "last_id", "has_more"],
             "properties": {"object": {"const": "list"},
@@ -103,6 +120,7 @@ def _list(item: str) -> dict[str, Any]:
 
 FILE_ID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+UPLOAD_ID = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "A retried create with the same key answers with the object "
                                   "the first request made",
@@ -197,6 +215,52 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [BATCH_ID],
             "post": {"operationId": "cancelBatch", "summary": "Cancel a batch",
                      "responses": {"200": _json(_ref("Batch")), **_errors(404, 413)}}},
+        "/v1/uploads": {
+            "post": {
+                "operationId": "createUpload",
+                "summary": "Start an upload of a file sent in parts (expires in an hour)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["bytes", "filename", "mime_type", "purpose"],
+                    "properties": {
+                        "bytes": {"type": "integer", "minimum": 1},
+                        "filename": {"type": "string"}, "mime_type": {"type": "string"},
+                        "purpose": {"enum": ["batch"]},
+                        "expires_after": {
+                            "type": "object", "required": ["anchor", "seconds"],
+                            "description": "Expiry of the File the upload makes",
+                            "properties": {"anchor": {"const": "created_at"},
+                                           "seconds": {"type": "integer", "minimum": 3600,
+                                                       "maximum": 2592000}}}}}}}},
+                "responses": {"200": _json(_ref("Upload")), **_errors(400, 413, 507)}}},
+        "/v1/uploads/{upload_id}/parts": {
+            "parameters": [UPLOAD_ID],
+            "post": {
+                "operationId": "addUploadPart",
+                "summary": "Add a part (any order, in parallel; at most ZUMIK_MAX_PART_BYTES)",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {
+                    "schema": {"type": "object", "required": ["data"], "properties": {
+                        "data": {"type": "string", "format": "binary"}}}}}},
+                "responses": {"200": _json(_ref("UploadPart")),
+                              **_errors(400, 404, 413, 507)}}},
+        "/v1/uploads/{upload_id}/complete": {
+            "parameters": [UPLOAD_ID],
+            "post": {
+                "operationId": "completeUpload",
+                "summary": "Assemble the listed parts, in order, into a File",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "required": ["part_ids"],
+                    "properties": {
+                        "part_ids": {"type": "array", "minItems": 1,
+                                     "items": {"type": "string"}},
+                        "md5": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}}}}}},
+                "responses": {"200": _json(_ref("Upload")),
+                              **_errors(400, 404, 409, 413, 507)}}},
+        "/v1/uploads/{upload_id}/cancel": {
+            "parameters": [UPLOAD_ID],
+            "post": {"operationId": "cancelUpload",
+                     "summary": "Cancel a pending upload and free its parts",
+                     "responses": {"200": _json(_ref("Upload")), **_errors(400, 404, 413)}}},
         "/v1/models": {
             "get": {"operationId": "listModels", "summary": "Model names and aliases",
                     "responses": {"200": _json({"type": "object",
@@ -223,6 +287,8 @@ DOCUMENT: dict[str, Any] = {
                             "properties": {"id": {"type": "string"}, "object": {"const": "file"},
                                            "deleted": {"const": True}}},
             "Batch": BATCH_SCHEMA,
+            "Upload": UPLOAD_SCHEMA,
+            "UploadPart": UPLOAD_PART_SCHEMA,
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["message", "type", "param", "code"],
                 "properties": {"message": {"type": "string"}, "type": {"type": "string"},

@@ -55,6 +55,9 @@ class Settings:
     header_timeout: float = 10.0  # a request's line and headers must arrive within this
     client_timeout: float = 30.0  # longest wait for a client to send or take bytes
     client_min_rate: float = 1024.0  # bytes/s a transfer must average past client_timeout
+    max_part_bytes: int = 64 * MIB  # one part of an Uploads API upload (OpenAI's limit)
+    max_upload_parts: int = 1000  # parts one upload may hold
+    upload_ttl: int = 3600  # a pending upload expires this long after it was created
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -72,6 +75,7 @@ _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "threads",
+    "max_part_bytes", "max_upload_parts", "upload_ttl",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval", "header_timeout",

@@ -7,6 +7,7 @@ Layout under ``<data_dir>/<project>/``::
     active/<batch_id>        marker: the batch is not terminal yet (what executors scan)
     quota.lock               filelock around quota checks, admission and deletes
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
+    uploads/<upload_id>.*    Uploads API records and parts (see zumik.upload_sessions)
 
 Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
 Refusals are domain errors (``zumik.exceptions``), mapped to HTTP in ``zumik.errors``.
@@ -29,6 +30,7 @@ from zumik import fsutil
 from zumik.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
 from zumik.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
 from zumik.idempotency import IdempotentRequest
+from zumik.upload_records import pending_usage
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
@@ -66,6 +68,7 @@ class ProjectStore:
         self.batches_dir = self.root / "batches"
         self.active_dir = self.root / "active"
         self.idempotency_dir = self.root / "idempotency"
+        self.uploads_dir = self.root / "uploads"
         self.clock = clock
 
     # -- plumbing -------------------------------------------------------------------------
@@ -129,14 +132,16 @@ class ProjectStore:
         return page, False
 
     def usage(self) -> Usage:
-        """Files and bytes stored now (expired files do not count)."""
+        """Files and bytes stored now (expired files do not count); a pending upload counts as
+        one file and the bytes of its parts."""
         count = total = 0
         for file_id in self.iter_file_ids():
             meta = self.get_file(file_id)
             if meta is not None:
                 count += 1
                 total += int(meta.get("bytes", 0))
-        return Usage(count, total)
+        uploads, parts = pending_usage(self.uploads_dir, self.clock())
+        return Usage(count + uploads, total + parts)
 
     def stored_blobs(self) -> tuple[int, int]:
         """Blobs on disk and their bytes, from one ``stat`` each (no reads; for metrics)."""
@@ -207,7 +212,7 @@ class ProjectStore:
 
     def sweep(self) -> None:
         """Start-up recovery: drop temp files of dead writers and blobs without metadata."""
-        for directory in (self.files_dir, self.batches_dir, self.root):
+        for directory in (self.files_dir, self.batches_dir, self.root, self.uploads_dir):
             fsutil.sweep_temps(directory)
         with self.quota_lock():
             for name in os.listdir(self.files_dir):

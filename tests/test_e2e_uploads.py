@@ -1,0 +1,87 @@
+"""The Uploads API end to end on real gunicorn (2 workers) with the official ``openai`` SDK,
+its responses validated strictly against the SDK's own types: ``upload_file_chunked`` as
+shipped, and parts sent in parallel and out of order from a thread pool; each file then runs
+as a batch and the results come back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from conftest import KEY_A, KEY_B, echo_lines
+
+
+def sdk(server, key: str = KEY_A) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0,
+                         _strict_response_validation=True)
+
+
+def run_batch(client: openai.OpenAI, file_id: str, lines: int) -> None:
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    deadline = time.time() + 60
+    while batch.status not in ("completed", "failed", "cancelled", "expired"):
+        assert time.time() < deadline, batch
+        time.sleep(0.1)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    results = [json.loads(line) for line in
+               client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(r["custom_id"] for r in results) == sorted(f"r{i}" for i in range(lines))
+    assert all(r["error"] is None for r in results)
+
+
+@pytest.fixture
+def server(gunicorn):
+    return gunicorn()  # zumik-echo answers; parts hit both workers
+
+
+def test_upload_file_chunked_then_batch(server, tmp_path):
+    client = sdk(server)
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(echo_lines(400))
+    done = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl",
+                                              purpose="batch", part_size=9_000,
+                                              md5=hashlib.md5(path.read_bytes()).hexdigest())
+    assert done.status == "completed" and done.filename == "requests.jsonl"
+    assert done.file is not None and done.file.bytes == path.stat().st_size
+    assert client.files.content(done.file.id).content == path.read_bytes()
+    run_batch(client, done.file.id, 400)
+    in_memory = client.uploads.upload_file_chunked(file=echo_lines(3), filename="m.jsonl",
+                                                   bytes=len(echo_lines(3)),
+                                                   mime_type="application/jsonl",
+                                                   purpose="batch")
+    assert in_memory.file is not None and in_memory.file.filename == "m.jsonl"
+
+
+def test_parallel_out_of_order_parts_then_batch(server):
+    client = sdk(server)
+    content = echo_lines(600)
+    upload = client.uploads.create(bytes=len(content), filename="parallel.jsonl",
+                                   mime_type="application/jsonl", purpose="batch")
+    assert upload.status == "pending" and upload.expires_at == upload.created_at + 3600
+    chunks = [content[i:i + 4_000] for i in range(0, len(content), 4_000)]
+    order = list(range(len(chunks)))
+    random.Random(16).shuffle(order)
+    with ThreadPoolExecutor(8) as pool:
+        parts = dict(zip(order, pool.map(
+            lambda i: client.uploads.parts.create(upload_id=upload.id, data=chunks[i]), order),
+            strict=True))
+    assert all(p.object == "upload.part" and p.upload_id == upload.id for p in parts.values())
+    with pytest.raises(openai.NotFoundError):
+        sdk(server, KEY_B).uploads.complete(upload.id, part_ids=[parts[0].id])
+    done = client.uploads.complete(upload.id, part_ids=[parts[i].id for i in range(len(chunks))])
+    assert done.status == "completed" and done.file is not None
+    assert client.files.content(done.file.id).content == content
+    run_batch(client, done.file.id, 600)
+    with pytest.raises(openai.BadRequestError) as late:
+        client.uploads.parts.create(upload_id=upload.id, data=b"more")
+    assert late.value.code == "upload_completed"
+    other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl",
+                                  purpose="batch")
+    assert client.uploads.cancel(other.id).status == "cancelled"
