@@ -442,6 +442,7 @@ def sharedfs(workdir: Path) -> dict:
                  "provider_latency_s": 0.05, "concurrency": 32}
 
     def one_host(name: str, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
         zumik = Zumik(data_dir, provider.url, workers=1, concurrency=32, extra_env=env)
         try:
             started = time.perf_counter()
@@ -465,6 +466,7 @@ def sharedfs(workdir: Path) -> dict:
         one_host("local", workdir / "local" / "data")
         with Cluster() as cluster:
             one_host("juicefs", cluster.data_dir("a") / "one")
+            (cluster.data_dir("a") / "two").mkdir(parents=True)
             hosts = [Zumik(cluster.data_dir(h) / "two", provider.url, workers=1, concurrency=32,
                            extra_env=env) for h in "ab"]
             try:
