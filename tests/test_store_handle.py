@@ -58,9 +58,9 @@ def test_the_store_raises_domain_errors(store, tmp_path):
     (store.files_dir / "file-a.data").write_bytes(b"x")
     (store.files_dir / "file-a.json").write_text('{"id": "file-a", "bytes": 1}')
     record = {"id": BATCH, "status": "validating", "input_file_id": "file-a"}
-    store.create_batch(record, max_active=1)
+    store.create_batch(record, max_active=1, max_files=10, max_bytes=1000)
     with pytest.raises(TooManyActive) as too_many:
-        store.create_batch({**record, "id": OTHER}, max_active=1)
+        store.create_batch({**record, "id": OTHER}, max_active=1, max_files=10, max_bytes=1000)
     assert too_many.value.code == "quota_exceeded" and isinstance(too_many.value, ZumikError)
     with pytest.raises(FileInUse) as in_use:
         store.delete_file("file-a")

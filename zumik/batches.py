@@ -101,7 +101,8 @@ def create_batch() -> tuple[Response, int]:
         "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window,
         "metadata": metadata})
     stored, replayed = store.create_batch(record, max_active=zumik.settings.max_active_batches,
-                                          idempotent=keyed)
+                                          max_files=zumik.settings.max_files,
+                                          max_bytes=zumik.settings.max_bytes, idempotent=keyed)
     response = jsonify(records.public_batch(stored))
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal, progress
+from zumik import ids, journal, outbox, progress
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -32,7 +32,7 @@ from zumik.metrics import Metrics
 from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
 from zumik.settings import Settings
-from zumik.store import ProjectStore
+from zumik.store import ProjectStore, ended_at
 from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
@@ -419,8 +419,9 @@ class BatchRun:
 
         ``change`` fills in the record's last fields under the record lock and may return
         False to keep the record as it is (it moved on meanwhile). Whatever must happen
-        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here,
-        after the terminal record is stored.
+        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
+        The webhook outbox entries are written under the record lock *before* the terminal
+        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
         """
         now = int(self.clock())
 
@@ -431,10 +432,15 @@ class BatchRun:
             moved = change(current) is not False
             if moved:
                 move(current, final, now)
+                outbox.enqueue(self.settings.data_dir, self.store.project, current)
 
         record = self.batch.update(terminal)
         if moved:  # counted as it ends, so /metrics never reads finished records
             self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+            ended = ended_at(record)
+            if ended is not None:  # the input's expires_at now says when it goes
+                self.store.release_input(record["input_file_id"],
+                                         ended + self.settings.batch_ttl)
         return record
 
     def _publish(self, record: dict[str, Any]) -> journal.Progress:

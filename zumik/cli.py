@@ -1,4 +1,5 @@
-"""The ``zumik`` command: ``serve``, ``keys create|list|revoke``, ``batch run|status|...``."""
+"""The ``zumik`` command: ``serve``, ``keys create|list|revoke``,
+``webhooks add|list|remove|rotate``, ``batch run|status|...``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from zumik import batchcli
+from zumik import batchcli, webhookcli
 from zumik.auth import create_key, list_keys, revoke_key
 from zumik.settings import ConfigError, load_settings
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key (the key or its listed id)")
     revoke.add_argument("key")
     keys.set_defaults(func=_keys)
+    webhookcli.add_parser(commands)
     batchcli.add_parser(commands)
     return parser
 

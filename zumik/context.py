@@ -32,7 +32,8 @@ class Zumik:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def store(self, project: str) -> ProjectStore:
-        return ProjectStore(self.settings.data_dir, project, self.clock)
+        return ProjectStore(self.settings.data_dir, project, self.clock,
+                            batch_ttl=self.settings.batch_ttl)
 
 
 def current() -> Zumik:

@@ -21,6 +21,7 @@ import aiohttp
 
 from zumik.batchrun import BatchRun, RunOutcome
 from zumik.claims import Claimer
+from zumik.delivery import Deliverer
 from zumik.janitor import Janitor
 from zumik.metrics import Metrics
 from zumik.routing import Router
@@ -43,6 +44,7 @@ class Executor:
         self.clock = clock
         self.claimer = Claimer(settings.claim_mode, settings.lease_seconds)
         self.janitor = Janitor(settings, clock)
+        self.deliverer = Deliverer(settings, self.metrics)
         self.runs: dict[str, BatchRun] = {}
         self.paused_until: dict[str, float] = {}
         self.pause_seconds = 5.0
@@ -102,11 +104,13 @@ class Executor:
         async with self.opened():
             self._ready.set()
             assert self._stopping is not None and self._wake is not None
+            delivering = asyncio.create_task(self.deliverer.run(self._stopping))
             while not self._stopping.is_set():
                 await self.run_once()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_delay())
+            await delivering
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[Executor]:

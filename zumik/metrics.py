@@ -33,6 +33,7 @@ HELP = {
     "zumik_batches_finished_total": ("counter", "Batches that ended, by final status."),
     "zumik_stored_files": ("gauge", "Files stored, by project."),
     "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
+    "zumik_webhook_deliveries_total": ("counter", "Webhook delivery attempts, by outcome."),
 }
 HOST = socket.gethostname()
 MAX_SERIES = 1000  # counter series per metric name in one process

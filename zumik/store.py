@@ -35,6 +35,9 @@ from zumik.upload_records import pending_usage
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
                "status_details", "expires_at")
+RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
+ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "expired": "expired_at",
+            "cancelled": "cancelled_at"}
 Clock = Callable[[], float]
 
 
@@ -48,18 +51,27 @@ def public_file(meta: dict[str, Any]) -> dict[str, Any]:
     return {key: meta.get(key) for key in FILE_FIELDS}
 
 
+def ended_at(record: dict[str, Any]) -> int | None:
+    """When a terminal batch ended (None while it is active)."""
+    stamp = ENDED_AT.get(record.get("status"))  # type: ignore[arg-type]
+    return record.get(stamp) if stamp else None
+
+
 @dataclass(frozen=True)
 class Usage:
-    """What a project stores: counted from the metadata itself, never from a counter."""
+    """What a project stores, counted from the metadata itself, never from a counter, plus
+    the file slots its active batches hold for the results they will publish."""
 
     files: int
     bytes: int
+    reserved_files: int = 0
 
 
 class ProjectStore:
     """One project's folder. Cheap to build; holds no open handles."""
 
-    def __init__(self, data_dir: Path, project: str, clock: Clock = time.time) -> None:
+    def __init__(self, data_dir: Path, project: str, clock: Clock = time.time,
+                 batch_ttl: int | None = None) -> None:
         if not valid_project(project):
             raise ValueError(f"invalid project name {project!r}")
         self.project = project
@@ -70,6 +82,7 @@ class ProjectStore:
         self.idempotency_dir = self.root / "idempotency"
         self.uploads_dir = self.root / "uploads"
         self.clock = clock
+        self.batch_ttl = batch_ttl  # set: a record past it reads as gone (the API's view)
 
     # -- plumbing -------------------------------------------------------------------------
     def ensure(self) -> ProjectStore:
@@ -132,8 +145,9 @@ class ProjectStore:
         return page, False
 
     def usage(self) -> Usage:
-        """Files and bytes stored now (expired files do not count); a pending upload counts as
-        one file and the bytes of its parts."""
+        """Files and bytes stored now (expired files do not count; a pending upload counts as
+        one file and the bytes of its parts), and the result-file slots held by active
+        batches. THE quota accounting: every admission asks ``admit``."""
         count = total = 0
         for file_id in self.iter_file_ids():
             meta = self.get_file(file_id)
@@ -141,7 +155,32 @@ class ProjectStore:
                 count += 1
                 total += int(meta.get("bytes", 0))
         uploads, parts = pending_usage(self.uploads_dir, self.clock())
-        return Usage(count + uploads, total + parts)
+        active = sum(1 for _ in self.active_batches())
+        return Usage(count + uploads, total + parts, RESULT_FILES_PER_BATCH * active)
+
+    def admit(self, *, new_files: int, new_bytes: int, max_files: int, max_bytes: int,
+              what: str) -> None:
+        """Refuse (``QuotaExceeded``, with the numbers) what would pass the project's quota.
+        Call under ``quota_lock``.
+
+        Files: stored files plus the slots of active batches plus ``new_files`` must fit in
+        ``max_files``, so results never push the count past it. Bytes: ``new_bytes`` must fit
+        in what is left; a batch (``new_bytes=0``) needs some room left. Results are always
+        published, so bytes can pass ``max_bytes`` by the results of the batches that were
+        running when it was reached; the project is then refused until it frees space.
+        """
+        used = self.usage()
+        taken = used.files + used.reserved_files
+        if taken + new_files > max_files:
+            held = (f" (+{used.reserved_files} held for the results of running batches)"
+                    if used.reserved_files else "")
+            raise QuotaExceeded(f"File quota exceeded: the project stores {used.files} of "
+                                f"{max_files} files{held} and {what} needs {new_files} more; "
+                                "delete some first")
+        if used.bytes + new_bytes > max_bytes or (new_bytes == 0 and used.bytes >= max_bytes):
+            raise QuotaExceeded(f"Storage quota exceeded: the project stores {used.bytes} of "
+                                f"{max_bytes} bytes and {what} needs {new_bytes or 'some'} "
+                                "more; delete files first")
 
     def stored_blobs(self) -> tuple[int, int]:
         """Blobs on disk and their bytes, from one ``stat`` each (no reads; for metrics)."""
@@ -169,13 +208,8 @@ class ProjectStore:
             earlier = idempotent.replay(self.get_file) if idempotent else None
             if earlier is not None:
                 return earlier, True
-            used = self.usage()
-            if used.files + 1 > max_files:
-                raise QuotaExceeded(f"File quota exceeded: the project stores {used.files} of "
-                                    f"{max_files} files; delete some first")
-            if used.bytes + meta["bytes"] > max_bytes:
-                raise QuotaExceeded(f"Storage quota exceeded: {used.bytes} + {meta['bytes']} "
-                                    f"bytes would pass the project's {max_bytes} bytes")
+            self.admit(new_files=1, new_bytes=meta["bytes"], max_files=max_files,
+                       max_bytes=max_bytes, what=f"this upload of {meta['bytes']} bytes")
             self.write_file(tmp, meta)
             if idempotent:
                 idempotent.remember(meta["id"])
@@ -222,7 +256,14 @@ class ProjectStore:
 
     # -- batches --------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        return self.batch(batch_id).read()
+        """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
+        janitor will remove it at its next sweep (expired files answer the same way)."""
+        record = self.batch(batch_id).read()
+        if record is not None and self.batch_ttl is not None:
+            ended = ended_at(record)
+            if ended is not None and ended + self.batch_ttl <= self.clock():
+                return None
+        return record
 
     def active_ids(self) -> list[str]:
         """Batches marked active (may include a few just turned terminal)."""
@@ -237,9 +278,11 @@ class ProjectStore:
             if record is not None and record.get("status") in ACTIVE_STATUSES:
                 yield record
 
-    def create_batch(self, record: dict[str, Any], *, max_active: int,
-                     idempotent: IdempotentRequest | None = None) -> tuple[dict[str, Any], bool]:
-        """Admit a new batch under the project lock, so no race can pass ``max_active``.
+    def create_batch(self, record: dict[str, Any], *, max_active: int, max_files: int,
+                     max_bytes: int, idempotent: IdempotentRequest | None = None
+                     ) -> tuple[dict[str, Any], bool]:
+        """Admit a new batch under the project lock, so no race can pass ``max_active`` or the
+        quota (the batch holds file slots for its results from now on, see ``admit``).
 
         Returns the stored record and whether it is a replay of an earlier keyed create.
         """
@@ -254,10 +297,35 @@ class ProjectStore:
             if self.get_file(record["input_file_id"]) is None:
                 raise NoSuchInput(f"No such File object: {record['input_file_id']}",
                                   param="input_file_id")
+            self.admit(new_files=RESULT_FILES_PER_BATCH, new_bytes=0, max_files=max_files,
+                       max_bytes=max_bytes, what="a batch (for its output and error files)")
+            self._hold_input(record["input_file_id"])
             self.batch(record["id"]).create(record)
             if idempotent:
                 idempotent.remember(record["id"])
         return record, False
+
+    def _hold_input(self, file_id: str) -> None:
+        """A new batch reads the file: undo the reclaim time its previous batch gave it."""
+        meta = fsutil.read_json(self.file_meta_path(file_id))
+        if meta is not None and "upload_expires_at" in meta:
+            meta["expires_at"] = meta.pop("upload_expires_at")
+            fsutil.write_json(self.file_meta_path(file_id), meta)
+
+    def release_input(self, file_id: str, reclaim_at: int) -> None:
+        """A batch over ``file_id`` ended: unless another active batch reads it, show in its
+        ``expires_at`` when it will be reclaimed (its batch record's expiry, which takes the
+        input with it; an earlier ``expires_after`` of its own still wins)."""
+        with self.quota_lock():
+            if any(r.get("input_file_id") == file_id for r in self.active_batches()):
+                return
+            meta = fsutil.read_json(self.file_meta_path(file_id))
+            if meta is None:
+                return
+            own = meta.get("upload_expires_at", meta.get("expires_at"))
+            meta["upload_expires_at"] = own
+            meta["expires_at"] = reclaim_at if own is None else min(own, reclaim_at)
+            fsutil.write_json(self.file_meta_path(file_id), meta)
 
     def update_batch(self, batch_id: str, change: Change) -> dict[str, Any]:
         """Read-modify-write a record (``BatchHandle.update``)."""

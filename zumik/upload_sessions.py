@@ -257,7 +257,7 @@ class UploadSessions:
         """The project's usage; without the share of the upload being completed, whose parts
         are about to be replaced by the file it makes."""
         used = self.store.usage()
-        files, total = used.files, used.bytes
+        files, total = used.files + used.reserved_files, used.bytes  # slots held for results
         if completing is not None:
             files -= 1
             total -= sum(self.part_path(completing, part_id).stat().st_size
