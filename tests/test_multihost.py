@@ -267,7 +267,8 @@ def test_cancel_racing_completion_across_hosts(cluster, upstream):
 def test_ten_concurrent_cancels_through_the_other_host(cluster, upstream):
     control(upstream, latency=0.05)
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
-    batch_ids = [start_batch(hosts["a"], echo_lines(600, model="m", prefix=f"t{i}-"))
+    lines = 3000  # long enough that none can finish before all ten are running and cancelled
+    batch_ids = [start_batch(hosts["a"], echo_lines(lines, model="m", prefix=f"t{i}-"))
                  for i in range(10)]
     for batch_id in batch_ids:
         wait_running(hosts, batch_id, lines=1)
@@ -281,7 +282,7 @@ def test_ten_concurrent_cancels_through_the_other_host(cluster, upstream):
     for batch_id in batch_ids:
         record = wait_terminal(hosts["b"], batch_id, timeout=30)
         assert record["status"] == "cancelled", record
-        check_consistent(hosts["b"], record, 600)
+        check_consistent(hosts["b"], record, lines)
         assert status(hosts["a"], batch_id)["status"] == "cancelled"
     control(upstream, latency=0.0)
 
