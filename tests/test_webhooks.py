@@ -271,6 +271,30 @@ def test_expired_batch_event(make_app, provider, receivers, settings):
                                                              batch["expired_at"])
 
 
+def test_non_2xx_is_retried_until_the_window_closes(make_app, receivers, settings, capsys):
+    flaky, broken = receivers(), receivers()
+    _, secret = webhooks.add_endpoint(settings.data_dir, "proj-a", flaky.url)
+    broken_id = webhooks.add_endpoint(settings.data_dir, "proj-a", broken.url)[0].id
+    flaky.secrets, flaky.fail_next = [secret], 2  # 503, 503, then 200
+    broken.secrets = []  # verifies nothing: answers 400 every time
+    client = make_app(start=True, webhook_poll_interval=0.05, webhook_backoff=0.1,
+                      webhook_max_backoff=0.2, webhook_retry_window=3).test_client()
+    batch_id = create_batch(client, upload(client, echo_lines(2)).get_json()["id"]).get_json()[
+        "id"]
+    assert wait_batch(client, batch_id)["status"] == "completed"
+    wait_for(lambda: len(flaky.deliveries) == 3, what="the third attempt")
+    assert len({d.headers["webhook-id"] for d in flaky.deliveries}) == 1
+    assert [d.verified_with for d in flaky.deliveries] == [[secret]] * 3
+    wait_for(lambda: outbox_entries(settings.data_dir) == {}, what="the broken one given up")
+    attempts = len(broken.deliveries)
+    assert attempts >= 3
+    time.sleep(0.5)
+    assert len(broken.deliveries) == attempts  # no attempt after giving up
+    out = zumik(capsys, settings.data_dir, "webhooks", "list")[1]
+    last = out[out.index(next(x for x in out if x.startswith(broken_id))) + 2]
+    assert f"attempt {attempts}: gave up: HTTP 400" in last
+
+
 def test_receiver_down_then_slow_then_server_killed(gunicorn, receivers, tmp_path, capsys):
     """Down: retried with backoff until it is back. Slow: each attempt times out and is retried
     with the same webhook-id. SIGKILL of the whole server while an attempt is in flight: the
