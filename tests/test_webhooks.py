@@ -19,6 +19,7 @@ from webhook_receiver import Receiver
 
 from zumik import cli, outbox, webhooks
 from zumik.delivery import Deliverer
+from zumik.openapi import DOCUMENT
 from zumik.records import Status, move
 
 FAST = {"ZUMIK_WEBHOOK_POLL_INTERVAL": "0.1", "ZUMIK_WEBHOOK_BACKOFF": "0.2",
@@ -236,7 +237,10 @@ def test_every_batch_event_is_delivered_once_and_verified(gunicorn, provider, re
         assert event.type == f"batch.{batch['status']}" and event.object == "event"
         assert event.created_at == batch[f"{batch['status']}_at"]
         assert event.id.startswith("evt_") and delivery.headers["webhook-id"].startswith("wh_")
-        assert json.loads(delivery.body).keys() == {"id", "object", "type", "created_at", "data"}
+        schema = DOCUMENT["webhooks"][event.type]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]  # as /openapi.json documents it
+        assert json.loads(delivery.body).keys() == set(schema["required"]) == set(
+            schema["properties"])
     assert len({d.headers["webhook-id"] for d in receiver.deliveries}) == 3
     only = other.deliveries[0]  # batch.failed only, and nothing from the other project
     assert only.event.type == "batch.failed" and only.verified_with == [failed_only]
