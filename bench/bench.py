@@ -3,7 +3,8 @@
     python bench/bench.py            # every scenario
     python bench/bench.py overhead latency   # some of them
 
-Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale.
+Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale, uploads,
+json_upload.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -271,15 +272,19 @@ def memory(workdir: Path) -> dict:
     return result
 
 
-def transfer(workdir: Path) -> dict:
-    size_mb = 200
-    path = workdir / "big.jsonl"
+def big_file(path: Path, size_mb: int) -> Path:
+    """About ``size_mb`` MiB of ~1 KB request lines."""
     line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
                        "body": {"model": "m", "messages": [{"role": "user",
                                                             "content": "a" * 900}]}})
     with open(path, "wb") as f:
         for i in range(size_mb * 1024 * 1024 // (len(line) + 10)):
             f.write(line.replace('"x"', f'"x{i}"', 1).encode() + b"\n")
+    return path
+
+
+def transfer(workdir: Path) -> dict:
+    path = big_file(workdir / "big.jsonl", 200)
     size = path.stat().st_size
     cp_times = []
     for _ in range(2):
@@ -398,6 +403,106 @@ def scale(workdir: Path) -> dict:
             "target": "> 1 (work spreads over 4 workers)"}
 
 
+def json_upload(workdir: Path) -> dict:
+    """Peak RSS growth of the worker for the largest JSON-body upload allowed
+    (``ZUMIK_MAX_JSON_UPLOAD_BYTES``, default 16 MiB) against the same content sent as a
+    multipart upload (streamed, the baseline), each on a fresh server."""
+    cap = 16 * 1024 * 1024
+    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "m", "messages": [{"role": "user",
+                                                            "content": "a" * 900}]}})
+    lines, size = [], len(b'{"content":""}') + 2
+    while size + len(line) + 20 < cap:
+        lines.append(line.replace('"x"', f'"x{len(lines)}"', 1))
+        size += len(lines[-1]) + 2  # its escaped newline
+    content = "\n".join(lines) + "\n"
+    body = json.dumps({"content": content}).encode()
+    assert len(body) <= cap
+    path = workdir / "json-upload.jsonl"
+    path.write_text(content)
+    growth = {}
+    for kind in ("multipart", "json"):
+        zumik = Zumik(workdir / f"data-{kind}", "http://127.0.0.1:9/v1")
+        try:
+            [pid] = zumik.worker_pids()
+            idle = rss_kb(pid)
+            sampler = RssSampler(pid)
+            if kind == "json":
+                response = requests.post(zumik.url + "/v1/files", data=body, timeout=120,
+                                         headers={**AUTH, "Content-Type": "application/json"})
+                response.raise_for_status()
+            else:
+                zumik.upload_streaming(path)
+            time.sleep(0.2)
+            growth[kind] = (sampler.stop() - idle) / 1024
+        finally:
+            zumik.stop()
+    return {"scenario": "json_upload", "body_bytes": len(body),
+            "multipart_rss_growth_mb": round(growth["multipart"], 1),
+            "json_rss_growth_mb": round(growth["json"], 1),
+            "json_growth_per_body_mb": round(growth["json"] / (len(body) / 2**20), 2),
+            "target": "bounded: JSON growth <= 4 x the 16 MiB cap"}
+
+
+def uploads(workdir: Path) -> dict:
+    """Uploads API: a 20 MB and a 200 MB file sent as 50 MiB parts (last first), then
+    completed. The worker's RSS growth while it assembles each (peak during the complete over
+    the RSS just before) must not grow with the size; assembly speed is set against cp and
+    against a direct upload of the same file (same validator) in the same run."""
+    zumik = Zumik(workdir / "data-uploads", "http://127.0.0.1:9/v1", extra_env={
+        "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
+        "ZUMIK_MAX_BYTES": str(2 << 30)})
+    result: dict = {"scenario": "uploads",
+                    "target": "RSS growth while assembling <= 32 MB, the same for both sizes"}
+    try:
+        [pid] = zumik.worker_pids()
+        for size_mb in (20, 200):
+            path = big_file(workdir / f"up{size_mb}.jsonl", size_mb)
+            size = path.stat().st_size
+            started = time.perf_counter()
+            shutil.copyfile(path, workdir / "copy.jsonl")
+            os.sync()
+            cp_s = time.perf_counter() - started
+            os.unlink(workdir / "copy.jsonl")
+            started = time.perf_counter()  # the baseline: the same file as one direct upload
+            direct = zumik.upload_streaming(path)
+            direct_s = time.perf_counter() - started
+            requests.delete(f"{zumik.url}/v1/files/{direct}", headers=AUTH, timeout=60)
+            upload = requests.post(zumik.url + "/v1/uploads", headers=AUTH, timeout=60, json={
+                "bytes": size, "filename": path.name, "mime_type": "application/jsonl",
+                "purpose": "batch"}).json()
+            part_size = 50 * 1024 * 1024
+            part_ids = {}
+            for start in reversed(range(0, size, part_size)):
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    chunk = f.read(part_size)
+                part = requests.post(f"{zumik.url}/v1/uploads/{upload['id']}/parts",
+                                     headers=AUTH, files={"data": ("upload", chunk)},
+                                     timeout=600)
+                part.raise_for_status()
+                part_ids[start] = part.json()["id"]
+            before = rss_kb(pid)
+            sampler = RssSampler(pid)
+            started = time.perf_counter()
+            done = requests.post(f"{zumik.url}/v1/uploads/{upload['id']}/complete",
+                                 headers=AUTH, timeout=600,
+                                 json={"part_ids": [part_ids[k] for k in sorted(part_ids)]})
+            complete_s = time.perf_counter() - started
+            peak = sampler.stop()
+            done.raise_for_status()
+            assert done.json()["file"]["bytes"] == size
+            result[f"assemble_rss_growth_mb_{size_mb}"] = round((peak - before) / 1024, 1)
+            result[f"assemble_mb_s_{size_mb}"] = round(size / 1e6 / complete_s)
+            result[f"assemble_vs_cp_{size_mb}"] = round(cp_s / complete_s, 3)
+            result[f"assemble_vs_direct_upload_{size_mb}"] = round(direct_s / complete_s, 3)
+            result[f"worker_rss_mb_after_{size_mb}"] = round(rss_kb(pid) / 1024, 1)
+            os.unlink(path)
+    finally:
+        zumik.stop()
+    return result
+
+
 SCENARIOS = {
     "overhead": lambda w: throughput("overhead", 0.0, 5000, 64, w, ">= 0.9"),
     "latency": lambda w: throughput("latency", 0.05, 5000, 64, w, ">= 0.9"),
@@ -406,6 +511,10 @@ SCENARIOS = {
     "transfer": transfer,
     "responsiveness": responsiveness,
     "scale": scale,
+    "json_upload": json_upload,
+
+
+    "uploads": uploads,
 }
 
 

@@ -15,6 +15,8 @@ from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line
 from zumik.auth import create_key, revoke_key
 
 GOOD = request_line("a")
+GOOD_TEXT = json.dumps(GOOD)
+DEEP = "[" * 1000 + "]" * 1000
 
 
 @dataclass
@@ -105,6 +107,16 @@ CASES = [
     Case("oversized JSON body", "POST", "/v1/batches", 413, ("too large",),
          data=b"{}", content_type="application/json",
          environ={"CONTENT_LENGTH": str(10**9)}),
+    Case("oversized JSON-body upload", "POST", "/v1/files", 413,
+         ("JSON-body upload", "multipart/form-data"), "content", data=b"{}",
+         content_type="application/json", environ={"CONTENT_LENGTH": str(17 * 2**20)}),
+    Case("expires seconds superscript", "POST", "/v1/files", 400, ("whole number",),
+         "expires_after.seconds", upload=jl(GOOD),
+         form={"expires_after[anchor]": "created_at", "expires_after[seconds]": "\u00b2"}),
+    Case("expires seconds full-width digits", "POST", "/v1/files", 400, ("whole number",),
+         "expires_after.seconds", upload=jl(GOOD),
+         form={"expires_after[anchor]": "created_at",
+               "expires_after[seconds]": "\uff13\uff16\uff10\uff10"}),
     # -- filenames ---------------------------------------------------------------------------
     Case("NUL in filename", "POST", "/v1/files", 400, ("control characters",), "file",
          data=multipart(("file", "a\x00b.jsonl", jl(GOOD))), content_type=MP),
@@ -116,6 +128,9 @@ CASES = [
              b"\r\n\r\n" + jl(GOOD) + b"\r\n--BOUND--\r\n"), content_type=MP),
     Case("newline in filename", "POST", "/v1/files", 400, (), "file",
          data=multipart(("file", "a\nb.jsonl", jl(GOOD))), content_type=MP),
+    Case("lone surrogate in JSON upload filename", "POST", "/v1/files", 400,
+         ("filename", "lone surrogate"), "filename",
+         json_body={"content": jl(GOOD).decode(), "filename": "a\ud800"}),
     # -- JSONL content -----------------------------------------------------------------------
     Case("empty file", "POST", "/v1/files", 400, ("no request lines",), "file", upload=b""),
     Case("only blank lines", "POST", "/v1/files", 400, ("no request lines",), "file",
@@ -164,12 +179,34 @@ CASES = [
          json_body={"content": "nope\n"}),
     Case("JSON upload, unknown field", "POST", "/v1/files", 400, ("Unknown",), "colour",
          json_body={"content": jl(GOOD).decode(), "colour": "red"}),
+    Case("line nested 1,000 deep", "POST", "/v1/files", 400, ("Line 2", "100-level"), "file",
+         upload=jl(GOOD) + json.dumps(request_line("b")).encode()[:-2]
+         + b', "x": ' + DEEP.encode() + b"}}\n"),
+    Case("lone surrogate custom_id", "POST", "/v1/files", 400,
+         ("Line 2", "'custom_id'", "lone surrogate"), "file",
+         upload=jl(GOOD) + GOOD_TEXT.replace('"a"', '"\\ud800"').encode() + b"\n"),
+    Case("lone surrogate in message content", "POST", "/v1/files", 400,
+         ("Line 1", "'body.messages[0].content'", "lone surrogate"), "file",
+         upload=GOOD_TEXT.replace('"hello"', '"hi \\udc00"').encode() + b"\n"),
+    Case("lone surrogate in a body field not checked", "POST", "/v1/files", 400,
+         ("Line 1", "'body.tools[0]'"), "file",
+         upload=json.dumps(request_line("a", tools=["\ud83d"])).encode() + b"\n"),
     # -- batch bodies ------------------------------------------------------------------------
     Case("batch: empty body", "POST", "/v1/batches", 400, ("empty",), data=b"",
          content_type="application/json"),
     Case("batch: not JSON", "POST", "/v1/batches", 400, ("not valid JSON",), data=b"{x",
          content_type="application/json"),
     Case("batch: array", "POST", "/v1/batches", 400, ("object",), json_body=[1]),
+    Case("batch: body nested 100,000 deep", "POST", "/v1/batches", 400, ("100-level",),
+         data="[" * 100_000 + "]" * 100_000, content_type="application/json"),
+    Case("batch: metadata value lone surrogate", "POST", "/v1/batches", 400,
+         ("lone surrogate",), "metadata.k",
+         json_body={"input_file_id": "FILE", "endpoint": "/v1/chat/completions",
+                    "metadata": {"k": "v\udfff"}}),
+    Case("batch: metadata key lone surrogate", "POST", "/v1/batches", 400,
+         ("lone surrogate",), "metadata.\\ud800",
+         json_body={"input_file_id": "FILE", "endpoint": "/v1/chat/completions",
+                    "metadata": {"\ud800": "v"}}),
     Case("batch: form encoded", "POST", "/v1/batches", 400, ("Content-Type",),
          data=b"a=b", content_type="application/x-www-form-urlencoded"),
     Case("batch: file id number", "POST", "/v1/batches", 400, ("string",), "input_file_id",
@@ -226,6 +263,14 @@ CASES = [
     Case("files limit huge", "GET", "/v1/files?limit=99999999999", 400, ("limit",), "limit"),
     Case("files limit negative", "GET", "/v1/files?limit=-1", 400, ("limit",), "limit"),
     Case("files order", "GET", "/v1/files?order=random", 400, ("order",), "order"),
+    Case("files limit superscript two", "GET", "/v1/files?limit=%C2%B2", 400, ("limit",),
+         "limit"),
+    Case("files limit full-width one", "GET", "/v1/files?limit=%EF%BC%91", 400, ("limit",),
+         "limit"),
+    Case("batches limit Arabic-Indic three", "GET", "/v1/batches?limit=%D9%A3", 400,
+         ("limit",), "limit"),
+    Case("files after with a newline", "GET", "/v1/files?after=file-" + "0" * 24 + "%0A", 400,
+         ("after",), "after"),
     Case("files after traversal", "GET", "/v1/files?after=../x", 400, ("after",), "after"),
     Case("batches limit 101", "GET", "/v1/batches?limit=101", 400, ("limit",), "limit"),
     Case("batches after", "GET", "/v1/batches?after=file-x", 400, ("after",), "after"),

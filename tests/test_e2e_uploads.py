@@ -85,3 +85,38 @@ def test_parallel_out_of_order_parts_then_batch(server):
     other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl",
                                   purpose="batch")
     assert client.uploads.cancel(other.id).status == "cancelled"
+
+
+def test_server_killed_while_assembling_then_complete_again(gunicorn, tmp_path):
+    """SIGKILL of the whole server while ``complete`` streams the parts into the new file: no
+    half-written File ever shows, and after a restart the same complete finishes the upload
+    with the file id it reserved."""
+    data = tmp_path / "data"
+    server = gunicorn(data_dir=data)
+    client = sdk(server)
+    content = echo_lines(20_000, prefix="k" * 300)  # ~8 MB: assembly takes a moment
+    upload = client.uploads.create(bytes=len(content), filename="k.jsonl",
+                                   mime_type="application/jsonl", purpose="batch")
+    half = len(content) // 2
+    part_ids = [client.uploads.parts.create(upload_id=upload.id, data=piece).id
+                for piece in (content[:half], content[half:])]
+    files = data / "proj-a" / "files"
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.uploads.complete, upload.id, part_ids=part_ids)
+        deadline = time.time() + 30
+        while not any(p.name.startswith(".tmp-") for p in files.iterdir()):
+            assert time.time() < deadline and not pending.done(), "assembly never seen"
+            time.sleep(0.002)
+        server.kill_all()
+        with pytest.raises(openai.APIConnectionError):
+            pending.result()
+    assert not list(files.glob("*.json"))  # no File was published
+    restarted = sdk(gunicorn(data_dir=data))
+    assert not any(p.name.startswith(".tmp-") for p in files.iterdir())  # swept at start-up
+    done = restarted.uploads.complete(upload.id, part_ids=part_ids)
+    reserved = json.loads((data / "proj-a" / "uploads" / f"{upload.id}.json").read_text())
+    assert done.status == "completed" and done.file is not None
+    assert done.file.id == reserved["file_id"]
+    assert restarted.files.content(done.file.id).content == content
+    assert [f.id for f in restarted.files.list()] == [done.file.id]
+    assert not list((data / "proj-a" / "uploads").glob("*.part_*"))

@@ -20,7 +20,8 @@ FUZZ = settings(max_examples=150, deadline=None,
 valid_line = st.builds(lambda i, text: json.dumps(request_line(f"id{i}", text)).encode(),
                        st.integers(0, 10**6), st.text(max_size=30))
 mutations = st.sampled_from([b"", b"{", b"}", b"\r", b"\xef\xbb\xbf", b"\xff", b"null",
-                             b'"custom_id"', b"[]", b"\x00", b" "])
+                             b'"custom_id"', b"[]", b"\x00", b" ", b'"\\ud800"',
+                             b'"\\ud83d\\ude00"', b"[" * 150 + b"]" * 150, b"[" * 1500])
 line = st.one_of(valid_line, mutations,
                  st.tuples(valid_line, mutations).map(lambda t: t[0][:-1] + t[1]),
                  st.binary(max_size=40))

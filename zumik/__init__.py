@@ -13,6 +13,7 @@ from zumik.context import Zumik
 from zumik.metrics import Metrics
 from zumik.settings import Settings, load_settings
 from zumik.store import ProjectStore, iter_projects
+from zumik.uploads import body_limit
 
 __all__ = ["create_app", "Settings", "load_settings"]
 
@@ -55,7 +56,7 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
     def guard() -> None:
         is_upload = request.endpoint == "files.create_file"
         settings = zumik.settings
-        request.max_content_length = (settings.max_upload_bytes * 2 + (1 << 20) if is_upload
+        request.max_content_length = (body_limit(settings, request.mimetype) if is_upload
                                       else settings.max_json_bytes)
         if request.endpoint == "uploads_api.add_part":
             request.max_content_length = settings.max_part_bytes + (1 << 20)

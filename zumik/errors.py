@@ -23,7 +23,10 @@ _TYPES = {
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     415: "invalid_request_error",
+    417: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -61,11 +64,15 @@ def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
     return ApiError(404, f"No such {kind} object: {object_id}", param=param)
 
 
+def error_body(error: ApiError) -> dict[str, dict[str, str | None]]:
+    """OpenAI's error envelope for ``error``."""
+    return {"error": {"message": error.message, "type": error.type,
+                      "param": error.param, "code": error.code}}
+
+
 def envelope(error: ApiError) -> Response:
     """Render ``error`` as a JSON response with its status and headers."""
-    body = {"error": {"message": error.message, "type": error.type,
-                      "param": error.param, "code": error.code}}
-    response = jsonify(body)
+    response = jsonify(error_body(error))
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -106,7 +113,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def assign_request_id() -> None:
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or "req_" + uuid.uuid4().hex
+        sent = request.headers.get("X-Request-Id", "")[:64]
+        g.request_id = sent if sent.isascii() and sent.isprintable() and sent else \
+            "req_" + uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

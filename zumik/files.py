@@ -6,14 +6,16 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, send_file
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from zumik import ids
 from zumik.context import current, idempotent_request, project_store
 from zumik.errors import bad_request, not_found
 from zumik.idempotency import HEADER, REPLAYED_HEADER, check_key
+from zumik.params import whole_number
 from zumik.requestbody import json_body
 from zumik.store import public_file
-from zumik.uploads import receive_json, receive_multipart
+from zumik.uploads import json_upload_too_large, receive_json, receive_multipart
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 
@@ -32,7 +34,11 @@ def create_file() -> tuple[Response, int]:
             raise bad_request("multipart/form-data without a boundary", "file")
         upload = receive_multipart(request.stream, boundary, store.files_dir, zumik.settings)
     elif mimetype == "application/json":
-        upload = receive_json(json_body(), store.files_dir, zumik.settings)
+        try:
+            document = json_body(free_text=("content",))
+        except RequestEntityTooLarge:  # (refused before reading when Content-Length says so)
+            raise json_upload_too_large(zumik.settings) from None
+        upload = receive_json(document, store.files_dir, zumik.settings)
     else:
         raise bad_request(f"Unsupported Content-Type {mimetype or '(none)'!r}: send "
                           "multipart/form-data with a 'file' part, or a JSON body with 'content'")
@@ -82,12 +88,7 @@ def _list_params() -> tuple[str | None, str, str | None, int]:
 
 def parse_limit(raw: str | None, default: int, maximum: int) -> int:
     """A ``limit`` query parameter between 1 and ``maximum``."""
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise bad_request(f"'limit' must be a whole number from 1 to {maximum}", "limit",
-                          "invalid_value")
-    return int(raw)
+    return default if raw is None else whole_number(raw, "limit", 1, maximum)
 
 
 @bp.get("")

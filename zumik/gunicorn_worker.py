@@ -31,6 +31,8 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from zumik.gunicorn_errors import JsonErrorPages
+
 MAX_HEAD = 64 * 1024  # past this much without the blank line, a thread takes over (431 there)
 SEND_PIECE = 256 * 1024
 
@@ -138,8 +140,9 @@ class ClientConn(TConn):
         super().close(graceful=graceful and not too_slow)
 
 
-class ZumikWorker(ThreadWorker):
-    """gthread with the slow-client defences described in the module docstring."""
+class ZumikWorker(JsonErrorPages, ThreadWorker):
+    """gthread with the slow-client defences described in the module docstring, answering
+    gunicorn's own errors (400, 414, 431) in the JSON envelope (``zumik.gunicorn_errors``)."""
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

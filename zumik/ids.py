@@ -16,10 +16,10 @@ BATCH_REQUEST_PREFIX = "batch_req_"
 UPLOAD_PREFIX = "upload_"
 PART_PREFIX = "part_"
 
-FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
-BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
-UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{24}$")
-PART_ID = re.compile(r"^part_[0-9a-f]{24}$")
+FILE_ID = re.compile(r"file-[0-9a-f]{24}")  # with fullmatch: "$" would allow a final "\n"
+BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
+UPLOAD_ID = re.compile(r"upload_[0-9a-f]{24}")
+PART_ID = re.compile(r"part_[0-9a-f]{24}")
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
@@ -30,12 +30,12 @@ def new_id(prefix: str, now: float | None = None) -> str:
 
 def is_file_id(value: object) -> bool:
     """Whether ``value`` is shaped like a file id (checked before any path is built from it)."""
-    return isinstance(value, str) and FILE_ID.match(value) is not None
+    return isinstance(value, str) and FILE_ID.fullmatch(value) is not None
 
 
 def is_batch_id(value: object) -> bool:
     """Whether ``value`` is shaped like a batch id."""
-    return isinstance(value, str) and BATCH_ID.match(value) is not None
+    return isinstance(value, str) and BATCH_ID.fullmatch(value) is not None
 
 
 def is_upload_id(value: object) -> bool:

@@ -67,6 +67,8 @@ class Settings:
     webhook_poll_interval: float = 1.0  # how often the outbox is scanned for due deliveries
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
+    max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -84,6 +86,7 @@ _INT_FIELDS = {
     "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "threads",
     "max_part_bytes", "max_upload_parts", "upload_ttl",
     "webhook_concurrency",
+    "max_json_depth", "max_json_upload_bytes",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval", "header_timeout",

@@ -171,7 +171,7 @@ class UploadSessions:
         """Stream the parts into a validated temp file beside the files; checks ``md5``.
         Returns the sink and the file's request count."""
         sink = TempSink(self.store.files_dir, self.settings)
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = hashlib.md5(usedforsecurity=False) if md5 is not None else None
         try:
             for part_id in part_ids:
                 try:
@@ -183,13 +183,14 @@ class UploadSessions:
                                    code="conflict") from None
                 with part:
                     while chunk := part.read(CHUNK):
-                        digest.update(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
                         sink.write(chunk)
             requests = sink.finish()
         except BaseException:
             sink.discard()
             raise
-        if md5 is not None and digest.hexdigest() != md5.lower():
+        if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
             sink.discard()
             raise bad_request(f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
                               "md5", "checksum_mismatch")

@@ -20,6 +20,8 @@ from werkzeug.sansio import multipart as mp
 from zumik import fsutil
 from zumik.batchfile import JsonlValidator, LineError
 from zumik.errors import ApiError, bad_request
+from zumik.jsontext import surrogate_message, unencodable
+from zumik.params import whole_number
 from zumik.settings import Settings
 
 SUPPORTED_PURPOSES = ("batch",)
@@ -50,7 +52,8 @@ class _TempSink:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
         self.max_bytes = settings.max_upload_bytes
-        self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests)
+        self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests,
+                                        settings.max_json_depth)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -85,15 +88,18 @@ class _TempSink:
             os.unlink(self.path)
 
 
-def clean_filename(name: str) -> str:
-    """The basename of a client-sent filename; 400 for control characters or over-long names."""
+def clean_filename(name: str, param: str = "file") -> str:
+    """The basename of a client-sent filename; 400 for control characters, lone surrogates or
+    over-long names."""
     if "\x00" in name or any(ord(c) < 32 for c in name):
-        raise bad_request("The filename contains control characters", "file")
+        raise bad_request("The filename contains control characters", param)
+    if unencodable(name):
+        raise bad_request(surrogate_message("filename"), param, "invalid_unicode")
     name = posixpath.basename(name.replace("\\", "/")).strip()
     if name in ("", ".", ".."):
         name = "upload"
     if len(name.encode()) > MAX_FILENAME_BYTES:
-        raise bad_request(f"The filename is longer than {MAX_FILENAME_BYTES} bytes", "file")
+        raise bad_request(f"The filename is longer than {MAX_FILENAME_BYTES} bytes", param)
     return name
 
 
@@ -109,13 +115,8 @@ def _check_fields(fields: dict[str, str]) -> tuple[str, int | None]:
     if anchor != "created_at":
         raise bad_request("expires_after[anchor] must be 'created_at'",
                           "expires_after.anchor", "invalid_value")
-    if seconds is None or not seconds.strip().isdigit():
-        raise bad_request("expires_after[seconds] must be a whole number of seconds",
-                          "expires_after.seconds", "invalid_value")
-    value = int(seconds)
-    if not MIN_EXPIRES_SECONDS <= value <= MAX_EXPIRES_SECONDS:
-        raise bad_request(f"expires_after[seconds] must be between {MIN_EXPIRES_SECONDS} and "
-                          f"{MAX_EXPIRES_SECONDS}", "expires_after.seconds", "invalid_value")
+    value = whole_number(seconds, "expires_after.seconds", MIN_EXPIRES_SECONDS,
+                         MAX_EXPIRES_SECONDS, "expires_after[seconds]")
     return purpose, value
 
 
@@ -203,6 +204,22 @@ def _field_text(name: str, data: bytes) -> str:
         raise bad_request(f"Form field {name!r} is not valid UTF-8", name) from None
 
 
+def body_limit(settings: Settings, mimetype: str) -> int:
+    """The request body cap of an upload: a multipart stream is counted as it is written, a
+    JSON body is decoded whole in memory (about 3x its size), so it has its own smaller cap."""
+    if mimetype == "multipart/form-data":
+        return settings.max_upload_bytes * 2 + (1 << 20)
+    return settings.max_json_upload_bytes
+
+
+def json_upload_too_large(settings: Settings) -> ApiError:
+    """413 for a JSON-body upload over ``ZUMIK_MAX_JSON_UPLOAD_BYTES``."""
+    return ApiError(413, f"A JSON-body upload is limited to {settings.max_json_upload_bytes} "
+                         "bytes (ZUMIK_MAX_JSON_UPLOAD_BYTES); send larger files as "
+                         "multipart/form-data with a 'file' part", param="content",
+                    code="request_too_large")
+
+
 def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
     """Store ``{"content", "filename", "purpose"}`` (in-memory content) like an upload."""
     if not isinstance(document, dict):
@@ -228,7 +245,7 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
         fields["expires_after[anchor]"] = str(expires_after.get("anchor"))
         fields["expires_after[seconds]"] = str(expires_after.get("seconds"))
     purpose, expires = _check_fields(fields)
-    name = clean_filename(filename)
+    name = clean_filename(filename, "filename")
     sink = _TempSink(directory, settings)
     try:
         data = content.encode("utf-8", "surrogatepass")
