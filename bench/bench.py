@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale, uploads,
-json_upload.
+json_upload, fairness.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -386,7 +386,7 @@ def scale(workdir: Path) -> dict:
     provider = Provider(0.05)
     paths = [lines_file(workdir / f"scale{i}.jsonl", 2000) for i in range(8)]
     zumik = Zumik(workdir / "data-scale", provider.url, workers=4,
-                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16", "ZUMIK_WORKER_BATCHES": "2"})
+                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16"})
     try:
         one_s, _ = zumik.run_batch(paths[0])
         ids = [zumik.upload(p) for p in paths]
@@ -401,6 +401,44 @@ def scale(workdir: Path) -> dict:
     return {"scenario": "scale", "one_batch_req_s": round(2000 / one_s),
             "eight_batches_req_s": round(16000 / all_s), "ratio": round(one_s * 8 / all_s, 3),
             "target": "> 1 (work spreads over 4 workers)"}
+
+
+def fairness(workdir: Path) -> dict:
+    """Another project's 10-line batch while one project runs 10 batches of 3,000 lines at
+    50 ms (issue 12); the baseline is the same small batch on the idle server."""
+    provider = Provider(0.05)
+    other = {"Authorization": "Bearer other-key"}
+    big = [lines_file(workdir / f"fair{i}.jsonl", 3000) for i in range(10)]
+    small = lines_file(workdir / "fair-small.jsonl", 10)
+    zumik = Zumik(workdir / "data-fair", provider.url, workers=2, concurrency=32,
+                  extra_env={"ZUMIK_API_KEYS": f"{KEY}=bench,other-key=other"})
+
+    def small_batch() -> float:
+        with open(small, "rb") as f:
+            file_id = requests.post(zumik.url + "/v1/files", headers=other, timeout=60,
+                                    files={"file": ("small.jsonl", f)}).json()["id"]
+        started = time.time()
+        batch_id = requests.post(zumik.url + "/v1/batches", headers=other, timeout=60, json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"}).json()["id"]
+        while requests.get(f"{zumik.url}/v1/batches/{batch_id}", headers=other,
+                           timeout=30).json()["status"] != "completed":
+            time.sleep(0.02)
+        return time.time() - started
+
+    try:
+        alone = small_batch()
+        batch_ids = [zumik.create(zumik.upload(path)) for path in big]
+        time.sleep(3.0)  # every big batch claimed and sending
+        busy = small_batch()
+        for batch_id in batch_ids:
+            requests.post(f"{zumik.url}/v1/batches/{batch_id}/cancel", headers=AUTH, timeout=30)
+    finally:
+        zumik.stop()
+        provider.stop()
+    return {"scenario": "fairness", "big_batches": 10, "big_lines": 3000, "latency_s": 0.05,
+            "small_alone_s": round(alone, 2), "small_behind_big_s": round(busy, 2),
+            "target": "small_behind_big_s <= 5"}
 
 
 def json_upload(workdir: Path) -> dict:
@@ -511,6 +549,7 @@ SCENARIOS = {
     "transfer": transfer,
     "responsiveness": responsiveness,
     "scale": scale,
+    "fairness": fairness,
     "json_upload": json_upload,
 
 

@@ -4,10 +4,19 @@ Answers ``POST /v1/chat/completions`` (and ``/chat/completions``) with the last 
 
 Knobs:
 - global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
-  while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts);
+  while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
+  ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
+  Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
+- outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
+  connection for ``down`` seconds (a killed process: connection refused), then answers 503
+  for ``unavailable`` seconds;
 - per request, directives in the last user message: ``#fail:<kind>:<n>`` fails the first ``n``
   attempts of that message, kind one of 429, 500, 502, 503, 400, reset, hang, badjson; ``#ra:<s>``
-  adds ``Retry-After: s`` to its 429s.
+  adds ``Retry-After: s`` to its 429s; ``#hostile:<kind>`` answers with something hostile:
+  ``big`` (a 200 of ``big_bytes``), ``gzipbomb`` (a 200 whose gzip body inflates to 64 MiB),
+  ``deep`` (a 400 whose error body nests 100,000 deep), ``deep200`` (the same as a 200),
+  ``retryafter`` (a 429 with a Retry-After that is neither number nor date, first attempt
+  only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gzip
 import json
 import re
 import socket
@@ -30,6 +40,8 @@ from typing import Any
 from aiohttp import web
 
 DIRECTIVE = re.compile(r"#fail:(\w+):(\d+)")
+HOSTILE = re.compile(r"#hostile:(\w+)")
+DEEP = b'{"error":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001
 RETRY_AFTER = re.compile(r"#ra:([\d.]+)")
 
 
@@ -38,7 +50,9 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.control: dict[str, Any] = {"latency": 0.0, "overload_above": None,
-                                        "hang_seconds": 30.0}
+                                        "hang_seconds": 30.0, "big_bytes": 8 << 20}
+        self.unavailable_until = 0.0
+        self._bomb: bytes | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -61,7 +75,10 @@ class FakeProvider:
         return app
 
     async def set_control(self, request: web.Request) -> web.Response:
-        self.control.update(await request.json())
+        update = await request.json()
+        if "unavailable_seconds" in update:
+            self.unavailable_until = time.time() + float(update.pop("unavailable_seconds"))
+        self.control.update(update)
         return web.json_response(self.control)
 
     async def reset_stats(self, request: web.Request) -> web.Response:
@@ -95,12 +112,19 @@ class FakeProvider:
         self.headers_seen.append({k.lower(): v for k, v in request.headers.items()
                                   if k.lower() in ("authorization", "x-team")})
         attempt = self.by_content[content]
+        if time.time() < self.unavailable_until:
+            return self._status(503, "Loading model, try again later")
         overload = self.control.get("overload_above")
         if overload is not None and self.in_flight > overload:
             return self._status(429, "overloaded")
         latency = float(self.control.get("latency") or 0)
         if latency:
             await asyncio.sleep(latency)
+        hostile = HOSTILE.search(content)
+        if hostile:
+            answer = self._hostile(hostile.group(1), attempt, model, content)
+            if answer is not None:
+                return answer
         for kind, times in DIRECTIVE.findall(content):
             if attempt <= int(times):
                 return await self._fail(kind, content, request)
@@ -114,6 +138,31 @@ class FakeProvider:
                   "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                             "total_tokens": prompt + completion}}
         return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
+
+    def _hostile(self, kind: str, attempt: int, model: str, content: str
+                 ) -> web.Response | None:
+        self.statuses[f"hostile:{kind}"] += 1
+        if kind == "big":
+            pad = "x" * int(self.control["big_bytes"])
+            return web.json_response({"id": "big", "choices": [], "pad": pad})
+        if kind == "gzipbomb":
+            if self._bomb is None:
+                self._bomb = gzip.compress(b'{"pad":"' + b" " * (64 << 20) + b'"}', 9)
+            return web.Response(body=self._bomb, content_type="application/json",
+                                headers={"Content-Encoding": "gzip"})
+        if kind in ("deep", "deep200"):
+            return web.Response(body=DEEP, status=400 if kind == "deep" else 200,
+                                content_type="application/json")
+        if kind == "retryafter" and attempt == 1:
+            return self._status(429, "slow down", {"Retry-After": "soon, maybe tomorrow"})
+        if kind == "resetheader":
+            answer = {"id": "r", "object": "chat.completion", "created": 0, "model": model,
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": content}}]}
+            return web.json_response(answer, headers={
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "9" * 5000})
+        return None
 
     def _status(self, status: int, message: str, headers: dict[str, str] | None = None
                 ) -> web.Response:
@@ -155,6 +204,7 @@ class ProviderThread:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
+        self._outages: list[Any] = []
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> ProviderThread:
@@ -162,12 +212,29 @@ class ProviderThread:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
+    def outage(self, down: float, unavailable: float = 0.0) -> None:
+        """In the background: a killed provider for ``down`` s (nothing listens, every open
+        connection dropped), then a restarted one loading its model (503) for ``unavailable``
+        s."""
+        self._outages.append(
+            asyncio.run_coroutine_threadsafe(self._outage(down, unavailable), self._loop))
+
+    async def _outage(self, down: float, unavailable: float) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        await asyncio.sleep(down)
+        self.provider.unavailable_until = time.time() + unavailable
+        await self._start()
+
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self.provider.app(), access_log=None)
+        self._runner = web.AppRunner(self.provider.app(), access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     def stop(self) -> None:
+        for outage in self._outages:
+            outage.cancel()
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -24,7 +24,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_sum_across_workers(gunicorn, provider):
-    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_WORKER_BATCHES": "1"})
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url})
     file_id = requests.post(server.url + "/v1/files", headers=AUTH_A, timeout=10, files={
         "file": ("a.jsonl", echo_lines(50, model="m"))}).json()["id"]
     batch_ids = [requests.post(server.url + "/v1/batches", headers=AUTH_A, timeout=10, json={

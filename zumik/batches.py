@@ -96,7 +96,7 @@ def create_batch() -> tuple[Response, int]:
     record = records.new_batch(
         ids.new_id(ids.BATCH_PREFIX, zumik.clock()), now=int(zumik.clock()),
         input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
-        total=requests)
+        total=requests, window_seconds=zumik.settings.completion_window)
     keyed = idempotent_request(store, "batches", {
         "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window,
         "metadata": metadata})

@@ -4,8 +4,8 @@ validate -> send every line not yet in the journal -> finalize (merge the journa
 output and error files, then the terminal record). Every step can be repeated after a crash:
 the journal says what is done, and the output file ids are reserved in the record first.
 
-How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (the first outcome
-wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
+How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (which says which
+outcome wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
 hook anything that must happen exactly when a batch reaches its final status.
 """
 
@@ -31,12 +31,12 @@ from zumik.fsutil import temp_path
 from zumik.metrics import Metrics
 from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
+from zumik.scheduler import FairScheduler
 from zumik.settings import Settings
 from zumik.store import ProjectStore, ended_at
 from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
-
 
 
 class RunOutcome(StrEnum):
@@ -81,12 +81,21 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
                       separators=(",", ":")).encode() + b"\n"
 
 
+def _custom_id_of(raw: bytes, number: int) -> str:
+    """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
+    try:
+        custom_id = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError, RecursionError):
+        custom_id = None
+    return custom_id if isinstance(custom_id, str) else f"line-{number}"
+
+
 class BatchRun:
     """Runs one batch this executor has claimed."""
 
     def __init__(self, *, settings: Settings, router: Router, upstream: Upstream,
                  clock: Callable[[], float], store: ProjectStore, claim: Claim,
-                 slots: asyncio.Semaphore, metrics: Metrics | None = None) -> None:
+                 scheduler: FairScheduler, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.router = router
         self.upstream = upstream
@@ -95,7 +104,9 @@ class BatchRun:
         self.claim = claim
         self.batch = claim.batch
         self.batch_id = claim.batch_id
-        self.slots = slots
+        self.scheduler = scheduler
+        self.project = store.project
+        self.sending = False  # lines are being handed out (the start-up steps are done)
         self.metrics = metrics or Metrics()
         self.outcome: RunOutcome | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -241,6 +252,7 @@ class BatchRun:
 
     async def _send_all(self, record: dict[str, Any]) -> None:
         watcher = asyncio.create_task(self._watch(record))
+        self.sending = True
         try:
             path = str(self.store.file_data_path(record["input_file_id"]))
             for number, raw in iter_lines(path):
@@ -248,10 +260,14 @@ class BatchRun:
                     break
                 if number in self.progress.done:
                     continue
-                custom_id, body = request_of(raw, number)
-                await self.slots.acquire()
+                try:
+                    custom_id, body = request_of(raw, number)
+                except Exception as exc:  # validated earlier: only a bug can get here
+                    self._line_failed(number, _custom_id_of(raw, number), exc)
+                    continue
+                await self.scheduler.acquire(self.project, self.batch_id)
                 if self.outcome is not None:
-                    self.slots.release()
+                    self.scheduler.release(self.project, self.batch_id)
                     break
                 task = asyncio.create_task(self._one(number, custom_id, body))
                 self.in_flight.add(task)
@@ -284,15 +300,35 @@ class BatchRun:
                         error_line(custom_id, outcome.error_code or "upstream_error",
                                    outcome.error_message or "request failed",
                                    self.next_request_id()))
+        except Exception as exc:  # anything unexpected fails this line alone, once
+            self._line_failed(number, custom_id, exc, body.model)
+            return
         finally:
-            self.slots.release()
+            self.scheduler.release(self.project, self.batch_id)
+        self._journal(number, line, ok, usage, provider, body.model)
+
+    def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
+                 model: str) -> None:
         if self.outcome is RunOutcome.LOST or self.writer is None:
             return
         self.writer.append(journal.entry_bytes(number, line))
         self.progress.record(number, not ok, usage, provider)
         self.metrics.inc("zumik_lines_total", (("provider", provider or "none"),
-                                               ("model", body.model),
+                                               ("model", model),
                                                ("outcome", "failed" if not ok else "completed")))
+
+    def _line_failed(self, number: int, custom_id: str, exc: Exception,
+                     model: str = "unknown") -> None:
+        """Journal a line that raised inside Zumik as failed with ``internal_error``: logged
+        with its line number and counted, so no line goes missing and none loops."""
+        log.error("batch %s: line %d raised %s; failed with internal_error", self.batch_id,
+                  number, type(exc).__name__, exc_info=exc,
+                  extra={"batch_id": self.batch_id, "project": self.store.project,
+                         "line": number})
+        self.metrics.inc("zumik_line_errors_total", ())
+        message = f"Internal error while running this request ({type(exc).__name__})"
+        self._journal(number, error_line(custom_id, "internal_error", message), False, None,
+                      None, model)
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent."""

@@ -3,8 +3,9 @@
 One per gunicorn worker, started after the fork (``post_worker_init``) and stopped in
 ``worker_exit``; tests and ``flask run`` start and stop it explicitly, or drive it step by
 step with ``run_once`` / ``run_until_idle`` inside ``opened``. Its loop scans every
-project's ``active/`` markers, claims what it can (``zumik.claims``) up to ``worker_batches``
-at once, and runs each claim as a ``BatchRun``. Workers share nothing but the filesystem.
+project's ``active/`` markers, claims batches (``zumik.claims``; which ones: ``_wants``) and
+runs each claim as a ``BatchRun``; their lines share the executor's concurrency through a
+``FairScheduler``. Workers share nothing but the filesystem.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,12 +28,14 @@ from zumik.delivery import Deliverer
 from zumik.janitor import Janitor
 from zumik.metrics import Metrics
 from zumik.routing import Router
+from zumik.scheduler import FairScheduler
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
-from zumik.upstream import Upstream
+from zumik.upstream import HealthSettings, Upstream
 
 log = logging.getLogger("zumik.executor")
 METRICS_INTERVAL = 2.0
+CLAIM_AFTER_POLLS = 4  # a batch nobody took for this many poll intervals is taken anyway
 
 
 class Executor:
@@ -47,11 +52,13 @@ class Executor:
         self.deliverer = Deliverer(settings, self.metrics)
         self.runs: dict[str, BatchRun] = {}
         self.paused_until: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}  # active batch id -> when this executor saw it
         self.pause_seconds = 5.0
         self._metrics_flushed = float("-inf")
+        self._reported: dict[str, tuple[float, int]] = {}  # provider -> counters flushed
         self.upstream: Upstream | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
+        self.scheduler: FairScheduler | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -118,10 +125,13 @@ class Executor:
         gracefully and their claims handed back. ``_main`` and tests both run inside it."""
         self._loop = asyncio.get_running_loop()
         self._stopping, self._wake = asyncio.Event(), asyncio.Event()
-        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self.scheduler = FairScheduler(self.settings.concurrency)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            self.upstream = Upstream(session, metrics=self.metrics)
+            settings = self.settings
+            self.upstream = Upstream(session, metrics=self.metrics, health=HealthSettings(
+                settings.provider_down_failures, settings.provider_down_seconds,
+                settings.provider_probe_max, settings.max_response_bytes))
             try:
                 yield self
             finally:
@@ -155,38 +165,74 @@ class Executor:
         if now - self._metrics_flushed >= METRICS_INTERVAL:
             self._metrics_flushed = now
             assert self.upstream is not None
+            metrics = self.metrics
             for name, limits in self.upstream.limits.items():
-                self.metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
-                                       limits.in_flight)
-            await asyncio.to_thread(self.metrics.flush, self.settings.data_dir)
+                metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
+                                  limits.in_flight)
+            worker = f"{socket.gethostname()}-{os.getpid()}"  # after the fork
+            states = {}
+            for name, health in self.upstream.health.items():
+                state = states[name] = health.snapshot()
+                labels = (("provider", name),)
+                metrics.set_gauge("zumik_provider_up", (*labels, ("worker", worker)),
+                                  1.0 if health.up else 0.0)
+                reported = self._reported.get(name, (0.0, 0))
+                metrics.inc("zumik_provider_wait_seconds_total", labels,
+                            state["wait_seconds"] - reported[0])
+                metrics.inc("zumik_provider_downs_total", labels, state["downs"] - reported[1])
+                self._reported[name] = (state["wait_seconds"], state["downs"])
+            metrics.set_providers(states)
+            await asyncio.to_thread(metrics.flush, self.settings.data_dir)
 
     def _poll_delay(self) -> float:
         return self.settings.poll_interval * (0.75 + random.random() * 0.5)
 
     def _claim_new(self) -> int:
-        assert self.upstream is not None and self._slots is not None
+        """Claim the batches this executor should run now (see ``_wants``)."""
+        assert self.upstream is not None and self.scheduler is not None
         claimed = 0
+        now = time.monotonic()
+        seen: dict[str, float] = {}
+        held = {run.project for run in self.runs.values()}
         projects = list(iter_projects(self.settings.data_dir))
         random.shuffle(projects)
+        # projects this executor holds nothing of come first
+        projects.sort(key=lambda project: project in held)
         for project in projects:
             store = ProjectStore(self.settings.data_dir, project, self.clock)
             for batch_id in store.active_ids():
-                if len(self.runs) >= self.settings.worker_batches:
-                    return claimed
-                if batch_id in self.runs or self.paused_until.get(batch_id, 0) > time.monotonic():
+                seen[batch_id] = self._first_seen.get(batch_id, now)
+                if batch_id in self.runs or self.paused_until.get(batch_id, 0) > now:
+                    continue
+                if not self._wants(project in held, now - seen[batch_id]):
                     continue
                 claim = self.claimer.try_claim(store.batch(batch_id))
                 if claim is None:
                     continue
                 run = BatchRun(settings=self.settings, router=self.router,
                                upstream=self.upstream, clock=self.clock, store=store,
-                               claim=claim, slots=self._slots, metrics=self.metrics)
+                               claim=claim, scheduler=self.scheduler, metrics=self.metrics)
                 self.runs[batch_id] = run
+                held.add(project)
                 task = asyncio.create_task(run.run())
                 self.tasks.add(task)
                 task.add_done_callback(lambda t, b=batch_id: self._finished(t, b))
                 claimed += 1
+        self._first_seen = seen
         return claimed
+
+    def _wants(self, holds_project: bool, waited: float) -> bool:
+        """Whether to claim one more batch. Lines, not batches, are what is scheduled, so a
+        worker may hold many claims; but across workers a project's batches should spread:
+        take a batch of a project this worker holds nothing of at once, any batch while this
+        worker has slots to spare (nothing waiting, no claimed batch still starting up), and
+        any batch left unclaimed for a while (``CLAIM_AFTER_POLLS`` poll intervals)."""
+        if not holds_project:
+            return True
+        assert self.scheduler is not None
+        if self.scheduler.idle() and all(run.sending for run in self.runs.values()):
+            return True
+        return waited >= self.settings.poll_interval * CLAIM_AFTER_POLLS
 
     def _finished(self, task: asyncio.Task[None], batch_id: str) -> None:
         self.tasks.discard(task)

@@ -96,25 +96,27 @@ def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
             yield int(number), line, entry
 
 
+def tokens(value: Any) -> int:
+    """A token count as a provider may send it: a whole number, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def add_usage(total: dict[str, Any], usage: Any) -> None:
     """Add an upstream ``usage`` object (chat-completions names) to a batch usage sum."""
     if not isinstance(usage, dict):
         return
 
-    def number(value: Any) -> int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    prompt = number(usage.get("prompt_tokens", usage.get("input_tokens")))
-    completion = number(usage.get("completion_tokens", usage.get("output_tokens")))
+    prompt = tokens(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = tokens(usage.get("completion_tokens", usage.get("output_tokens")))
     total["input_tokens"] += prompt
     total["output_tokens"] += completion
-    total["total_tokens"] += number(usage.get("total_tokens")) or prompt + completion
+    total["total_tokens"] += tokens(usage.get("total_tokens")) or prompt + completion
     details = usage.get("prompt_tokens_details") or {}
     if isinstance(details, dict):
-        total["input_tokens_details"]["cached_tokens"] += number(details.get("cached_tokens"))
+        total["input_tokens_details"]["cached_tokens"] += tokens(details.get("cached_tokens"))
     details = usage.get("completion_tokens_details") or {}
     if isinstance(details, dict):
-        total["output_tokens_details"]["reasoning_tokens"] += number(
+        total["output_tokens_details"]["reasoning_tokens"] += tokens(
             details.get("reasoning_tokens"))
 
 
@@ -145,8 +147,8 @@ class Progress:
         add_usage(self.usage, usage)
         price = self.prices.get(provider or "")
         if price is not None and isinstance(usage, dict):
-            tokens_in = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
-            tokens_out = usage.get("completion_tokens", usage.get("output_tokens")) or 0
+            tokens_in = tokens(usage.get("prompt_tokens", usage.get("input_tokens")))
+            tokens_out = tokens(usage.get("completion_tokens", usage.get("output_tokens")))
             self.input_cost += tokens_in * (price[0] or 0.0) / 1e6
             self.output_cost += tokens_out * (price[1] or 0.0) / 1e6
             self.priced = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import re
 import time
 from collections.abc import Callable
@@ -23,18 +24,25 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+RESET_MAX = 3600.0  # no reset header can block a provider for longer than this
+RESET_CHARS = 64  # longer reset values are nonsense: ignored
+
+
 def parse_reset(value: str | None) -> float | None:
-    """OpenAI-style reset durations (``1s``, ``6m0s``, ``20ms``) or plain seconds."""
-    if not value:
+    """OpenAI-style reset durations (``1s``, ``6m0s``, ``20ms``) or plain seconds, capped at
+    ``RESET_MAX``; None for anything else (never an exception, whatever the provider sends)."""
+    if not value or len(value) > RESET_CHARS:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    parts = _DURATION.findall(value)
-    if not parts:
+        parts = _DURATION.findall(value)
+        if not parts:
+            return None
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if not math.isfinite(seconds):
         return None
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+    return min(max(seconds, 0.0), RESET_MAX)
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
@@ -139,6 +147,10 @@ class ProviderLimits:
 
     def _leave(self) -> None:
         self.in_flight -= 1
+        self._wake()
+
+    def wake(self) -> None:
+        """Admit waiters while the limit allows (after the limit was raised)."""
         self._wake()
 
     def _wake(self) -> None:

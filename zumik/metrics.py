@@ -29,6 +29,12 @@ HELP = {
     "zumik_retries_total": ("counter", "Upstream attempts that were retried, by provider."),
     "zumik_upstream_latency_seconds": ("histogram", "Latency of one upstream attempt."),
     "zumik_inflight_requests": ("gauge", "Upstream requests in flight now, by provider."),
+    "zumik_provider_up": ("gauge", "1 while a provider is up, 0 while down (per worker)."),
+    "zumik_provider_wait_seconds_total": (
+        "counter", "Line-seconds spent waiting for a provider that was down."),
+    "zumik_provider_downs_total": ("counter", "Times a provider was marked down."),
+    "zumik_line_errors_total": (
+        "counter", "Lines failed with internal_error (an unexpected exception in Zumik)."),
     "zumik_batches": ("gauge", "Active batches (not yet terminal) by status."),
     "zumik_batches_finished_total": ("counter", "Batches that ended, by final status."),
     "zumik_stored_files": ("gauge", "Files stored, by project."),
@@ -59,6 +65,7 @@ class Metrics:
         self.histograms: dict[str, list[float]] = {}  # per bucket, then +Inf, sum, count
         self.gauges: dict[str, float] = {}
         self._series: dict[str, int] = defaultdict(int)  # counter series per name
+        self.providers: dict[str, dict[str, Any]] = {}  # name -> ProviderHealth.snapshot()
 
     def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
         """Add to a counter. Label values can come from users (model names routed straight to
@@ -92,7 +99,12 @@ class Metrics:
         with self._lock:
             return {"pid": os.getpid(), "host": HOST, "counters": dict(self.counters),
                     "histograms": {k: _cumulative(v) for k, v in self.histograms.items()},
-                    "gauges": dict(self.gauges)}
+                    "gauges": dict(self.gauges), "providers": dict(self.providers)}
+
+    def set_providers(self, states: dict[str, dict[str, Any]]) -> None:
+        """The per-provider state shown to operators (see ``provider_states``)."""
+        with self._lock:
+            self.providers = states
 
     def flush(self, data_dir: Path) -> None:
         """Write this process's snapshot for ``/metrics`` to read."""
@@ -143,6 +155,21 @@ def collect(data_dir: Path) -> dict[str, Any]:
             for key, value in snapshot.get("gauges", {}).items():
                 gauges[key] += value
     return {"counters": counters, "histograms": histograms, "gauges": gauges}
+
+
+def provider_states(data_dir: Path) -> list[dict[str, Any]]:
+    """Each live executor's view of each provider: ``ProviderHealth.snapshot()`` plus
+    ``provider``, ``host`` and ``pid`` (workers judge provider health on their own)."""
+    states = []
+    directory = data_dir / ".metrics"
+    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+        snapshot = fsutil.read_json(path)
+        if not isinstance(snapshot, dict) or not _alive(snapshot):
+            continue
+        for name, state in (snapshot.get("providers") or {}).items():
+            states.append({"provider": name, "host": snapshot.get("host"),
+                           "pid": snapshot.get("pid"), **state})
+    return states
 
 
 def _labels(labels: list[list[str]], extra: str = "") -> str:

@@ -40,13 +40,16 @@ def zero_usage() -> dict[str, Any]:
 
 
 def new_batch(batch_id: str, *, now: int, input_file_id: str, endpoint: str, window: str,
-              metadata: dict[str, str] | None, total: int) -> dict[str, Any]:
-    """A fresh record in ``validating`` with every field present (absent values null)."""
+              metadata: dict[str, str] | None, total: int,
+              window_seconds: int | None = None) -> dict[str, Any]:
+    """A fresh record in ``validating`` with every field present (absent values null).
+
+    ``window_seconds`` overrides how long the window lasts (``ZUMIK_COMPLETION_WINDOW``)."""
     record: dict[str, Any] = dict.fromkeys(PUBLIC_FIELDS)
     record.update(
         id=batch_id, object="batch", endpoint=endpoint, input_file_id=input_file_id,
         completion_window=window, status=Status.VALIDATING.value, created_at=now,
-        expires_at=now + WINDOW_SECONDS[window],
+        expires_at=now + (window_seconds or WINDOW_SECONDS[window]),
         request_counts={"total": total, "completed": 0, "failed": 0},
         metadata=metadata, usage=zero_usage())
     return record

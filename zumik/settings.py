@@ -44,12 +44,16 @@ class Settings:
     lease_seconds: float = 30.0
     claim_mode: str = "flock"  # "flock" (one host) or "lease" (several hosts, shared filesystem)
     poll_interval: float = 0.25
-    worker_batches: int = 4  # batches one executor runs at once
     request_timeout: float = 600.0
     max_attempts: int = 5
     retry_backoff: float = 0.5  # first retry delay (doubles, with jitter) absent Retry-After
     shutdown_grace: float = 10.0  # seconds in-flight requests may finish on SIGTERM
     upstream_fsync_interval: float = 0.1
+    provider_down_failures: int = 5  # provider-level failures in a row that mark it down
+    provider_down_seconds: float = 2.0  # ... with no answer from it for at least this long
+    provider_probe_max: float = 10.0  # the probe backoff's cap while a provider is down
+    max_response_bytes: int = 64 * MIB  # most of one provider answer read (decompressed)
+    completion_window: int = 86_400  # how many seconds the "24h" completion window lasts
     metrics_token: str | None = None  # bearer token for /metrics; unset: loopback clients only
     threads: int = 32  # gunicorn threads per worker (slow transfers each hold one)
     header_timeout: float = 10.0  # a request's line and headers must arrive within this
@@ -83,14 +87,16 @@ class Settings:
 _INT_FIELDS = {
     "concurrency", "max_files", "max_bytes", "max_upload_bytes", "max_json_bytes",
     "max_active_batches", "max_requests", "max_line_bytes", "max_batch_errors", "output_ttl",
-    "batch_ttl", "idempotency_ttl", "worker_batches", "max_attempts", "threads",
+    "batch_ttl", "idempotency_ttl", "max_attempts", "threads",
+    "provider_down_failures", "max_response_bytes", "completion_window",
     "max_part_bytes", "max_upload_parts", "upload_ttl",
     "webhook_concurrency",
     "max_json_depth", "max_json_upload_bytes",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval", "header_timeout",
-                 "client_timeout", "client_min_rate", "webhook_timeout",
+                 "client_timeout", "client_min_rate", "provider_down_seconds",
+                 "provider_probe_max", "webhook_timeout",
                  "webhook_retry_window", "webhook_backoff", "webhook_max_backoff",
                  "webhook_rotation_grace", "webhook_poll_interval"}
 _STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token"}

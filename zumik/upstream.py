@@ -2,7 +2,11 @@
 
 Retries: connection errors, timeouts, non-JSON 2xx bodies, 408, 429, 500, 502, 503, 504, with
 exponential backoff and jitter, honouring ``retry-after-ms`` and ``Retry-After``; other statuses
-are final at once. ``sleep`` is injectable so tests check backoff without waiting.
+are final at once. A line's attempts count only its own failures: failures across lines mark
+the provider down instead (``zumik.availability``) and the line waits for it. Whatever a
+provider sends ends in a decision, never an exception: headers are parsed defensively and no
+more than ``max_response_bytes`` of an answer is read. ``sleep`` is injectable so tests check
+backoff without waiting.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +24,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from zumik.availability import ProviderHealth, is_provider_failure
 from zumik.batchfile import RequestBody, strict_decode
 from zumik.limits import ProviderLimits
 from zumik.metrics import Metrics
@@ -26,6 +32,8 @@ from zumik.routing import ProviderConfig, Route, Target
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 BACKOFF_BASE, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 30.0, 300.0
+HEADER_CHARS = 64  # a Retry-After longer than this is nonsense: ignored
+READ_CHUNK = 1 << 16
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -53,38 +61,65 @@ class Outcome:
     provider: str = ""
 
 
+def _seconds(value: float) -> float | None:
+    return min(max(value, 0.0), RETRY_AFTER_MAX) if math.isfinite(value) else None
+
+
+def retry_after(headers: Any) -> float | None:
+    """The provider's own wait (``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP
+    date), capped; None when absent or unparseable (never an exception)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms and len(raw_ms) <= HEADER_CHARS:
+        try:
+            seconds = _seconds(float(raw_ms) / 1000.0)
+            if seconds is not None:
+                return seconds
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw or len(raw) > HEADER_CHARS:
+        return None
+    try:
+        return _seconds(float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+        return _seconds(when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
 def retry_delay(headers: Any, attempt: int, rng: random.Random,
                 base: float = BACKOFF_BASE) -> float:
     """Seconds to wait before attempt ``attempt + 1``: the provider's word, else backoff."""
-    if headers is not None:
-        raw_ms = headers.get("retry-after-ms")
-        if raw_ms:
-            try:
-                return min(max(float(raw_ms) / 1000.0, 0.0), RETRY_AFTER_MAX)
-            except ValueError:
-                pass
-        raw = headers.get("retry-after")
-        if raw:
-            try:
-                return min(max(float(raw), 0.0), RETRY_AFTER_MAX)
-            except ValueError:
-                when = email.utils.parsedate_to_datetime(raw) if raw else None
-                if when is not None:
-                    return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_MAX)
-    backoff = min(base * 2 ** (attempt - 1), BACKOFF_MAX)
+    said = retry_after(headers)
+    if said is not None:
+        return said
+    backoff = min(base * 2 ** (min(attempt, 32) - 1), BACKOFF_MAX)
     return backoff * (0.75 + rng.random() * 0.5)
 
 
+class _ErrorBody(msgspec.Struct):
+    error: Any = None
+    message: Any = None
+
+
+_ERROR_BODY = msgspec.json.Decoder(_ErrorBody)
+
+
 def _error_message(raw: bytes) -> str:
+    """The message of an error body, or its first bytes (any body: nesting, size, bytes)."""
     try:
-        doc = json.loads(raw)
-        if isinstance(doc, dict):
-            inner = doc.get("error", doc)
-            if isinstance(inner, dict) and inner.get("message"):
-                return str(inner["message"])[:500]
-            if isinstance(inner, str):
-                return inner[:500]
-    except ValueError:
+        doc = _ERROR_BODY.decode(raw[:1 << 20])
+        inner = doc.error if doc.error is not None else doc.message
+        if isinstance(inner, dict):
+            inner = inner.get("message")
+        if isinstance(inner, str) and inner:
+            return inner[:500]
+    except (msgspec.DecodeError, ValueError, RecursionError):
         pass
     return raw[:200].decode("utf-8", "replace")
 
@@ -107,16 +142,29 @@ def echo_answer(body: dict[str, Any]) -> dict[str, Any]:
                       "total_tokens": prompt + completion}}
 
 
+@dataclass(frozen=True)
+class HealthSettings:
+    """How provider health is judged (from ``Settings``; see ``zumik.availability``)."""
+
+    down_failures: int = 5
+    down_seconds: float = 2.0
+    probe_max: float = 10.0
+    max_response_bytes: int = 64 << 20
+
+
 class Upstream:
-    """The executor's HTTP side: one aiohttp session, per-provider limits."""
+    """The executor's HTTP side: one aiohttp session, per-provider limits and health."""
 
     def __init__(self, session: aiohttp.ClientSession, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None,
+                 health: HealthSettings | None = None) -> None:
         self.session = session
         self.metrics = metrics or Metrics()
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.settings = health or HealthSettings()
         self.limits: dict[str, ProviderLimits] = {}
+        self.health: dict[str, ProviderHealth] = {}
         self._requests: dict[str, _RequestShape] = {}
         self.retries = 0
 
@@ -126,27 +174,42 @@ class Upstream:
             limits = self.limits[provider.name] = ProviderLimits(provider)
         return limits
 
+    def health_for(self, provider: ProviderConfig) -> ProviderHealth:
+        health = self.health.get(provider.name)
+        if health is None:
+            config = self.settings
+            health = self.health[provider.name] = ProviderHealth(
+                provider.name, self.limits_for(provider), down_failures=config.down_failures,
+                down_seconds=config.down_seconds, probe_max=config.probe_max)
+        return health
+
     def order(self, route: Route) -> list[Target]:
-        """Targets in the order to try them, by the route's strategy."""
+        """Targets in the order to try them, by the route's strategy; those whose provider is
+        down go last (a line falls through to a live candidate meanwhile)."""
         targets = list(route.targets)
         if route.strategy == "cheapest":
             targets.sort(key=lambda t: t.provider.price)
         elif route.strategy == "spread":
             targets.sort(key=lambda t: -self.limits_for(t.provider).free_share())
+        targets.sort(key=lambda t: not self.health_for(t.provider).up)
         return targets
 
     async def send(self, route: Route, body: RequestBody) -> Outcome:
-        """Send ``body`` along ``route``; fall through targets while failures are retryable."""
+        """Send ``body`` along ``route``; fall through targets while failures are retryable.
+
+        Only the last candidate waits for its provider to come back; earlier ones hand the
+        line on when their provider is down."""
         if len(route.targets) == 1:
-            return await self._send_target(route.targets[0], body)
+            return await self._send_target(route.targets[0], body, wait=True)
         outcome = Outcome(ok=False, error_code="no_route", error_message="no target")
-        for target in self.order(route):
-            outcome = await self._send_target(target, body)
+        targets = self.order(route)
+        for index, target in enumerate(targets):
+            outcome = await self._send_target(target, body, wait=index == len(targets) - 1)
             if outcome.ok or not outcome.retryable:
                 return outcome
         return outcome
 
-    async def _send_target(self, target: Target, body: RequestBody) -> Outcome:
+    async def _send_target(self, target: Target, body: RequestBody, wait: bool) -> Outcome:
         provider = target.provider
         if provider.is_echo:
             answer = echo_answer(body.obj)
@@ -155,31 +218,59 @@ class Upstream:
                            provider=provider.name)
         payload = body.payload_for(target.model)
         limits = self.limits_for(provider)
+        health = self.health_for(provider)
         request = self._requests.get(provider.name)
         if request is None:
-            request = self._requests[provider.name] = _RequestShape(provider)
+            request = self._requests[provider.name] = _RequestShape(
+                provider, self.settings.max_response_bytes)
         outcome = Outcome(ok=False)
-        for attempt in range(1, provider.max_attempts + 1):
-            estimate, ticket = await limits.acquire(body)
-            started = time.perf_counter()
+        sends = charged = 0  # attempts made; attempts that were the line's own failures
+        while True:
+            if not wait and not health.up:
+                return Outcome(ok=False, error_code="provider_down", retryable=True,
+                               attempts=sends, provider=provider.name,
+                               error_message=f"provider {provider.name!r} is down")
+            probe = await health.admit()
             try:
-                outcome, response_headers = await self._attempt(request, payload)
-            finally:
-                limits.release()
-            self.metrics.observe("zumik_upstream_latency_seconds", request.labels,
-                                 time.perf_counter() - started)
-            if outcome.ok:
-                limits.on_success(estimate, outcome.usage, response_headers)
+                estimate, ticket = await limits.acquire(body)
+                answers_before = health.answers  # answers from here on are others' luck
+                started = time.perf_counter()
+                try:
+                    outcome, response_headers = await self._attempt(request, payload)
+                finally:
+                    limits.release()
+            except BaseException:
+                health.abandon(probe)
+                raise
+            latency = time.perf_counter() - started
+            sends += 1
+            self.metrics.observe("zumik_upstream_latency_seconds", request.labels, latency)
+            provider_failure = not outcome.ok and is_provider_failure(outcome.error_code,
+                                                                       outcome.status_code)
+            if provider_failure:
+                if health.up and not probe:
+                    limits.on_failure(outcome.status_code, response_headers, ticket)
+                health.failed(probe, outcome.status_code, retry_after(response_headers))
             else:
-                limits.on_failure(outcome.status_code, response_headers, ticket)
-            outcome.attempts = attempt
+                health.answered(probe, latency)
+                if outcome.ok:
+                    limits.on_success(estimate, outcome.usage, response_headers)
+                else:
+                    limits.on_failure(outcome.status_code, response_headers, ticket)
+            # the line's own failure: not about the provider, or others got answers meanwhile;
+            # with another candidate to fall through to, every attempt counts
+            if not outcome.ok and (not wait or not provider_failure
+                                   or health.answers != answers_before):
+                charged += 1
+            outcome.attempts = sends
             outcome.provider = provider.name
-            if outcome.ok or not outcome.retryable:
+            if outcome.ok or not outcome.retryable or charged >= provider.max_attempts:
                 break
-            if attempt < provider.max_attempts:
-                self.retries += 1
-                self.metrics.inc("zumik_retries_total", request.labels)
-                await self.sleep(retry_delay(response_headers, attempt, self.rng,
+            self.retries += 1
+            health.retries += 1
+            self.metrics.inc("zumik_retries_total", request.labels)
+            if health.up:
+                await self.sleep(retry_delay(response_headers, max(charged, sends), self.rng,
                                              provider.retry_backoff))
         if not outcome.ok:
             plural = "s" if outcome.attempts != 1 else ""
@@ -191,9 +282,9 @@ class Upstream:
         try:
             async with self.session.post(request.url, data=payload, headers=request.headers,
                                          timeout=request.timeout) as response:
-                raw = await response.read()
                 status = response.status
                 response_headers = response.headers
+                raw = await _read_capped(response, request.max_bytes)
         except TimeoutError:
             return Outcome(ok=False, error_code="timeout", retryable=True,
                            error_message=f"no answer within {request.timeout.total:g} s"), None
@@ -202,16 +293,24 @@ class Upstream:
                            error_message=f"connection failed: {exc or type(exc).__name__}"
                            ), None
         request_id = response_headers.get("x-request-id")
+        if request_id is not None:  # any bytes: at most 200 chars, surrogates replaced
+            request_id = request_id[:200].encode("utf-8", "replace").decode("utf-8")
+        if raw is None:
+            return Outcome(ok=False, error_code="response_too_large", status_code=status,
+                           request_id=request_id,
+                           error_message=f"HTTP {status} with a body over the "
+                           f"{request.max_bytes}-byte limit (ZUMIK_MAX_RESPONSE_BYTES); "
+                           "not read"), response_headers
         if 200 <= status < 300:
             try:
                 answer = strict_decode(_ANSWER, raw)  # only ``usage`` is built; an object
-            except (msgspec.DecodeError, UnicodeDecodeError):
+                if b"\n" in raw or b"\r" in raw:  # an output line must be one line
+                    raw = msgspec.json.encode(msgspec.json.decode(raw))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 return Outcome(ok=False, error_code="invalid_upstream_response",
                                retryable=True, status_code=status,
                                error_message=f"HTTP {status} with a body that is not a "
                                "JSON object"), response_headers
-            if b"\n" in raw or b"\r" in raw:  # an output line must be one line
-                raw = msgspec.json.encode(msgspec.json.decode(raw))
             return Outcome(ok=True, body=raw.strip(), usage=answer.usage, status_code=status,
                            request_id=request_id), response_headers
         return Outcome(ok=False, error_code="upstream_error", status_code=status,
@@ -220,10 +319,31 @@ class Upstream:
                        f"{_error_message(raw)}"), response_headers
 
 
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """The (decompressed) body, or None past ``max_bytes`` (a huge answer or a gzip bomb is
+    never held whole: reading stops there)."""
+    length = response.content_length
+    if length is not None and "content-encoding" not in response.headers:
+        if length > max_bytes:
+            return None
+        return await response.read()  # the common case: a small, plain answer
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await response.content.read(READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+
+
 class _RequestShape:
     """What every request to one provider shares: URL, headers, timeout (built once)."""
 
-    def __init__(self, provider: ProviderConfig) -> None:
+    def __init__(self, provider: ProviderConfig, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.url = provider.base_url + "/chat/completions"
         self.headers = {"Content-Type": "application/json", **provider.headers}
         if provider.api_key:

@@ -1,0 +1,122 @@
+"""Fair sharing of one executor's concurrency: lines are what is scheduled.
+
+Every line a batch sends first takes a slot here (``ZUMIK_CONCURRENCY`` slots per executor).
+While slots are free they are granted at once, with no await. When they run out, each freed
+slot goes to the *project* with the fewest lines in flight among those waiting, and within it
+to the *batch* with the fewest lines in flight (ties go to whoever was served least recently).
+So a new small batch gets an equal share of the slots as soon as lines finish, however many big
+batches run: max-min fairness over lines in flight, between projects first, then between a
+project's batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Share:
+    """Lines in flight and waiters of one project or one batch."""
+
+    in_flight: int = 0
+    served: int = 0  # grant sequence number of the last grant (for ties)
+    waiters: collections.deque[asyncio.Future[None]] = field(
+        default_factory=collections.deque)
+
+
+@dataclass
+class _Project(_Share):
+    batches: dict[str, _Share] = field(default_factory=dict)
+    waiting: int = 0  # waiters over all its batches
+
+
+class FairScheduler:
+    """Slots for lines, shared fairly between projects, then between their batches."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.in_use = 0
+        self.waiting = 0
+        self.projects: dict[str, _Project] = {}
+        self._grants = itertools.count(1)
+
+    def idle(self) -> bool:
+        """Whether a slot is free and nothing waits (the executor may take more batches)."""
+        return self.in_use < self.slots and not self.waiting
+
+    def in_flight(self, project: str, batch_id: str | None = None) -> int:
+        """Lines in flight of a project, or of one of its batches."""
+        share = self.projects.get(project)
+        if share is None or batch_id is None:
+            return share.in_flight if share else 0
+        batch = share.batches.get(batch_id)
+        return batch.in_flight if batch else 0
+
+    async def acquire(self, project: str, batch_id: str) -> None:
+        """Take a slot for one line of ``batch_id``; pair with ``release``."""
+        owner = self.projects.get(project)
+        if owner is None:
+            owner = self.projects[project] = _Project()
+        batch = owner.batches.get(batch_id)
+        if batch is None:
+            batch = owner.batches[batch_id] = _Share()
+        if self.in_use < self.slots and not self.waiting:
+            self._take(owner, batch)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch.waiters.append(future)
+        owner.waiting += 1
+        self.waiting += 1
+        try:
+            await future  # _grant took the slot for us before resolving
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(project, batch_id)
+            elif future in batch.waiters:
+                batch.waiters.remove(future)
+                owner.waiting -= 1
+                self.waiting -= 1
+                self._forget(project, owner, batch_id, batch)
+            raise
+
+    def release(self, project: str, batch_id: str) -> None:
+        """Give a line's slot back; the next one goes to the fairest waiter."""
+        owner = self.projects[project]
+        batch = owner.batches[batch_id]
+        self.in_use -= 1
+        owner.in_flight -= 1
+        batch.in_flight -= 1
+        while self.waiting and self.in_use < self.slots:
+            self._grant()
+        self._forget(project, owner, batch_id, batch)
+
+    def _take(self, owner: _Project, batch: _Share) -> None:
+        self.in_use += 1
+        owner.in_flight += 1
+        batch.in_flight += 1
+        owner.served = batch.served = next(self._grants)
+
+    def _grant(self) -> None:
+        """Hand one slot to the fairest live waiter (a cancelled one is dropped)."""
+        while self.waiting:
+            owner = min((p for p in self.projects.values() if p.waiting),
+                        key=lambda p: (p.in_flight, p.served))
+            batch = min((b for b in owner.batches.values() if b.waiters),
+                        key=lambda b: (b.in_flight, b.served))
+            future = batch.waiters.popleft()
+            owner.waiting -= 1
+            self.waiting -= 1
+            if not future.done():
+                self._take(owner, batch)
+                future.set_result(None)
+                return
+
+    def _forget(self, project: str, owner: _Project, batch_id: str, batch: _Share) -> None:
+        """Drop the books of a batch (and project) with nothing in flight and no waiter."""
+        if not batch.in_flight and not batch.waiters:
+            del owner.batches[batch_id]
+            if not owner.batches:
+                del self.projects[project]
