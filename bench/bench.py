@@ -449,10 +449,10 @@ def json_upload(workdir: Path) -> dict:
     line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
                        "body": {"model": "m", "messages": [{"role": "user",
                                                             "content": "a" * 900}]}})
-    lines, size = [], len(b'{"content":""}') + 2
-    while size + len(line) + 20 < cap:
+    lines, size = [], len(b'{"content": ""}')
+    while size + len(json.dumps(line)) + 20 < cap:
         lines.append(line.replace('"x"', f'"x{len(lines)}"', 1))
-        size += len(lines[-1]) + 2  # its escaped newline
+        size += len(json.dumps(lines[-1])) - 2 + 2  # escaped quotes and the escaped newline
     content = "\n".join(lines) + "\n"
     body = json.dumps({"content": content}).encode()
     assert len(body) <= cap
@@ -479,7 +479,7 @@ def json_upload(workdir: Path) -> dict:
             "multipart_rss_growth_mb": round(growth["multipart"], 1),
             "json_rss_growth_mb": round(growth["json"], 1),
             "json_growth_per_body_mb": round(growth["json"] / (len(body) / 2**20), 2),
-            "target": "bounded: JSON growth <= 4 x the 16 MiB cap"}
+            "target": "bounded by the cap (per request), multipart flat"}
 
 
 def uploads(workdir: Path) -> dict:

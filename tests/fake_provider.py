@@ -5,6 +5,7 @@ Answers ``POST /v1/chat/completions`` (and ``/chat/completions``) with the last 
 Knobs:
 - global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
   while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
+  ``error_message`` (the message of every injected error answer, e.g. a hostile one),
   ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
   Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
 - outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
@@ -167,6 +168,7 @@ class FakeProvider:
     def _status(self, status: int, message: str, headers: dict[str, str] | None = None
                 ) -> web.Response:
         self.statuses[str(status)] += 1
+        message = self.control.get("error_message") or message
         return web.json_response({"error": {"message": message, "type": "test", "param": None,
                                             "code": None}}, status=status, headers=headers)
 

@@ -73,6 +73,9 @@ class Settings:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
     max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
+    dashboard_session_seconds: int = 43_200  # a dashboard sign-in lasts this long
+    signin_free_attempts: int = 5  # wrong keys per client address before sign-in slows down
+    signin_max_delay: int = 60  # the longest wait (s) imposed between wrong keys
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -92,6 +95,7 @@ _INT_FIELDS = {
     "max_part_bytes", "max_upload_parts", "upload_ttl",
     "webhook_concurrency",
     "max_json_depth", "max_json_upload_bytes",
+    "dashboard_session_seconds", "signin_free_attempts", "signin_max_delay",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval", "header_timeout",
