@@ -232,7 +232,15 @@ DOCUMENT: dict[str, Any] = {
                         "completion_window": {"enum": ["24h"]},
                         "metadata": {"type": ["object", "null"], "maxProperties": 16,
                                      "additionalProperties": {"type": "string",
-                                                              "maxLength": 512}}}}}}},
+                                                              "maxLength": 512}},
+                        "output_expires_after": {
+                            "type": "object", "required": ["anchor", "seconds"],
+                            "additionalProperties": False,
+                            "description": "Lifetime of the output and error files, from "
+                                           "their creation",
+                            "properties": {"anchor": {"const": "created_at"},
+                                           "seconds": {"type": "integer", "minimum": 3600,
+                                                       "maximum": 2592000}}}}}}}},
                 "responses": {"200": _json(_ref("Batch")), **_errors(400, 413, 429)}},
             "get": {
                 "operationId": "listBatches", "summary": "List batches, newest first",
@@ -297,9 +305,12 @@ DOCUMENT: dict[str, Any] = {
                      "responses": {"200": _json(_ref("Upload")), **_errors(400, 404, 413)}}},
         "/v1/models": {
             "get": {"operationId": "listModels", "summary": "Model names and aliases",
-                    "responses": {"200": _json({"type": "object",
-                                                "required": ["object", "data"]}),
-                                  **_errors()}}},
+                    "responses": {"200": _json({
+                        "type": "object", "required": ["object", "data", "batch_endpoints"],
+                        "properties": {"batch_endpoints": {
+                            "type": "array", "items": {"enum": list(SUPPORTED_ENDPOINTS)},
+                            "description": "The batch endpoints Zumik serves"}}}),
+                        **_errors()}}},
         "/healthz": {"get": {"operationId": "health", "security": [],
                              "summary": "Process up and data dir writable",
                              "responses": {"200": _json({"type": "object"}),
