@@ -96,7 +96,7 @@ BAD_FILES = [
     (jsonl([{**request_line("a"), "custom_id": 7}]), "custom_id", "invalid_value"),
     (jsonl([request_line("a"), request_line("a")]), "Line 2", "duplicate_custom_id"),
     (jsonl([{**request_line("a"), "method": "GET"}]), "POST", "invalid_value"),
-    (jsonl([{**request_line("a"), "url": "/v1/embeddings"}]), "/v1/embeddings", "invalid_url"),
+    (jsonl([{**request_line("a"), "url": "/v1/audio/speech"}]), "/v1/audio/speech", "invalid_url"),
     (jsonl([{**request_line("a"), "body": "x"}]), "body", "invalid_value"),
     (jsonl([{**request_line("a"), "body": {"messages": [{"role": "user"}]}}]), "model",
      "invalid_request"),

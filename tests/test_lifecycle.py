@@ -73,10 +73,10 @@ def tiny_filesystem(path: Path, size: str):
 
 def fill(path: Path) -> Path:
     filler = path / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
+    # unbuffered: a short last write leaves nothing behind for close() to fail on
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
         while True:
             f.write(b"\0" * 65536)
-            f.flush()
     return filler
 
 

@@ -37,13 +37,15 @@ def test_metrics_sum_across_workers(gunicorn, provider):
         if statuses == {"completed"}:
             break
         time.sleep(0.2)
+    assert statuses == {"completed"}
     time.sleep(2.5)  # every executor flushes its counters at least every 2 s
     text = requests.get(server.url + "/metrics", timeout=10).text
     assert metric(text, "zumik_lines_total", provider="default", model="m",
                   outcome="completed") == 200
     assert metric(text, "zumik_upstream_latency_seconds_count", provider="default") == 200
     assert metric(text, "zumik_batches_finished_total", status="completed") == 4
-    assert metric(text, "zumik_stored_files", project="proj-a") == 5
+    stored = sorted(p.name for p in (server.data_dir / "proj-a" / "files").iterdir())
+    assert metric(text, "zumik_stored_files", project="proj-a") == 5, (stored, text)
     assert metric(text, "zumik_stored_bytes", project="proj-a") > 0
     assert "# TYPE zumik_upstream_latency_seconds histogram" in text
     snapshots = list((server.data_dir / ".metrics").glob("*.json"))

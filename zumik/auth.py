@@ -41,6 +41,7 @@ class KeyRing:
                 raise ValueError(f"ZUMIK_API_KEYS: invalid project name {project!r}")
         self._version = 0
         self._stored: dict[str, str] = {}
+        self._admins: frozenset[str] = frozenset()
         self._mutex = threading.Lock()
 
     def _stored_keys(self) -> dict[str, str]:
@@ -48,6 +49,8 @@ class KeyRing:
             if self._doc.changed_since(self._version):
                 version, document = self._doc.read_version() or (0, {})
                 self._stored = {digest: entry["project"] for digest, entry in document.items()}
+                self._admins = frozenset(digest for digest, entry in document.items()
+                                         if entry.get("admin"))
                 self._version = version
             return self._stored
 
@@ -57,8 +60,17 @@ class KeyRing:
         Lookup is by the key's SHA-256, so what a timing probe could learn is about the digest
         of the presented string, never about a stored key.
         """
-        digest = hash_key(key)
+        return self.project_for_digest(hash_key(key))
+
+    def project_for_digest(self, digest: str) -> str | None:
+        """The project of the key whose SHA-256 is ``digest`` (what a dashboard session holds),
+        or None once that key is revoked."""
         return self._env.get(digest) or self._stored_keys().get(digest)
+
+    def is_admin(self, digest: str) -> bool:
+        """Whether the key is an operator key (``zumik keys create --admin``)."""
+        self._stored_keys()
+        return digest in self._admins
 
 
 # -- key management (the ``zumik keys`` command) --------------------------------------------
@@ -78,13 +90,18 @@ def _edit_keys(data_dir: Path, change: Any) -> Any:
     return result[0]
 
 
-def create_key(data_dir: Path, project: str) -> str:
-    """Make a new key for ``project``; only its hash is stored. Returns the key (shown once)."""
+def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
+    """Make a new key for ``project``; only its hash is stored. Returns the key (shown once).
+
+    An ``admin`` key is also an operator key: the dashboard's operator view shows it every
+    project's active batches and the providers' state. On the API it is a key of ``project``."""
     if not valid_project(project):
         raise ValueError(f"invalid project name {project!r}: use letters, digits, '-' and '_' "
                          "(at most 64, starting with a letter or digit)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     entry = {"project": project, "created_at": int(time.time()), "hint": key[:7] + "..."}
+    if admin:
+        entry["admin"] = True
     _edit_keys(data_dir, lambda doc: doc.__setitem__(hash_key(key), entry))
     return key
 

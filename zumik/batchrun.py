@@ -62,8 +62,10 @@ WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
 
 
-def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
-    """An output line for a 2xx answer, splicing the provider's compact body in unparsed."""
+def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
+    """A result line for a request the provider answered, 2xx or an HTTP error (then it goes to
+    the error file with its ``status_code`` and the provider's JSON error body, ``error`` null,
+    as OpenAI writes it), splicing the provider's compact body in unparsed."""
     assert outcome.body is not None
     return b"".join((
         b'{"id":"', request_id.encode(), b'","custom_id":',
@@ -74,7 +76,9 @@ def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
 
 
 def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
-    """An output line for a request that failed: ``response`` null, ``error`` set."""
+    """A result line for a request that failed without an HTTP answer to show (timeout,
+    connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
+    ``error`` set."""
     request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
     return json.dumps({"id": request_id, "custom_id": custom_id,
                        "response": None, "error": {"code": code, "message": message}},
@@ -133,6 +137,7 @@ class BatchRun:
             if p.input_price is not None or p.output_price is not None}
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
+        self.endpoint = "/v1/chat/completions"
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0
@@ -194,6 +199,7 @@ class BatchRun:
         """Check every line can run; move to ``in_progress`` or ``failed``."""
         started = time.perf_counter()
         errors: list[dict[str, Any]] = []
+        models: set[str] = set()
         path = self.store.file_data_path(record["input_file_id"])
         if self.batch.cancel_requested():
             return self.batch.read() or record
@@ -201,6 +207,8 @@ class BatchRun:
             for number, raw in iter_lines(str(path)):
                 try:
                     url, model = target_of(raw, number)
+                    if len(models) < 2:
+                        models.add(model)
                     if url != record["endpoint"]:
                         raise LineError(number, "invalid_url", "The URL provided for this "
                                         "request does not match the batch endpoint.", "url")
@@ -217,17 +225,20 @@ class BatchRun:
             errors.append({"code": "invalid_request", "line": None, "param": "file_id",
                            "message": f"Cannot find file {record['input_file_id']}."})
         now = int(self.clock())
+        model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
         if errors:
             def fail(current: dict[str, Any]) -> bool:
                 if current["status"] != Status.VALIDATING:
                     return False  # cancelled meanwhile
                 current["errors"] = {"object": "list", "data": errors}
+                current["model"] = model
                 return True
 
             record = self.make_terminal(Status.FAILED, fail)
         else:
             def start(current: dict[str, Any]) -> None:
                 if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
+                    current["model"] = model
                     move(current, Status.IN_PROGRESS, now)
 
             record = self.batch.update(start)
@@ -270,6 +281,7 @@ class BatchRun:
         await asyncio.to_thread(self._finalize, final)
 
     async def _send_all(self, record: dict[str, Any]) -> None:
+        self.endpoint = record["endpoint"]
         watcher = asyncio.create_task(self._watch(record))
         self.sending = True
         try:
@@ -313,11 +325,12 @@ class BatchRun:
                                   f"The model {body.model!r} has no route")
                 ok, usage, provider = False, None, None
             else:
-                outcome = await self.upstream.send(route, body)
+                outcome = await self.upstream.send(route, body, self.endpoint)
                 ok = outcome.ok
-                usage = outcome.usage
+                usage = outcome.usage if ok else None
                 provider = outcome.provider
-                line = (success_line(custom_id, outcome, self.next_request_id()) if ok else
+                line = (response_line(custom_id, outcome, self.next_request_id())
+                        if outcome.body is not None and outcome.status_code is not None else
                         error_line(custom_id, outcome.error_code or "upstream_error",
                                    outcome.error_message or "request failed",
                                    self.next_request_id()))
@@ -418,11 +431,19 @@ class BatchRun:
         writer.sync()
 
     def _finalize(self, final: Status) -> None:
-        """Reserve output ids, publish the files, then write the terminal record."""
+        """Reserve output ids, publish the files, then write the terminal record.
+
+        Cancel is final: the terminal status is decided under the record's lock, so a batch a
+        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
+        every line before it noticed the cancel.
+        """
         now = int(self.clock())
         started = time.perf_counter()
 
         def reserve(record: dict[str, Any]) -> None:
+            nonlocal final
+            if record["status"] == Status.CANCELLING:
+                final = Status.CANCELLED
             if not record.get("_output_file_id"):
                 record["_output_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
                 record["_error_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
@@ -430,11 +451,13 @@ class BatchRun:
                 move(record, Status.FINALIZING, now)
 
         record = self.batch.update(reserve)
-        summary = self._publish(record)
+        merged = self._publish(record)
+        summary = merged.summary
 
         def finish(current: dict[str, Any]) -> None:
-            current["output_file_id"] = current["_output_file_id"] if summary.done else None
-            current["error_file_id"] = current["_error_file_id"] if summary.failed else None
+            current["output_file_id"] = (current["_output_file_id"] if merged.output_lines
+                                         else None)
+            current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
             current["request_counts"]["completed"] = summary.completed
             current["request_counts"]["failed"] = summary.failed
             current["usage"] = summary.usage
@@ -479,23 +502,25 @@ class BatchRun:
                                          ended + self.settings.batch_ttl)
         return record
 
-    def _publish(self, record: dict[str, Any]) -> journal.Progress:
+    def _publish(self, record: dict[str, Any]) -> journal.Merged:
         files_dir = self.store.files_dir
-        tmp_all, tmp_failed = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
+        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
         try:
-            summary = journal.merge(self.batch.segments(), tmp_all, tmp_failed, self.prices)
+            merged = journal.merge(self.batch.segments(), tmp_out, tmp_err, self.prices,
+                                   self.settings.result_files == "combined")
             now = int(self.clock())
+            ttl = record.get("_output_ttl") or self.settings.output_ttl
             for tmp, file_id, suffix, count in (
-                    (tmp_all, record["_output_file_id"], "output", len(summary.done)),
-                    (tmp_failed, record["_error_file_id"], "errors", summary.failed)):
+                    (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+                    (tmp_err, record["_error_file_id"], "errors", merged.error_lines)):
                 if count:
                     self.store.write_file(tmp, {
                         "id": file_id, "object": "file", "bytes": os.path.getsize(tmp),
                         "created_at": now, "filename": f"{self.batch_id}_{suffix}.jsonl",
                         "purpose": "batch_output", "status": "processed",
-                        "status_details": None, "expires_at": now + self.settings.output_ttl,
+                        "status_details": None, "expires_at": now + ttl,
                         "requests": count, "batch_id": self.batch_id})
-            return summary
+            return merged
         finally:
-            tmp_all.unlink(missing_ok=True)
-            tmp_failed.unlink(missing_ok=True)
+            tmp_out.unlink(missing_ok=True)
+            tmp_err.unlink(missing_ok=True)
