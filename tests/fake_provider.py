@@ -1,16 +1,21 @@
 """A small OpenAI-compatible provider for tests and benchmarks: a real HTTP server.
 
-Answers ``POST /v1/chat/completions`` (and ``/chat/completions``) with the last user message.
+Answers ``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/completions``,
+``/v1/embeddings`` and ``/v1/moderations`` (each also without ``/v1``) in each endpoint's own
+shape: the request's text back (the last user message, ``input`` or ``prompt``), a small vector
+per embedding input, an unflagged moderation result. ``by_path`` counts requests per path.
 
 Knobs:
 - global, ``POST /_control`` with JSON: ``latency`` (seconds), ``overload_above`` (answer 429
   while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
+  ``error_message`` (the message of every injected error answer, e.g. a hostile one),
   ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
   Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
 - outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
   connection for ``down`` seconds (a killed process: connection refused), then answers 503
   for ``unavailable`` seconds;
-- per request, directives in the last user message: ``#fail:<kind>:<n>`` fails the first ``n``
+- per request, directives in the request's text (last user message, ``input``, ``prompt``):
+  ``#fail:<kind>:<n>`` fails the first ``n``
   attempts of that message, kind one of 429, 500, 502, 503, 400, reset, hang, badjson; ``#ra:<s>``
   adds ``Retry-After: s`` to its 429s; ``#hostile:<kind>`` answers with something hostile:
   ``big`` (a 200 of ``big_bytes``), ``gzipbomb`` (a 200 whose gzip body inflates to 64 MiB),
@@ -59,6 +64,7 @@ class FakeProvider:
         self.requests = 0
         self.by_content: collections.Counter[str] = collections.Counter()
         self.by_model: collections.Counter[str] = collections.Counter()
+        self.by_path: collections.Counter[str] = collections.Counter()
         self.statuses: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -67,8 +73,10 @@ class FakeProvider:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/chat/completions", self.chat)
+        for path in ("/chat/completions", "/responses", "/completions", "/embeddings",
+                     "/moderations"):
+            app.router.add_post("/v1" + path, self.chat)
+            app.router.add_post(path, self.chat)
         app.router.add_post("/_control", self.set_control)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_reset", self.reset_stats)
@@ -88,7 +96,8 @@ class FakeProvider:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
             "requests": self.requests, "by_content": dict(self.by_content),
-            "by_model": dict(self.by_model), "statuses": dict(self.statuses),
+            "by_model": dict(self.by_model), "by_path": dict(self.by_path),
+            "statuses": dict(self.statuses),
             "max_in_flight": self.max_in_flight, "times": self.times,
             "headers": self.headers_seen[-5:]})
 
@@ -103,11 +112,12 @@ class FakeProvider:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
         model = body.get("model", "")
-        messages = body.get("messages") or [{}]
-        content = str(messages[-1].get("content", ""))
+        kind = request.path.removeprefix("/v1").strip("/")
+        content = request_text(kind, body)
         self.requests += 1
         self.by_content[content] += 1
         self.by_model[model] += 1
+        self.by_path[request.path] += 1
         self.times.append(time.time())
         self.headers_seen.append({k.lower(): v for k, v in request.headers.items()
                                   if k.lower() in ("authorization", "x-team")})
@@ -125,18 +135,11 @@ class FakeProvider:
             answer = self._hostile(hostile.group(1), attempt, model, content)
             if answer is not None:
                 return answer
-        for kind, times in DIRECTIVE.findall(content):
+        for fail, times in DIRECTIVE.findall(content):
             if attempt <= int(times):
-                return await self._fail(kind, content, request)
-        prompt = max(1, len(json.dumps(messages)) // 4)
-        completion = max(1, len(content) // 4)
+                return await self._fail(fail, content, request)
         self.statuses["200"] += 1
-        answer = {"id": f"chatcmpl-{self.requests}", "object": "chat.completion",
-                  "created": int(time.time()), "model": model,
-                  "choices": [{"index": 0, "finish_reason": "stop",
-                               "message": {"role": "assistant", "content": content}}],
-                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                            "total_tokens": prompt + completion}}
+        answer = ANSWERS[kind](self.requests, model, body, content)
         return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
 
     def _hostile(self, kind: str, attempt: int, model: str, content: str
@@ -167,6 +170,8 @@ class FakeProvider:
     def _status(self, status: int, message: str, headers: dict[str, str] | None = None
                 ) -> web.Response:
         self.statuses[str(status)] += 1
+        headers = {"x-request-id": f"req-{self.requests}", **(headers or {})}
+        message = self.control.get("error_message") or message
         return web.json_response({"error": {"message": message, "type": "test", "param": None,
                                             "code": None}}, status=status, headers=headers)
 
@@ -187,6 +192,82 @@ class FakeProvider:
         if kind == "429" and found:
             headers["Retry-After"] = found.group(1)
         return self._status(int(kind), f"injected {kind}", headers)
+
+
+def request_text(kind: str, body: dict[str, Any]) -> str:
+    """The text of a request: the last message's content (chat), else ``input``/``prompt``."""
+    if kind == "chat/completions":
+        messages = body.get("messages") or [{}]
+        return str(messages[-1].get("content", ""))
+    value = body.get("prompt" if kind == "completions" else "input", "")
+    if isinstance(value, list) and value and isinstance(value[-1], dict):  # responses items
+        value = value[-1].get("content", "")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _chat_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
+    prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": _usage(prompt, max(1, len(content) // 4))}
+
+
+def _completion_answer(n: int, model: str, body: dict[str, Any], content: str
+                       ) -> dict[str, Any]:
+    tokens = max(1, len(content) // 4)
+    return {"id": f"cmpl-{n}", "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "text": content, "logprobs": None,
+                                         "finish_reason": "stop"}],
+            "usage": _usage(tokens, tokens)}
+
+
+def _responses_answer(n: int, model: str, body: dict[str, Any], content: str
+                      ) -> dict[str, Any]:
+    used_in, used_out = max(1, len(json.dumps(body.get("input"))) // 4), max(1, len(content) // 4)
+    return {"id": f"resp_{n}", "object": "response", "created_at": int(time.time()),
+            "status": "completed", "model": model,
+            "output": [{"type": "message", "id": f"msg_{n}", "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": content,
+                                     "annotations": []}]}],
+            "usage": {"input_tokens": used_in, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": used_out,
+                      "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": used_in + used_out}}
+
+
+def _embedding_answer(n: int, model: str, body: dict[str, Any], content: str
+                      ) -> dict[str, Any]:
+    given = body.get("input")
+    items = given if isinstance(given, list) and given and not isinstance(given[0], int) \
+        else [given]
+    data = [{"object": "embedding", "index": i,
+             "embedding": [float(len(str(item))), float(i), 0.5, -0.5]}
+            for i, item in enumerate(items)]
+    tokens = sum(max(1, len(str(item)) // 4) for item in items)
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _moderation_answer(n: int, model: str, body: dict[str, Any], content: str
+                       ) -> dict[str, Any]:
+    given = body.get("input")
+    count = len(given) if isinstance(given, list) else 1
+    return {"id": f"modr-{n}", "model": model,
+            "results": [{"flagged": False, "categories": {"violence": False},
+                         "category_scores": {"violence": 0.01}}] * count}
+
+
+ANSWERS = {"chat/completions": _chat_answer, "completions": _completion_answer,
+           "responses": _responses_answer, "embeddings": _embedding_answer,
+           "moderations": _moderation_answer}
 
 
 def free_port() -> int:

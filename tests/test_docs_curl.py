@@ -103,6 +103,11 @@ def test_docs_curl_examples_run_as_written(server, tmp_path):
     assert "zumik-echo" in [m["id"] for m in models["data"]]
     assert openapi["openapi"].startswith("3.1") and health["status"] == "ok"
     assert "# TYPE zumik_" in output_of("/metrics")[1]
+    embedded, _ = output_of("embeddings.jsonl")
+    assert [line["custom_id"] for line in embedded] == ["doc-1", "doc-2"]
+    vectors = [item["embedding"] for line in embedded
+               for item in line["response"]["body"]["data"]]
+    assert len(vectors) == 3 and all(len(v) == 32 for v in vectors)
     (deleted,), _ = output_of("-X DELETE")
     assert deleted == {"id": ids["file"], "object": "file", "deleted": True}
 

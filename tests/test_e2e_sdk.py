@@ -80,7 +80,7 @@ def test_batch_flow_through_the_sdk(server, provider):
     with pytest.raises(openai.NotFoundError):
         sdk(server, KEY_B).batches.retrieve(batch.id)
     with pytest.raises(openai.BadRequestError) as info:
-        client.batches.create(input_file_id=input_file.id, endpoint="/v1/embeddings",
+        client.batches.create(input_file_id=input_file.id, endpoint="/v1/audio/speech",
                               completion_window="24h")
     assert info.value.param == "endpoint"
 
@@ -109,3 +109,64 @@ def test_cancel_and_quota_through_the_sdk(server, provider):
         assert final.status == "cancelled" and final.cancelled_at is not None
         assert final.request_counts.completed < 300
     assert client.batches.cancel(batches[0].id).status == "cancelled"
+
+
+ENDPOINT_BODIES = {
+    "/v1/chat/completions": ({"messages": [{"role": "user", "content": "hi there"}]},
+                             "ChatCompletion"),
+    "/v1/responses": ({"input": "hi there"}, "Response"),
+    "/v1/embeddings": ({"input": ["hi there", "second text"]}, "CreateEmbeddingResponse"),
+    "/v1/completions": ({"prompt": "hi there"}, "Completion"),
+    "/v1/moderations": ({"input": "hi there"}, "ModerationCreateResponse"),
+}
+
+
+def sdk_type(name: str):
+    from openai.types import Completion, CreateEmbeddingResponse, ModerationCreateResponse
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+
+    return {"ChatCompletion": ChatCompletion, "Response": Response, "Completion": Completion,
+            "CreateEmbeddingResponse": CreateEmbeddingResponse,
+            "ModerationCreateResponse": ModerationCreateResponse}[name]
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINT_BODIES))
+def test_every_endpoint_through_the_sdk(server, provider, endpoint):
+    """Against the provider (one line fails with its 400) and the echo model, whose answers
+    the SDK's own response types accept."""
+    import requests
+
+    client = sdk(server)
+    body, type_name = ENDPOINT_BODIES[endpoint]
+    lines = [{"custom_id": f"{model}-{i}", "method": "POST", "url": endpoint,
+              "body": {"model": model, **body}} for model in ("served", "zumik-echo")
+             for i in range(2)]
+    failing = {"custom_id": "fails", "method": "POST", "url": endpoint,
+               "body": {"model": "served", **json.loads(json.dumps(body).replace(
+                   "hi there", "#fail:400:9 bad"))}}
+    content = "".join(json.dumps(x) + "\n" for x in [*lines[:2], failing]).encode()
+    batch = client.batches.create(
+        input_file_id=client.files.create(file=("p.jsonl", content), purpose="batch").id,
+        endpoint=endpoint, completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 3600})
+    done = wait(client, batch.id)
+    assert done.status == "completed" and done.model == "served"
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    [err] = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert sorted(x["custom_id"] for x in out) == ["served-0", "served-1"]
+    assert err["custom_id"] == "fails" and err["response"]["status_code"] == 400
+    output_file = client.files.retrieve(done.output_file_id)
+    assert output_file.expires_at == output_file.created_at + 3600
+    path = endpoint.removeprefix("/v1")
+    assert requests.get(provider.url.replace("/v1", "/_stats")).json()["by_path"] == {
+        "/v1" + path: 3}
+    echo_file = client.files.create(
+        file=("e.jsonl", "".join(json.dumps(x) + "\n" for x in lines[2:]).encode()),
+        purpose="batch")
+    echoed = wait(client, client.batches.create(input_file_id=echo_file.id, endpoint=endpoint,
+                                                completion_window="24h").id)
+    assert echoed.request_counts.completed == 2 and echoed.error_file_id is None
+    for raw in client.files.content(echoed.output_file_id).text.splitlines():
+        sdk_type(type_name).model_validate(json.loads(raw)["response"]["body"])

@@ -164,19 +164,20 @@ def test_provider_faults_mid_batch(gunicorn, provider):
     batch = wait_done(server, batch_id, timeout=90)
     content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
     out = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
-    assert len(out) == 162
+    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
+    failed = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
+    assert len(out) == 144 and len(failed) == 18 and not set(out) & set(failed)
     for i, line in enumerate(lines):
-        entry = out[line["custom_id"]]
         if "#fail:500:9" in kinds[i % len(kinds)]:
-            assert entry["error"]["code"] == "upstream_error"
-            message = entry["error"]["message"]
-            assert "HTTP 500" in message and "4 attempts" in message
+            entry = failed[line["custom_id"]]  # the last answer, as the provider gave it
+            assert entry["error"] is None and entry["response"]["status_code"] == 500
         else:
-            assert entry["error"] is None, entry
+            entry = out[line["custom_id"]]
+            assert entry["error"] is None and entry["response"]["status_code"] == 200
     assert batch["request_counts"]["failed"] == 18
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 162,
-                                       "output_lines": len(out), "failed_as_meant": 18,
+                                       "output_lines": len(out), "failed_as_meant": len(failed),
                                        "upstream_requests": stats["requests"]}))
 
 
@@ -214,7 +215,8 @@ def test_provider_down_past_a_short_window_expires_the_batch(gunicorn, provider)
     batch = wait_done(server, batch_id, timeout=60)
     assert batch["status"] == "expired"
     assert batch["request_counts"] == {"total": 20, "completed": 0, "failed": 20}
-    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    assert batch["output_file_id"] is None  # nothing succeeded: only an error file
+    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
     codes = [json.loads(line)["error"]["code"] for line in content.splitlines()]
     assert codes == ["batch_expired"] * 20
 

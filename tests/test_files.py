@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line, upload
 
-from zumik import create_app
+from zumik import create_app, fsutil
 from zumik.settings import load_settings
 
 
@@ -96,7 +96,7 @@ BAD_FILES = [
     (jsonl([{**request_line("a"), "custom_id": 7}]), "custom_id", "invalid_value"),
     (jsonl([request_line("a"), request_line("a")]), "Line 2", "duplicate_custom_id"),
     (jsonl([{**request_line("a"), "method": "GET"}]), "POST", "invalid_value"),
-    (jsonl([{**request_line("a"), "url": "/v1/embeddings"}]), "/v1/embeddings", "invalid_url"),
+    (jsonl([{**request_line("a"), "url": "/v1/audio/speech"}]), "/v1/audio/speech", "invalid_url"),
     (jsonl([{**request_line("a"), "body": "x"}]), "body", "invalid_value"),
     (jsonl([{**request_line("a"), "body": {"messages": [{"role": "user"}]}}]), "model",
      "invalid_request"),
@@ -248,12 +248,15 @@ def test_stale_temp_files_and_orphans_are_swept(make_app, settings):
     make_app()
     files_dir = settings.data_dir / "proj-a" / "files"
     files_dir.mkdir(parents=True)
-    (files_dir / ".tmp-999999999-upload-abc").write_bytes(b"partial")
+    host = fsutil.host_id()
+    (files_dir / f".tmp-{host}@999999999-upload-abc").write_bytes(b"partial")
     (files_dir / "file-0000000000000000deadbeef.data").write_bytes(b"orphan")
-    mine = files_dir / f".tmp-{os.getpid()}-upload-live"
+    mine = files_dir / f".tmp-{host}@{os.getpid()}-upload-live"
     mine.write_bytes(b"in progress")
+    other_host = files_dir / ".tmp-elsewhere.0badc0de@999999999-upload-live"
+    other_host.write_bytes(b"another host's upload, its pid means nothing here")
     make_app()
-    assert sorted(p.name for p in files_dir.iterdir()) == [mine.name]
+    assert sorted(p.name for p in files_dir.iterdir()) == sorted([mine.name, other_host.name])
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(client):

@@ -46,16 +46,48 @@ def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path)
     assert first.read_bytes().endswith(b"\n")  # the torn tail was cut off
 
 
-def test_merge_writes_each_line_once_and_failures_to_the_error_file(tmp_path):
+def http_error_line(custom_id: str, status: int = 400) -> bytes:
+    body = {"error": {"message": "bad", "type": "invalid_request_error", "code": None}}
+    return json.dumps({"id": "batch_req_2", "custom_id": custom_id, "response": {
+        "status_code": status, "request_id": "r", "body": body}, "error": None}).encode() + b"\n"
+
+
+def test_the_classifier_fails_http_errors_and_answerless_lines():
+    decode = journal._ENTRY.decode
+    assert not decode(ok_line("a")).failed
+    assert decode(http_error_line("b", 400)).failed
+    assert decode(http_error_line("b", 503)).failed
+    assert decode(error_line("c", "timeout", "slow")).failed
+    assert decode(b'{"custom_id":"d","response":null,"error":null}').failed
+
+
+def merged_ids(path) -> list[str]:
+    return [json.loads(x)["custom_id"] for x in path.read_bytes().splitlines()]
+
+
+def test_merge_writes_each_line_once_successes_to_output_failures_to_errors(tmp_path):
     (tmp_path / "batch_x.1.jsonl").write_bytes(
         journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(1, error_line("a", "x", "y")))
     (tmp_path / "batch_x.2.jsonl").write_bytes(
-        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(3, ok_line("c")))
+        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(3, ok_line("c")) +
+        journal.entry_bytes(4, http_error_line("d")))
     out, err = tmp_path / "out", tmp_path / "err"
-    summary = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
-                            prices={"p": (1_000_000.0, 0.0)})
-    assert [json.loads(x)["custom_id"] for x in out.read_bytes().splitlines()] == ["b", "a", "c"]
-    assert [json.loads(x)["custom_id"] for x in err.read_bytes().splitlines()] == ["a"]
-    assert (summary.completed, summary.failed, len(summary.done)) == (2, 1, 3)
+    merged = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
+                           prices={"p": (1_000_000.0, 0.0)})
+    summary = merged.summary
+    assert merged_ids(out) == ["b", "c"]
+    assert merged_ids(err) == ["a", "d"]
+    assert (merged.output_lines, merged.error_lines) == (2, 2)
+    assert (summary.completed, summary.failed, len(summary.done)) == (2, 2, 4)
     assert summary.cost() == {"input": 6.0, "output": 0.0, "total": 6.0}
     assert not out.read_bytes().startswith(b"2\t")  # the line-number prefix stays in the journal
+
+
+def test_merge_combined_puts_every_line_in_the_output(tmp_path):
+    (tmp_path / "batch_x.1.jsonl").write_bytes(
+        journal.entry_bytes(1, ok_line("a")) + journal.entry_bytes(2, http_error_line("b")))
+    out, err = tmp_path / "out", tmp_path / "err"
+    merged = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
+                           combined=True)
+    assert merged_ids(out) == ["a", "b"] and merged_ids(err) == ["b"]
+    assert (merged.summary.completed, merged.summary.failed) == (1, 1)

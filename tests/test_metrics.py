@@ -37,13 +37,15 @@ def test_metrics_sum_across_workers(gunicorn, provider):
         if statuses == {"completed"}:
             break
         time.sleep(0.2)
+    assert statuses == {"completed"}
     time.sleep(2.5)  # every executor flushes its counters at least every 2 s
     text = requests.get(server.url + "/metrics", timeout=10).text
     assert metric(text, "zumik_lines_total", provider="default", model="m",
                   outcome="completed") == 200
     assert metric(text, "zumik_upstream_latency_seconds_count", provider="default") == 200
     assert metric(text, "zumik_batches_finished_total", status="completed") == 4
-    assert metric(text, "zumik_stored_files", project="proj-a") == 5
+    stored = sorted(p.name for p in (server.data_dir / "proj-a" / "files").iterdir())
+    assert metric(text, "zumik_stored_files", project="proj-a") == 5, (stored, text)
     assert metric(text, "zumik_stored_bytes", project="proj-a") > 0
     assert "# TYPE zumik_upstream_latency_seconds histogram" in text
     snapshots = list((server.data_dir / ".metrics").glob("*.json"))
@@ -89,8 +91,8 @@ def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
     finally:
         opened, _OPENED = _OPENED, None
     project = str(zumik.settings.data_dir / "proj-a")
-    assert [p for p in opened if p.startswith(project)] == [
-        f"{project}/batches/{active}.json"]
+    assert [p for p in opened if p.startswith(project)] == [  # the newest version: 1, and
+        f"{project}/batches/{active}.json", f"{project}/batches/{active}.v2.json"]  # no 2
     assert metric(text, "zumik_batches", status="validating") == 1
     assert metric(text, "zumik_batches", status="completed") == 0  # a gauge of active ones
     assert metric(text, "zumik_batches_finished_total", status="completed") == 20

@@ -27,8 +27,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def test_every_route_is_documented_and_every_documented_route_exists(app):
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("dashboard"):
+            continue  # the dashboard's pages are HTML for people, not API routes
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         routes |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, item in DOCUMENT["paths"].items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import requests
 from conftest import (
     AUTH_A,
@@ -20,9 +21,11 @@ from conftest import (
     upload,
     wait_batch,
 )
+from fake_provider import ProviderThread
 
 from zumik.limits import parse_reset
 from zumik.metrics import provider_states
+from zumik.settings import load_settings
 from zumik.upstream import retry_after
 
 FAST = {"retry_backoff": 0.02, "provider_down_seconds": 0.3, "provider_probe_max": 0.3,
@@ -180,3 +183,32 @@ def test_a_corrupted_input_line_is_an_internal_error_not_a_loop(make_app, provid
 async def drive_validation_only(executor, store, batch_id) -> None:
     """Validate (the record moves to in_progress) without running any line."""
     store.batch(batch_id).update(lambda record: record.update(status="in_progress"))
+
+
+@pytest.fixture
+def second_provider():
+    thread = ProviderThread().start()
+    yield thread
+    thread.stop()
+
+
+def test_lines_fall_through_to_a_live_candidate_while_a_provider_is_down(
+        make_app, provider, second_provider, tmp_path):
+    from test_routing import write_config
+
+    control(provider, unavailable_seconds=600)  # alpha, auto.safe's first, answers 503
+    control(second_provider, latency=0.05)
+    settings = load_settings({"ZUMIK_CONFIG": write_config(tmp_path, provider,
+                                                           second_provider)})
+    app = make_app(start=True, providers=settings.providers, models=settings.models,
+                   concurrency=4, **FAST)
+    client = app.test_client()
+    content = jsonl([request_line(f"s{i}", f"x{i}", "auto.safe") for i in range(40)])
+    batch = wait_batch(client, start(client, content), timeout=60)
+    assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
+    assert {x["provider"] for x in by_id(client, batch).values()} == {"beta"}
+    alpha = app.extensions["zumik"].executor.upstream.health["alpha"]
+    assert not alpha.up and alpha.held == 0  # marked down; no line waited for it
+    assert stats(second_provider)["requests"] == 40
+    # once alpha was down, lines went to beta first: far fewer than 2 tries per line at alpha
+    assert stats(provider)["requests"] < 40

@@ -67,6 +67,11 @@ def test_running_batches_hold_file_slots_for_their_results(make_app):
     assert "stores 1 of 3 files (+2 held for the results of running batches)" in message
     second = create_batch(client, file_id)
     assert second.status_code == 400 and "needs 2 more" in second.get_json()["error"]["message"]
+    session = client.post("/v1/uploads", headers=AUTH_A, json={
+        "bytes": 10, "filename": "later.jsonl", "mime_type": "application/jsonl",
+        "purpose": "batch"})  # an Uploads API session counts as a file: no slot for it
+    assert session.status_code == 400
+    assert session.get_json()["error"]["code"] == "quota_exceeded"
     run_batches(app)  # the batch publishes its output (no failures: no error file)
     assert stored(app)[0] == 2
     assert upload(client, echo_lines(1)).status_code == 200  # its unused slot is free again

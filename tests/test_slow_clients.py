@@ -178,14 +178,21 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
 
 def test_zumik_serve_cuts_slow_clients_off_at_its_limits(gunicorn):
     """Each limit, shortened to 1 s, closes its kind of slow connection within a few seconds:
-    a head still dripping, a stalled upload (no temp file left), a body sent below the minimum
-    rate, and a download nobody reads."""
+    a head still dripping (on a new or a kept-alive connection), a stalled upload (no temp
+    file left), a body sent below the minimum rate, and a download nobody reads."""
     server = gunicorn({"ZUMIK_HEADER_TIMEOUT": "1", "ZUMIK_CLIENT_TIMEOUT": "1",
                        "ZUMIK_CLIENT_MIN_RATE": "1000"})
     target = Target(server.url)
     file_id = big_file(target)
     head = target.connect()
     head.sendall(b"GET /v1/files HTTP/1.1\r\nHost: x\r\n")
+    kept = target.connect()  # a kept-alive connection whose next head never ends
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}\n"):
+        answer += kept.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in answer
+    kept.sendall(b"GET /v1/files HTTP/1.1\r\n")
     upload_head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                    + KEY_A.encode() + b"\r\nContent-Type: multipart/form-data; boundary=b"
                    b"\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; "
@@ -207,6 +214,7 @@ def test_zumik_serve_cuts_slow_clients_off_at_its_limits(gunicorn):
     threading.Thread(target=drip, daemon=True).start()
     try:
         assert read_until_closed(head, 10) == (b"", pytest.approx(1.5, abs=1.5))
+        assert read_until_closed(kept, 10) == (b"", pytest.approx(1.5, abs=1.5))
         answer, _ = read_until_closed(stalled, 10)
         assert answer.startswith(b"HTTP/1.1 400") or answer == b""
         answer, took = read_until_closed(dripping, 10)

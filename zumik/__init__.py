@@ -21,7 +21,7 @@ __all__ = ["create_app", "Settings", "load_settings"]
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
                start_executor: bool = False) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
-    from zumik import batches, files, health, models, openapi, uploads_api
+    from zumik import batches, dashboard, files, health, models, openapi, uploads_api
     from zumik.executor import Executor
     from zumik.routing import Router
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    dashboard.init_app(app, zumik)
     logs.setup()
     recover(settings, clock)
     if start_executor:

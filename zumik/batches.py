@@ -19,7 +19,9 @@ bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 log = logging.getLogger("zumik.batches")
 
 COMPLETION_WINDOWS = ("24h",)
-CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata"}
+CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata",
+                 "output_expires_after"}
+OUTPUT_TTL_MIN, OUTPUT_TTL_MAX = 3600, 2_592_000  # OpenAI's bounds: 1 hour to 30 days
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 
@@ -48,6 +50,32 @@ def check_metadata(metadata: Any) -> dict[str, str]:
     return metadata
 
 
+def check_output_expires_after(value: Any) -> int | None:
+    """``{"anchor": "created_at", "seconds": 3600..2592000}``: seconds the output and error
+    files live after their own creation; None when absent."""
+    if value is None:
+        return None
+    param = "output_expires_after"
+    if not isinstance(value, dict):
+        raise bad_request(f"'{param}' must be an object with 'anchor' and 'seconds'", param,
+                          "invalid_type")
+    unknown = set(value) - {"anchor", "seconds"}
+    if unknown:
+        raise bad_request(f"Unknown parameter: '{param}.{sorted(unknown)[0]}'",
+                          f"{param}.{sorted(unknown)[0]}", "unknown_parameter")
+    if value.get("anchor") != "created_at":
+        raise bad_request(f"Invalid value for '{param}.anchor': {value.get('anchor')!r}. "
+                          "Supported values are: 'created_at'", f"{param}.anchor",
+                          "invalid_value")
+    seconds = value.get("seconds")
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or \
+            not OUTPUT_TTL_MIN <= seconds <= OUTPUT_TTL_MAX:
+        raise bad_request(f"'{param}.seconds' must be an integer from {OUTPUT_TTL_MIN} to "
+                          f"{OUTPUT_TTL_MAX}, got {seconds!r}", f"{param}.seconds",
+                          "invalid_value")
+    return seconds
+
+
 def _string_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
     value = body.get(name, default)
     if value is None:
@@ -73,6 +101,7 @@ def create_batch() -> tuple[Response, int]:
     endpoint = _string_field(body, "endpoint")
     window = _string_field(body, "completion_window", "24h")
     metadata = check_metadata(body.get("metadata"))
+    output_ttl = check_output_expires_after(body.get("output_expires_after"))
     if endpoint not in SUPPORTED_ENDPOINTS:
         raise bad_request(f"Invalid value: {endpoint!r}. Supported values are: "
                           f"{', '.join(SUPPORTED_ENDPOINTS)}", "endpoint", "invalid_value")
@@ -97,9 +126,11 @@ def create_batch() -> tuple[Response, int]:
         ids.new_id(ids.BATCH_PREFIX, zumik.clock()), now=int(zumik.clock()),
         input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
         total=requests, window_seconds=zumik.settings.completion_window)
+    if output_ttl is not None:
+        record["_output_ttl"] = output_ttl
     keyed = idempotent_request(store, "batches", {
         "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window,
-        "metadata": metadata})
+        "metadata": metadata, **({"output_expires_after": output_ttl} if output_ttl else {})})
     stored, replayed = store.create_batch(record, max_active=zumik.settings.max_active_batches,
                                           max_files=zumik.settings.max_files,
                                           max_bytes=zumik.settings.max_bytes, idempotent=keyed)

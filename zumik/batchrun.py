@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal, outbox
+from zumik import ids, journal, outbox, progress
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -62,8 +62,10 @@ WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
 
 
-def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
-    """An output line for a 2xx answer, splicing the provider's compact body in unparsed."""
+def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
+    """A result line for a request the provider answered, 2xx or an HTTP error (then it goes to
+    the error file with its ``status_code`` and the provider's JSON error body, ``error`` null,
+    as OpenAI writes it), splicing the provider's compact body in unparsed."""
     assert outcome.body is not None
     return b"".join((
         b'{"id":"', request_id.encode(), b'","custom_id":',
@@ -74,11 +76,31 @@ def success_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
 
 
 def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
-    """An output line for a request that failed: ``response`` null, ``error`` set."""
+    """A result line for a request that failed without an HTTP answer to show (timeout,
+    connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
+    ``error`` set."""
     request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
     return json.dumps({"id": request_id, "custom_id": custom_id,
                        "response": None, "error": {"code": code, "message": message}},
                       separators=(",", ":")).encode() + b"\n"
+
+
+class _Slot:
+    """One acquired concurrency slot, released exactly once: by its request when the answer is
+    in, or when its task ends. A task cancelled before its first step (an abort right after it
+    was created) never runs its ``finally``; without the second path its slot would be lost,
+    and after ``ZUMIK_CONCURRENCY`` such losses the worker could send nothing at all."""
+
+    __slots__ = ("give_back", "held")
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self.give_back = give_back
+        self.held = True
+
+    def release(self, *_: object) -> None:
+        if self.held:
+            self.held = False
+            self.give_back()
 
 
 def _custom_id_of(raw: bytes, number: int) -> str:
@@ -115,8 +137,10 @@ class BatchRun:
             if p.input_price is not None or p.output_price is not None}
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
+        self.endpoint = "/v1/chat/completions"
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
+        self._progress_seq = 0
 
     def next_request_id(self) -> str:
         """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
@@ -175,6 +199,7 @@ class BatchRun:
         """Check every line can run; move to ``in_progress`` or ``failed``."""
         started = time.perf_counter()
         errors: list[dict[str, Any]] = []
+        models: set[str] = set()
         path = self.store.file_data_path(record["input_file_id"])
         if self.batch.cancel_requested():
             return self.batch.read() or record
@@ -182,6 +207,8 @@ class BatchRun:
             for number, raw in iter_lines(str(path)):
                 try:
                     url, model = target_of(raw, number)
+                    if len(models) < 2:
+                        models.add(model)
                     if url != record["endpoint"]:
                         raise LineError(number, "invalid_url", "The URL provided for this "
                                         "request does not match the batch endpoint.", "url")
@@ -198,17 +225,20 @@ class BatchRun:
             errors.append({"code": "invalid_request", "line": None, "param": "file_id",
                            "message": f"Cannot find file {record['input_file_id']}."})
         now = int(self.clock())
+        model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
         if errors:
             def fail(current: dict[str, Any]) -> bool:
                 if current["status"] != Status.VALIDATING:
                     return False  # cancelled meanwhile
                 current["errors"] = {"object": "list", "data": errors}
+                current["model"] = model
                 return True
 
             record = self.make_terminal(Status.FAILED, fail)
         else:
             def start(current: dict[str, Any]) -> None:
                 if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
+                    current["model"] = model
                     move(current, Status.IN_PROGRESS, now)
 
             record = self.batch.update(start)
@@ -251,6 +281,7 @@ class BatchRun:
         await asyncio.to_thread(self._finalize, final)
 
     async def _send_all(self, record: dict[str, Any]) -> None:
+        self.endpoint = record["endpoint"]
         watcher = asyncio.create_task(self._watch(record))
         self.sending = True
         try:
@@ -269,9 +300,11 @@ class BatchRun:
                 if self.outcome is not None:
                     self.scheduler.release(self.project, self.batch_id)
                     break
-                task = asyncio.create_task(self._one(number, custom_id, body))
+                slot = _Slot(lambda: self.scheduler.release(self.project, self.batch_id))
+                task = asyncio.create_task(self._one(number, custom_id, body, slot))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
+                task.add_done_callback(slot.release)  # also when cancelled before it started
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
         finally:
@@ -284,7 +317,7 @@ class BatchRun:
             if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
                 await asyncio.to_thread(self._save_counts)
 
-    async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:
+    async def _one(self, number: int, custom_id: str, body: RequestBody, slot: _Slot) -> None:
         try:
             route = self.router.resolve(body.model)
             if route is None:
@@ -292,11 +325,12 @@ class BatchRun:
                                   f"The model {body.model!r} has no route")
                 ok, usage, provider = False, None, None
             else:
-                outcome = await self.upstream.send(route, body)
+                outcome = await self.upstream.send(route, body, self.endpoint)
                 ok = outcome.ok
-                usage = outcome.usage
+                usage = outcome.usage if ok else None
                 provider = outcome.provider
-                line = (success_line(custom_id, outcome, self.next_request_id()) if ok else
+                line = (response_line(custom_id, outcome, self.next_request_id())
+                        if outcome.body is not None and outcome.status_code is not None else
                         error_line(custom_id, outcome.error_code or "upstream_error",
                                    outcome.error_message or "request failed",
                                    self.next_request_id()))
@@ -304,7 +338,7 @@ class BatchRun:
             self._line_failed(number, custom_id, exc, body.model)
             return
         finally:
-            self.scheduler.release(self.project, self.batch_id)
+            slot.release()  # as soon as the answer is in, before journaling
         self._journal(number, line, ok, usage, provider, body.model)
 
     def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
@@ -331,7 +365,16 @@ class BatchRun:
                       None, model)
 
     async def _watch(self, record: dict[str, Any]) -> None:
-        """Cancel, expiry, lease and durability housekeeping while lines are sent."""
+        """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
+        (a storage error), the run pauses: a run nobody watches must not go on sending."""
+        try:
+            await self._watch_loop(record)
+        except Exception:
+            log.exception("batch %s: watcher failed; pausing", self.batch_id)
+            if self.outcome is None:
+                self.end(RunOutcome.PAUSED, abort=True)
+
+    async def _watch_loop(self, record: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         next_counts = next_beat = loop.time()
         beat_every = self.settings.lease_seconds / 3
@@ -365,15 +408,11 @@ class BatchRun:
     def _save_counts(self) -> None:
         if self.outcome in (RunOutcome.LOST, RunOutcome.PAUSED):
             return
-        progress = self.progress
-
-        def change(record: dict[str, Any]) -> None:
-            record["request_counts"]["completed"] = progress.completed
-            record["request_counts"]["failed"] = progress.failed
-            record["usage"] = progress.usage
-            record["cost"] = progress.cost()
-
-        self.batch.update(change)
+        saved = self.progress
+        self._progress_seq += 1
+        progress.write(self.batch.progress_path, {
+            "request_counts": {"completed": saved.completed, "failed": saved.failed},
+            "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
         """Write a ``batch_expired`` line for every line that never ran."""
@@ -392,11 +431,19 @@ class BatchRun:
         writer.sync()
 
     def _finalize(self, final: Status) -> None:
-        """Reserve output ids, publish the files, then write the terminal record."""
+        """Reserve output ids, publish the files, then write the terminal record.
+
+        Cancel is final: the terminal status is decided under the record's lock, so a batch a
+        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
+        every line before it noticed the cancel.
+        """
         now = int(self.clock())
         started = time.perf_counter()
 
         def reserve(record: dict[str, Any]) -> None:
+            nonlocal final
+            if record["status"] == Status.CANCELLING:
+                final = Status.CANCELLED
             if not record.get("_output_file_id"):
                 record["_output_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
                 record["_error_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
@@ -404,11 +451,13 @@ class BatchRun:
                 move(record, Status.FINALIZING, now)
 
         record = self.batch.update(reserve)
-        summary = self._publish(record)
+        merged = self._publish(record)
+        summary = merged.summary
 
         def finish(current: dict[str, Any]) -> None:
-            current["output_file_id"] = current["_output_file_id"] if summary.done else None
-            current["error_file_id"] = current["_error_file_id"] if summary.failed else None
+            current["output_file_id"] = (current["_output_file_id"] if merged.output_lines
+                                         else None)
+            current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
             current["request_counts"]["completed"] = summary.completed
             current["request_counts"]["failed"] = summary.failed
             current["usage"] = summary.usage
@@ -453,23 +502,25 @@ class BatchRun:
                                          ended + self.settings.batch_ttl)
         return record
 
-    def _publish(self, record: dict[str, Any]) -> journal.Progress:
+    def _publish(self, record: dict[str, Any]) -> journal.Merged:
         files_dir = self.store.files_dir
-        tmp_all, tmp_failed = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
+        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
         try:
-            summary = journal.merge(self.batch.segments(), tmp_all, tmp_failed, self.prices)
+            merged = journal.merge(self.batch.segments(), tmp_out, tmp_err, self.prices,
+                                   self.settings.result_files == "combined")
             now = int(self.clock())
+            ttl = record.get("_output_ttl") or self.settings.output_ttl
             for tmp, file_id, suffix, count in (
-                    (tmp_all, record["_output_file_id"], "output", len(summary.done)),
-                    (tmp_failed, record["_error_file_id"], "errors", summary.failed)):
+                    (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+                    (tmp_err, record["_error_file_id"], "errors", merged.error_lines)):
                 if count:
                     self.store.write_file(tmp, {
                         "id": file_id, "object": "file", "bytes": os.path.getsize(tmp),
                         "created_at": now, "filename": f"{self.batch_id}_{suffix}.jsonl",
                         "purpose": "batch_output", "status": "processed",
-                        "status_details": None, "expires_at": now + self.settings.output_ttl,
+                        "status_details": None, "expires_at": now + ttl,
                         "requests": count, "batch_id": self.batch_id})
-            return summary
+            return merged
         finally:
-            tmp_all.unlink(missing_ok=True)
-            tmp_failed.unlink(missing_ok=True)
+            tmp_out.unlink(missing_ok=True)
+            tmp_err.unlink(missing_ok=True)

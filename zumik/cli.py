@@ -51,16 +51,18 @@ def _keys(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     if args.keys_command == "create":
         try:
-            key = create_key(data_dir, args.project)
+            key = create_key(data_dir, args.project, admin=args.admin)
         except ValueError as exc:
             print(f"zumik: {exc}", file=sys.stderr)
             return 2
         print(key)
-        print(f"# key for project {args.project!r}; it is shown only this once",
+        role = "operator key (admin) of" if args.admin else "key for"
+        print(f"# {role} project {args.project!r}; it is shown only this once",
               file=sys.stderr)
     elif args.keys_command == "list":
         for entry in list_keys(data_dir):
-            print(f"{entry['id']}  {entry['project']:<24} {entry['hint']:<12} "
+            role = "admin" if entry.get("admin") else "project"
+            print(f"{entry['id']}  {entry['project']:<24} {entry['hint']:<12} {role:<8} "
                   f"created {entry['created_at']}")
     else:
         count = revoke_key(data_dir, args.key)
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key for a project")
     create.add_argument("project")
+    create.add_argument("--admin", action="store_true",
+                        help="also an operator key: the dashboard's operator view")
     key_commands.add_parser("list", help="list keys (never the secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key (the key or its listed id)")
     revoke.add_argument("key")

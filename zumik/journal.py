@@ -60,6 +60,7 @@ class _Body(msgspec.Struct):
 
 
 class _Response(msgspec.Struct):
+    status_code: int | None = None
     body: _Body | None = None
 
 
@@ -72,8 +73,23 @@ class Entry(msgspec.Struct):
     provider: str | None = None
 
     @property
+    def failed(self) -> bool:
+        """The result-line classifier: a line succeeded only with a 2xx ``response`` and no
+        ``error``. An HTTP error answer (``response.status_code`` 4xx/5xx, ``error`` null) and
+        a failure without an answer (``response`` null, ``error`` set) both failed."""
+        return is_failed(self)
+
+    @property
     def usage(self) -> Any:
         return self.response.body.usage if self.response and self.response.body else None
+
+
+def is_failed(entry: Entry) -> bool:
+    """See ``Entry.failed``."""
+    if entry.error is not None or entry.response is None:
+        return True
+    status = entry.response.status_code
+    return status is None or not 200 <= status < 300
 
 
 _ENTRY = msgspec.json.Decoder(Entry)
@@ -102,7 +118,9 @@ def tokens(value: Any) -> int:
 
 
 def add_usage(total: dict[str, Any], usage: Any) -> None:
-    """Add an upstream ``usage`` object (chat-completions names) to a batch usage sum."""
+    """Add an upstream ``usage`` object to a batch usage sum, whatever its shape:
+    ``prompt_tokens``/``completion_tokens`` (chat, completions), ``input_tokens``/
+    ``output_tokens`` (responses) or ``prompt_tokens`` alone (embeddings)."""
     if not isinstance(usage, dict):
         return
 
@@ -111,10 +129,11 @@ def add_usage(total: dict[str, Any], usage: Any) -> None:
     total["input_tokens"] += prompt
     total["output_tokens"] += completion
     total["total_tokens"] += tokens(usage.get("total_tokens")) or prompt + completion
-    details = usage.get("prompt_tokens_details") or {}
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     if isinstance(details, dict):
         total["input_tokens_details"]["cached_tokens"] += tokens(details.get("cached_tokens"))
-    details = usage.get("completion_tokens_details") or {}
+    details = (usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+               or {})
     if isinstance(details, dict):
         total["output_tokens_details"]["reasoning_tokens"] += tokens(
             details.get("reasoning_tokens"))
@@ -169,7 +188,7 @@ def recover(segments: list[Path], repair: bool, prices: Prices | None = None) ->
             fsutil.repair_tail(path)
         for number, _, entry in iter_entries(path):
             if number not in progress.done:
-                progress.record(number, entry.error is not None, entry.usage, entry.provider)
+                progress.record(number, entry.failed, entry.usage, entry.provider)
     return progress
 
 
@@ -240,22 +259,36 @@ class JournalWriter:
             self.fd = -1
 
 
-def merge(segments: list[Path], out_all: Path, out_failed: Path,
-          prices: Prices | None = None) -> Progress:
-    """Write deduplicated lines to ``out_all`` and the failed ones to ``out_failed``."""
+@dataclass
+class Merged:
+    """What ``merge`` wrote: the summary of every line and how many lines each file holds."""
+
+    summary: Progress
+    output_lines: int
+    error_lines: int
+
+
+def merge(segments: list[Path], out_path: Path, err_path: Path,
+          prices: Prices | None = None, combined: bool = False) -> Merged:
+    """Write each input line's first entry once: successes to ``out_path``, failures to
+    ``err_path`` (as OpenAI does). ``combined``: ``out_path`` gets every line, failures too."""
     summary = Progress(prices or {})
-    with open(out_all, "wb") as all_f, open(out_failed, "wb") as fail_f:
+    out_count = err_count = 0
+    with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
         for path in segments:
             for number, line, entry in iter_entries(path):
                 if number in summary.done:
                     continue
-                failed = entry.error is not None
-                summary.record(number, failed, entry.usage, entry.provider)
-                all_f.write(line)
-                if failed:
-                    fail_f.write(line)
-        for f in (all_f, fail_f):
+                bad = entry.failed
+                summary.record(number, bad, entry.usage, entry.provider)
+                if bad:
+                    err_f.write(line)
+                    err_count += 1
+                if combined or not bad:
+                    out_f.write(line)
+                    out_count += 1
+        for f in (out_f, err_f):
             f.flush()
             if f.tell():
                 os.fsync(f.fileno())
-    return summary
+    return Merged(summary, out_count, err_count)

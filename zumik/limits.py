@@ -46,13 +46,21 @@ def parse_reset(value: str | None) -> float | None:
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    """Tokens a request may use, before it is sent: prompt chars / 4 plus its output cap."""
+    """Tokens a request may use, before it is sent: prompt chars / 4 plus its output cap.
+
+    The prompt is ``messages`` (chat), ``input`` (responses, embeddings, moderations) or
+    ``prompt`` (completions)."""
     chars = 0
     for message in body.get("messages") or []:
         if isinstance(message, dict):
             content = message.get("content")
             chars += len(content) if isinstance(content, str) else len(str(content))
-    cap = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    for name in ("input", "prompt"):
+        value = body.get(name)
+        if value is not None:
+            chars += len(value) if isinstance(value, str) else len(str(value))
+    cap = (body.get("max_completion_tokens") or body.get("max_output_tokens")
+           or body.get("max_tokens") or 0)
     return chars // 4 + 1 + (cap if isinstance(cap, int) else 0)
 
 

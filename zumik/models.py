@@ -1,9 +1,13 @@
-"""Blueprint ``/v1/models``: the model names and aliases a batch line may use."""
+"""Blueprint ``/v1/models``: the model names and aliases a batch line may use, and the batch
+endpoints Zumik serves (every line goes to its provider's path of the same name; whether a
+given provider serves a path is the provider's business: an unserved one answers 404, which
+lands in the error file)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from zumik.batchfile import SUPPORTED_ENDPOINTS
 from zumik.context import current
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -16,9 +20,9 @@ def list_models() -> Response:
     for name in router.model_names():
         route = router.routes[name]
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "zumik",
-                     "strategy": route.strategy,
+                     "strategy": route.strategy, "endpoints": list(SUPPORTED_ENDPOINTS),
                      "targets": [{"provider": t.provider.name, "model": t.model}
                                  for t in route.targets]})
     default = router.default
-    return jsonify({"object": "list", "data": data,
+    return jsonify({"object": "list", "data": data, "batch_endpoints": list(SUPPORTED_ENDPOINTS),
                     "any_model_provider": default.name if default is not None else None})

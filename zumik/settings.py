@@ -69,10 +69,15 @@ class Settings:
     webhook_rotation_grace: float = 86_400.0  # old secrets keep signing this long after rotate
     webhook_concurrency: int = 8  # webhook deliveries in flight per executor
     webhook_poll_interval: float = 1.0  # how often the outbox is scanned for due deliveries
+    result_files: str = "split"  # "split" (OpenAI: output = successes) or "combined"
+    max_embedding_inputs: int = 50_000  # embedding inputs in one batch file (OpenAI's limit)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
     max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
+    dashboard_session_seconds: int = 43_200  # a dashboard sign-in lasts this long
+    signin_free_attempts: int = 5  # wrong keys per client address before sign-in slows down
+    signin_max_delay: int = 60  # the longest wait (s) imposed between wrong keys
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -90,8 +95,9 @@ _INT_FIELDS = {
     "batch_ttl", "idempotency_ttl", "max_attempts", "threads",
     "provider_down_failures", "max_response_bytes", "completion_window",
     "max_part_bytes", "max_upload_parts", "upload_ttl",
-    "webhook_concurrency",
+    "webhook_concurrency", "max_embedding_inputs",
     "max_json_depth", "max_json_upload_bytes",
+    "dashboard_session_seconds", "signin_free_attempts", "signin_max_delay",
 }
 _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_interval",
                  "request_timeout", "upstream_fsync_interval", "header_timeout",
@@ -99,7 +105,8 @@ _FLOAT_FIELDS = {"retry_backoff", "shutdown_grace", "lease_seconds", "poll_inter
                  "provider_probe_max", "webhook_timeout",
                  "webhook_retry_window", "webhook_backoff", "webhook_max_backoff",
                  "webhook_rotation_grace", "webhook_poll_interval"}
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token"}
+_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token",
+               "result_files"}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -135,6 +142,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return parse_api_keys(value) if isinstance(value, str) else dict(value)
     if name == "claim_mode" and value not in ("flock", "lease"):
         raise ConfigError(f"{source}: claim_mode must be 'flock' or 'lease', not {value!r}")
+    if name == "result_files" and value not in ("split", "combined"):
+        raise ConfigError(f"{source}: result_files must be 'split' or 'combined', not {value!r}")
     return str(value)
 
 

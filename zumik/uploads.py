@@ -53,7 +53,8 @@ class _TempSink:
         self.size = 0
         self.max_bytes = settings.max_upload_bytes
         self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests,
-                                        settings.max_json_depth)
+                                        settings.max_json_depth,
+                                        settings.max_embedding_inputs)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)

@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from zumik import echo
 from zumik.availability import ProviderHealth, is_provider_failure
-from zumik.batchfile import RequestBody, strict_decode
+from zumik.batchfile import CHAT, RequestBody, strict_decode
 from zumik.limits import ProviderLimits
 from zumik.metrics import Metrics
 from zumik.routing import ProviderConfig, Route, Target
@@ -50,7 +51,7 @@ class Outcome:
     """How one line ended: an upstream body, or an error code and message."""
 
     ok: bool
-    body: bytes | None = None  # compact JSON of the provider's answer, one line
+    body: bytes | None = None  # compact JSON of the provider's answer (2xx or an HTTP error)
     usage: Any = None  # the answer's ``usage``
     status_code: int | None = None
     request_id: str | None = None
@@ -124,24 +125,6 @@ def _error_message(raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
-def echo_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """The built-in ``zumik-echo`` model: the last user message back, with plausible usage."""
-    messages = body.get("messages") or []
-    last = next((m for m in reversed(messages) if isinstance(m, dict)
-                 and m.get("role") == "user"), {})
-    content = last.get("content", "")
-    if not isinstance(content, str):
-        content = json.dumps(content)
-    prompt = sum(len(json.dumps(m)) for m in messages) // 4 + 1
-    completion = len(content) // 4 + 1
-    return {"id": "chatcmpl-echo", "object": "chat.completion", "created": int(time.time()),
-            "model": "zumik-echo",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}}
-
-
 @dataclass(frozen=True)
 class HealthSettings:
     """How provider health is judged (from ``Settings``; see ``zumik.availability``)."""
@@ -165,7 +148,7 @@ class Upstream:
         self.settings = health or HealthSettings()
         self.limits: dict[str, ProviderLimits] = {}
         self.health: dict[str, ProviderHealth] = {}
-        self._requests: dict[str, _RequestShape] = {}
+        self._requests: dict[tuple[str, str], _RequestShape] = {}
         self.retries = 0
 
     def limits_for(self, provider: ProviderConfig) -> ProviderLimits:
@@ -194,35 +177,38 @@ class Upstream:
         targets.sort(key=lambda t: not self.health_for(t.provider).up)
         return targets
 
-    async def send(self, route: Route, body: RequestBody) -> Outcome:
-        """Send ``body`` along ``route``; fall through targets while failures are retryable.
+    async def send(self, route: Route, body: RequestBody, endpoint: str = CHAT) -> Outcome:
+        """Send ``body`` to ``endpoint`` (e.g. ``/v1/embeddings``) along ``route``; fall
+        through targets while failures are retryable.
 
         Only the last candidate waits for its provider to come back; earlier ones hand the
         line on when their provider is down."""
         if len(route.targets) == 1:
-            return await self._send_target(route.targets[0], body, wait=True)
+            return await self._send_target(route.targets[0], body, endpoint, wait=True)
         outcome = Outcome(ok=False, error_code="no_route", error_message="no target")
         targets = self.order(route)
         for index, target in enumerate(targets):
-            outcome = await self._send_target(target, body, wait=index == len(targets) - 1)
+            outcome = await self._send_target(target, body, endpoint,
+                                              wait=index == len(targets) - 1)
             if outcome.ok or not outcome.retryable:
                 return outcome
         return outcome
 
-    async def _send_target(self, target: Target, body: RequestBody, wait: bool) -> Outcome:
+    async def _send_target(self, target: Target, body: RequestBody, endpoint: str,
+                           wait: bool) -> Outcome:
         provider = target.provider
         if provider.is_echo:
-            answer = echo_answer(body.obj)
+            answer = echo.answer(endpoint, body.obj)
             return Outcome(ok=True, body=json.dumps(answer, separators=(",", ":")).encode(),
-                           usage=answer["usage"], status_code=200, attempts=1,
+                           usage=answer.get("usage"), status_code=200, attempts=1,
                            provider=provider.name)
         payload = body.payload_for(target.model)
         limits = self.limits_for(provider)
         health = self.health_for(provider)
-        request = self._requests.get(provider.name)
+        request = self._requests.get((provider.name, endpoint))
         if request is None:
-            request = self._requests[provider.name] = _RequestShape(
-                provider, self.settings.max_response_bytes)
+            request = self._requests[provider.name, endpoint] = _RequestShape(
+                provider, endpoint, self.settings.max_response_bytes)
         outcome = Outcome(ok=False)
         sends = charged = 0  # attempts made; attempts that were the line's own failures
         while True:
@@ -314,7 +300,8 @@ class Upstream:
             return Outcome(ok=True, body=raw.strip(), usage=answer.usage, status_code=status,
                            request_id=request_id), response_headers
         return Outcome(ok=False, error_code="upstream_error", status_code=status,
-                       request_id=request_id, retryable=status in RETRY_STATUSES,
+                       body=_json_object(raw), request_id=request_id,
+                       retryable=status in RETRY_STATUSES,
                        error_message=f"provider answered HTTP {status}: "
                        f"{_error_message(raw)}"), response_headers
 
@@ -339,12 +326,25 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> byte
         chunks.append(chunk)
 
 
-class _RequestShape:
-    """What every request to one provider shares: URL, headers, timeout (built once)."""
+_OBJECT = msgspec.json.Decoder(dict)
 
-    def __init__(self, provider: ProviderConfig, max_bytes: int) -> None:
+
+def _json_object(raw: bytes) -> bytes | None:
+    """``raw`` as one line of compact JSON when it is a JSON object (a provider's error body),
+    else None (the answer could not be read: it becomes an ``error``, not a ``response``)."""
+    try:
+        return msgspec.json.encode(strict_decode(_OBJECT, raw))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+class _RequestShape:
+    """What every request to one provider and endpoint shares: URL, headers, timeout."""
+
+    def __init__(self, provider: ProviderConfig, endpoint: str, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.url = provider.base_url + "/chat/completions"
+        # base_url ends in /v1 (or the provider's own prefix); endpoint is /v1/<path>
+        self.url = provider.base_url + endpoint.removeprefix("/v1")
         self.headers = {"Content-Type": "application/json", **provider.headers}
         if provider.api_key:
             self.headers["Authorization"] = f"Bearer {provider.api_key}"

@@ -1,0 +1,190 @@
+"""The tenant's pages: batches (list, detail, cancel), files (list, upload, delete, download)
+and the JSON the pages poll. The writes go through the API's own views, so the dashboard and
+the API can never disagree on a rule; the session's project stands in for the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Flask,
+    Response,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException
+
+from zumik import batches as batches_api
+from zumik import files as files_api
+from zumik import ids
+from zumik.context import current, project_store
+from zumik.dashboard import bp, present
+from zumik.dashboard.listing import FILTERS, StatusIndex, batch_ids, batch_page
+from zumik.errors import ApiError, envelope, from_domain
+from zumik.exceptions import ZumikError
+
+PER_PAGE = 50
+MAX_POLLED = 100
+
+
+def register_filters(app: Flask) -> None:
+    app.jinja_env.filters.update(size=present.size, number=present.number, when=present.when,
+                                 iso=present.iso)
+
+
+def _index() -> StatusIndex:
+    extra = current().extra
+    if "dashboard.index" not in extra:
+        extra["dashboard.index"] = StatusIndex()
+    return extra["dashboard.index"]
+
+
+def _now() -> float:
+    return current().clock()
+
+
+@bp.app_template_global()
+def ago(ts: float | None) -> str:
+    return present.ago(ts, _now())
+
+
+@bp.errorhandler(ZumikError)
+def domain_error(error: ZumikError) -> Response | tuple[str, int]:
+    return api_error(from_domain(error))
+
+
+@bp.errorhandler(ApiError)
+def api_error(error: ApiError) -> Response | tuple[str, int]:
+    if request.path.startswith("/dashboard/api/"):
+        return envelope(error)
+    return render_template("error.html", status=error.status, message=error.message), \
+        error.status
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException) -> Response | tuple[str, int]:
+    status = error.code or 500
+    if request.path.startswith("/dashboard/api/"):
+        return envelope(ApiError(status, error.description or error.name))
+    return render_template("error.html", status=status,
+                           message=error.description or error.name), status
+
+
+# -- batches ----------------------------------------------------------------------------------
+@bp.get("/")
+def batches() -> str:
+    wanted = request.args.get("status", "all")
+    if wanted not in FILTERS:
+        wanted = "all"
+    page_arg = request.args.get("page", "1")
+    page_no = int(page_arg) if page_arg.isdigit() else 1
+    page = batch_page(project_store(), _index(), wanted, page_no, PER_PAGE)
+    now = _now()
+    rows = [(record, present.progress(record, now)) for record in page.records]
+    return render_template("batches.html", page=page, rows=rows, wanted=wanted,
+                           filters=FILTERS)
+
+
+@bp.get("/api/batches")
+def poll_batches() -> Response:
+    """Progress of the batches a page shows (``?ids=a,b``), and the newest batch id."""
+    wanted = [i for i in request.args.get("ids", "").split(",") if ids.is_batch_id(i)]
+    store = project_store()
+    now = _now()
+    rows: dict[str, Any] = {}
+    for batch_id in wanted[:MAX_POLLED]:
+        record = store.get_batch(batch_id)
+        if record is not None:
+            rows[batch_id] = present.progress(record, now)
+    newest = batch_ids(store)[:1]
+    return jsonify({"batches": rows, "newest": newest[0] if newest else None})
+
+
+def _batch(batch_id: str) -> dict[str, Any]:
+    record = project_store().get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    if record is None:
+        abort(404, f"No batch {batch_id} in project {g.project}.")
+    return record
+
+
+def _file_link(file_id: str | None) -> dict[str, Any] | None:
+    if not file_id:
+        return None
+    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    return {"id": file_id, "meta": meta}
+
+
+@bp.get("/batches/<batch_id>")
+def batch(batch_id: str) -> str:
+    record = _batch(batch_id)
+    now = _now()
+    store = project_store()
+    failures, more = [], False
+    error_file = record.get("error_file_id")
+    if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
+        failures, more = present.failed_lines(store.file_data_path(error_file))
+    errors = (record.get("errors") or {}).get("data") or []
+    downloads = [(label, _file_link(record.get(key))) for label, key in (
+        ("Input", "input_file_id"), ("Output", "output_file_id"), ("Errors", "error_file_id"))]
+    return render_template(
+        "batch.html", record=record, row=present.progress(record, now),
+        timeline=present.timeline(record, now), errors=errors, failures=failures,
+        more_failures=more, downloads=downloads, usage=record.get("usage") or {},
+        cost=record.get("cost"))
+
+
+@bp.post("/batches/<batch_id>/cancel")
+def cancel(batch_id: str) -> Response:
+    _batch(batch_id)
+    record = batches_api.cancel_batch(batch_id).get_json()
+    if record["status"] == "cancelling":
+        flash("Cancelling: lines in flight are stopped; finished lines are kept.")
+    else:
+        flash(f"The batch is {record['status']}; there is nothing to cancel.", "error")
+    return redirect(url_for("dashboard.batch", batch_id=batch_id))
+
+
+# -- files ------------------------------------------------------------------------------------
+@bp.get("/files")
+def files() -> str:
+    store = project_store()
+    metas = [m for m in (store.get_file(i) for i in store.iter_file_ids()) if m is not None]
+    settings = current().settings
+    used_bytes = sum(int(m.get("bytes") or 0) for m in metas)
+    quota = {"files": len(metas), "max_files": settings.max_files,
+             "files_pct": present.share(len(metas), settings.max_files),
+             "bytes": used_bytes, "max_bytes": settings.max_bytes,
+             "bytes_pct": present.share(used_bytes, settings.max_bytes)}
+    return render_template("files.html", files=metas, quota=quota,
+                           max_upload=settings.max_upload_bytes)
+
+
+@bp.post("/api/files")
+def upload() -> tuple[Response, int]:
+    """The upload the files page sends (drag and drop or the chooser), through the API's view."""
+    settings = current().settings
+    request.max_content_length = settings.max_upload_bytes * 2 + (1 << 20)
+    response, status = files_api.create_file()
+    return response, status
+
+
+@bp.post("/files/<file_id>/delete")
+def delete_file(file_id: str) -> Response:
+    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    try:
+        files_api.delete_file(file_id)
+        flash(f"Deleted {meta['filename'] if meta else file_id}.")
+    except (ApiError, ZumikError) as error:
+        flash(error.message, "error")
+    return redirect(url_for("dashboard.files"))
+
+
+@bp.get("/files/<file_id>/content")
+def download(file_id: str) -> Response:
+    return files_api.file_content(file_id)
