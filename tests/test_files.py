@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -250,13 +251,19 @@ def test_stale_temp_files_and_orphans_are_swept(make_app, settings):
     files_dir.mkdir(parents=True)
     host = fsutil.host_id()
     (files_dir / f".tmp-{host}@999999999-upload-abc").write_bytes(b"partial")
-    (files_dir / "file-0000000000000000deadbeef.data").write_bytes(b"orphan")
+    orphan = files_dir / "file-0000000000000000deadbeef.data"
+    orphan.write_bytes(b"orphan")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    # a result blob another worker is publishing right now: its metadata follows in a moment
+    publishing = files_dir / "file-0000000000000000cafef00d.data"
+    publishing.write_bytes(b"fresh result")
     mine = files_dir / f".tmp-{host}@{os.getpid()}-upload-live"
     mine.write_bytes(b"in progress")
     other_host = files_dir / ".tmp-elsewhere.0badc0de@999999999-upload-live"
     other_host.write_bytes(b"another host's upload, its pid means nothing here")
     make_app()
-    assert sorted(p.name for p in files_dir.iterdir()) == sorted([mine.name, other_host.name])
+    assert sorted(p.name for p in files_dir.iterdir()) == sorted(
+        [mine.name, other_host.name, publishing.name])
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(client):
