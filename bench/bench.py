@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale, uploads,
-json_upload, fairness.
+json_upload, fairness, sharedfs.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -403,6 +403,96 @@ def scale(workdir: Path) -> dict:
             "target": "> 1 (work spreads over 4 workers)"}
 
 
+def _finalize_seconds(zumik: Zumik, batch_id: str) -> float:
+    for line in zumik.log.read_text().splitlines():
+        if line.startswith("{") and batch_id in line and "finalized in" in line:
+            return float(json.loads(line)["msg"].rsplit("finalized in ", 1)[1].split()[0])
+    raise RuntimeError(f"no finalize line for {batch_id}")
+
+
+def _fs_ops(folder: Path, n: int = 200) -> dict:
+    """Milliseconds per claim (lease mode) and per record update, in-process, on ``folder``."""
+    from zumik.batchhandle import BatchHandle
+    from zumik.claims import Claimer
+    from zumik.versioned import VersionedDoc
+    batches, active = folder / "batches", folder / "active"
+    batches.mkdir(parents=True)
+    active.mkdir()
+    claimer = Claimer("lease", 30.0)
+    started = time.perf_counter()
+    for i in range(n):
+        claim = claimer.try_claim(BatchHandle(batches, active, f"batch_{i:024x}"))
+        assert claim is not None
+    claim_ms = (time.perf_counter() - started) * 1000 / n
+    doc = VersionedDoc(folder / "record.json")
+    doc.create({"n": 0})
+    started = time.perf_counter()
+    for _ in range(n):
+        doc.update(lambda d: d.update(n=d["n"] + 1))
+    return {"claim_ms": round(claim_ms, 2),
+            "record_update_ms": round((time.perf_counter() - started) * 1000 / n, 2)}
+
+
+def sharedfs(workdir: Path) -> dict:
+    """Local disk vs one JuiceFS volume (local redis + local blocks, two mounts = two hosts):
+    upload, claim, record update, one batch, finalize; then 4 batches on one host vs the same
+    4 spread over two hosts on two mounts. Needs FUSE, redis-server and juicefs (the tests')."""
+    from juicefs_cluster import Cluster
+    provider = Provider(0.05)
+    batch = lines_file(workdir / "shared.jsonl", 3000)
+    big = lines_file(workdir / "big.jsonl", 40_000)
+    env = {"ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "10",
+           "ZUMIK_MAX_ACTIVE_BATCHES": "16"}
+    out: dict = {"scenario": "sharedfs", "batch_lines": 3000, "upload_bytes": big.stat().st_size,
+                 "provider_latency_s": 0.05, "concurrency": 32}
+
+    def one_host(name: str, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        zumik = Zumik(data_dir, provider.url, workers=1, concurrency=32, extra_env=env)
+        try:
+            started = time.perf_counter()
+            zumik.upload_streaming(big)
+            out[f"{name}_upload_mb_s"] = round(big.stat().st_size / 1e6
+                                               / (time.perf_counter() - started), 1)
+            seconds, record = zumik.run_batch(batch)
+            out[f"{name}_batch_lines_s"] = round(3000 / seconds)
+            out[f"{name}_finalize_s"] = _finalize_seconds(zumik, record["id"])
+            ids = [zumik.upload(batch) for _ in range(4)]
+            started = time.perf_counter()
+            for batch_id in [zumik.create(f) for f in ids]:
+                zumik.wait(batch_id, poll=0.1)
+            out[f"{name}_4_batches_lines_s"] = round(12000 / (time.perf_counter() - started))
+        finally:
+            zumik.stop()
+        for key, value in _fs_ops(data_dir.parent / f"ops-{name}").items():
+            out[f"{name}_{key}"] = value
+
+    try:
+        one_host("local", workdir / "local" / "data")
+        with Cluster() as cluster:
+            one_host("juicefs", cluster.data_dir("a") / "one")
+            (cluster.data_dir("a") / "two").mkdir(parents=True)
+            hosts = [Zumik(cluster.data_dir(h) / "two", provider.url, workers=1, concurrency=32,
+                           extra_env=env) for h in "ab"]
+            try:
+                ids = [hosts[i % 2].upload(batch) for i in range(4)]
+                started = time.perf_counter()
+                batch_ids = [hosts[i % 2].create(f) for i, f in enumerate(ids)]
+                for batch_id in batch_ids:
+                    hosts[0].wait(batch_id, poll=0.1)
+                out["juicefs_2_hosts_4_batches_lines_s"] = round(
+                    12000 / (time.perf_counter() - started))
+            finally:
+                for host in hosts:
+                    host.stop()
+    finally:
+        provider.stop()
+    out["ratio_juicefs_to_local_batch"] = round(out["juicefs_batch_lines_s"]
+                                                / out["local_batch_lines_s"], 3)
+    out["ratio_2_hosts_to_1"] = round(out["juicefs_2_hosts_4_batches_lines_s"]
+                                      / out["juicefs_4_batches_lines_s"], 3)
+    out["target"] = "informational (docs/scale-out.md)"
+    return out
 def fairness(workdir: Path) -> dict:
     """Another project's 10-line batch while one project runs 10 batches of 3,000 lines at
     50 ms (issue 12); the baseline is the same small batch on the idle server."""
@@ -549,10 +639,9 @@ SCENARIOS = {
     "transfer": transfer,
     "responsiveness": responsiveness,
     "scale": scale,
+    "sharedfs": sharedfs,
     "fairness": fairness,
     "json_upload": json_upload,
-
-
     "uploads": uploads,
 }
 

@@ -27,7 +27,7 @@ def test_x_api_key_header_works(client):
 def test_stored_keys_are_hashed_and_revocable_live(client, settings):
     key = create_key(settings.data_dir, "team-x")
     assert key.startswith("zk_")
-    stored = (settings.data_dir / "keys.json").read_text()
+    stored = "".join(p.read_text() for p in settings.data_dir.glob("keys*.json"))
     assert key not in stored and hash_key(key) in stored
     assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     [entry] = list_keys(settings.data_dir)

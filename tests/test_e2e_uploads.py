@@ -15,6 +15,8 @@ import openai
 import pytest
 from conftest import KEY_A, KEY_B, echo_lines
 
+from zumik.versioned import VersionedDoc
+
 
 def sdk(server, key: str = KEY_A) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0,
@@ -114,7 +116,7 @@ def test_server_killed_while_assembling_then_complete_again(gunicorn, tmp_path):
     restarted = sdk(gunicorn(data_dir=data))
     assert not any(p.name.startswith(".tmp-") for p in files.iterdir())  # swept at start-up
     done = restarted.uploads.complete(upload.id, part_ids=part_ids)
-    reserved = json.loads((data / "proj-a" / "uploads" / f"{upload.id}.json").read_text())
+    reserved = VersionedDoc(data / "proj-a" / "uploads" / f"{upload.id}.json").read()
     assert done.status == "completed" and done.file is not None
     assert done.file.id == reserved["file_id"]
     assert restarted.files.content(done.file.id).content == content

@@ -4,6 +4,7 @@ journal recovery."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 
@@ -226,3 +227,29 @@ def test_healthz_answers_503_in_the_envelope_when_the_executor_thread_died(make_
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "executor_dead"
+
+
+def test_an_abort_right_after_a_request_task_is_created_loses_no_concurrency_slot(make_app,
+                                                                                   provider):
+    """A request task cancelled before its first step never runs its own ``finally``; its
+    slot must still come back, or after ZUMIK_CONCURRENCY such aborts (cancels, lost leases,
+    shutdowns) the worker can send nothing. Found by the multi-host cancel tests: batches
+    stuck in cancelling with nothing in flight."""
+    app = make_app(upstream_url=provider.url, concurrency=1, claim_mode="lease")
+    client = app.test_client()
+    _, batch_id = run_batch(client, echo_lines(200, model="m1"))
+    executor = app.extensions["zumik"].executor
+
+    async def steps() -> None:
+        async with executor.opened():
+            await executor.run_once()
+            run = executor.runs[batch_id]
+            while not any(inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED
+                          for task in run.in_flight):
+                await asyncio.sleep(0)  # until a request task exists that has not started
+            run.abort()  # handed back; the next claim needs the one slot again
+            await asyncio.wait_for(executor.run_until_idle(), 30)
+
+    asyncio.run(steps())
+    record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    assert record["status"] == "completed"

@@ -60,6 +60,16 @@ def check_exactly_once(server, batch: dict, total: int, provider) -> dict:
     return report
 
 
+def wait_for_progress(server, batch_id: str, above: int, timeout: float = 60.0) -> int:
+    """The batch's completed count once it passes ``above`` (a respawned worker has resumed):
+    kills land mid-run however slowly a loaded machine boots workers."""
+    deadline = time.time() + timeout
+    while (done := completed_count(server, batch_id)) <= above:
+        assert time.time() < deadline, f"no progress past {above} lines in {timeout} s"
+        time.sleep(0.05)
+    return done
+
+
 def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
@@ -67,15 +77,14 @@ def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path
     total = 2000
     batch_id = start_batch(server, echo_lines(total, model="m"))
     rng = random.Random(7)
-    kills = 0
-    for _ in range(3):  # SIGKILL every worker at a random moment, three times
-        time.sleep(rng.uniform(0.8, 1.6))
+    kills, done = 0, 0
+    for _ in range(3):  # SIGKILL every worker at a random moment of a run, three times
+        done = wait_for_progress(server, batch_id, done)
+        time.sleep(rng.uniform(0.1, 0.6))
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)
         kills += 1
-        time.sleep(0.5)
-    time.sleep(rng.uniform(0.5, 1.0))
-    before = completed_count(server, batch_id)
+    before = wait_for_progress(server, batch_id, done)
     server.kill_all()  # the whole server, master included
     kills += 1
     assert 0 < before < total, "the batch should be mid-run when the server dies"

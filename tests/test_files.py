@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line, upload
 
-from zumik import create_app
+from zumik import create_app, fsutil
 from zumik.settings import load_settings
 
 
@@ -248,12 +249,21 @@ def test_stale_temp_files_and_orphans_are_swept(make_app, settings):
     make_app()
     files_dir = settings.data_dir / "proj-a" / "files"
     files_dir.mkdir(parents=True)
-    (files_dir / ".tmp-999999999-upload-abc").write_bytes(b"partial")
-    (files_dir / "file-0000000000000000deadbeef.data").write_bytes(b"orphan")
-    mine = files_dir / f".tmp-{os.getpid()}-upload-live"
+    host = fsutil.host_id()
+    (files_dir / f".tmp-{host}@999999999-upload-abc").write_bytes(b"partial")
+    orphan = files_dir / "file-0000000000000000deadbeef.data"
+    orphan.write_bytes(b"orphan")
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    # a result blob another worker is publishing right now: its metadata follows in a moment
+    publishing = files_dir / "file-0000000000000000cafef00d.data"
+    publishing.write_bytes(b"fresh result")
+    mine = files_dir / f".tmp-{host}@{os.getpid()}-upload-live"
     mine.write_bytes(b"in progress")
+    other_host = files_dir / ".tmp-elsewhere.0badc0de@999999999-upload-live"
+    other_host.write_bytes(b"another host's upload, its pid means nothing here")
     make_app()
-    assert sorted(p.name for p in files_dir.iterdir()) == [mine.name]
+    assert sorted(p.name for p in files_dir.iterdir()) == sorted(
+        [mine.name, other_host.name, publishing.name])
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(client):

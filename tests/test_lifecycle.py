@@ -14,7 +14,9 @@ import pytest
 import requests
 from conftest import AUTH_A, create_batch, echo_lines, output_lines, upload, wait_batch
 
+from zumik import fsutil
 from zumik.janitor import Janitor
+from zumik.versioned import VersionedDoc
 
 DAY = 86_400
 
@@ -109,8 +111,7 @@ def test_disk_full_during_a_batch_pauses_then_resumes(make_app, provider, tmp_pa
         time.sleep(0.5)
         filler = fill(tiny)
         time.sleep(2.0)
-        record = json.loads((tiny / "data" / "proj-a" / "batches" /
-                             f"{batch_id}.json").read_text())
+        record = VersionedDoc(tiny / "data" / "proj-a" / "batches" / f"{batch_id}.json").read()
         assert record["status"] == "in_progress"  # paused, not failed
         segments = list((tiny / "data" / "proj-a" / "batches").glob(f"{batch_id}.*.jsonl"))
         for segment in segments:  # the journal stays whole: every line ends and parses
@@ -143,11 +144,13 @@ def test_start_up_sweeps_dead_writers_temps_in_the_data_dir_itself(make_app, set
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / ".metrics").mkdir()
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    stale = [settings.data_dir / f".tmp-{dead}-health-abc", settings.data_dir / f".tmp-{dead}-k",
-             settings.data_dir / ".metrics" / f".tmp-{dead}-m"]
+    host = fsutil.host_id()  # temp names record their host and pid (fsutil.temp_path)
+    stale = [settings.data_dir / f".tmp-{host}@{dead}-health-abc",
+             settings.data_dir / f".tmp-{host}@{dead}-k",
+             settings.data_dir / ".metrics" / f".tmp-{host}@{dead}-m"]
     for path in stale:
         path.write_bytes(b"x")
-    live = settings.data_dir / f".tmp-{os.getpid()}-mine"
+    live = settings.data_dir / f".tmp-{host}@{os.getpid()}-mine"
     live.write_bytes(b"x")
     make_app()
     assert [p for p in stale if p.exists()] == []

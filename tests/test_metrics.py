@@ -91,8 +91,8 @@ def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
     finally:
         opened, _OPENED = _OPENED, None
     project = str(zumik.settings.data_dir / "proj-a")
-    assert [p for p in opened if p.startswith(project)] == [
-        f"{project}/batches/{active}.json"]
+    assert [p for p in opened if p.startswith(project)] == [  # the newest version: 1, and
+        f"{project}/batches/{active}.json", f"{project}/batches/{active}.v2.json"]  # no 2
     assert metric(text, "zumik_batches", status="validating") == 1
     assert metric(text, "zumik_batches", status="completed") == 0  # a gauge of active ones
     assert metric(text, "zumik_batches_finished_total", status="completed") == 20

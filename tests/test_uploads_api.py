@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from conftest import AUTH_A, AUTH_B, echo_lines, upload
 from zumik.janitor import Janitor
 from zumik.store import ProjectStore
 from zumik.upload_sessions import UploadSessions
+from zumik.versioned import VersionedDoc
 
 CONTENT = echo_lines(60)
 
@@ -76,7 +76,9 @@ def test_parts_in_any_order_assemble_into_a_file(client, settings):
     assert file["status"] == "processed"
     assert client.get(f"/v1/files/{file['id']}", headers=AUTH_A).get_json() == file
     assert client.get(f"/v1/files/{file['id']}/content", headers=AUTH_A).data == CONTENT
-    assert sorted(p.name for p in uploads_dir(settings).iterdir()) == [up["id"] + ".json"]
+    left = sorted(p.name for p in uploads_dir(settings).iterdir())  # the record's versions
+    assert left[0] == up["id"] + ".json" and all(  # (zumik.versioned), no part
+        n.startswith(up["id"] + ".v") and n.endswith(".json") for n in left[1:])
     again = complete(client, up["id"], part_ids)  # a retried complete: the same upload
     assert again.status_code == 200 and again.get_json() == finished
     assert len(client.get("/v1/files", headers=AUTH_A).get_json()["data"]) == 1
@@ -151,7 +153,7 @@ def test_an_expired_upload_refuses_parts_and_the_janitor_frees_them(make_app, se
     assert complete(client, up["id"], part_ids).get_json()["error"]["code"] == "upload_expired"
     janitor.sweep()
     assert list(uploads_dir(settings).glob("*.part_*")) == []
-    record = json.loads((uploads_dir(settings) / f"{up['id']}.json").read_text())
+    record = VersionedDoc(uploads_dir(settings) / f"{up['id']}.json").read()
     assert record["status"] == "expired"
     now[0] += 3600
     janitor.sweep()
@@ -217,9 +219,9 @@ def test_a_complete_repeated_after_a_crash_makes_no_second_file(client, settings
     sessions = UploadSessions(ProjectStore(settings.data_dir, "proj-a"), app_settings)
     record_path = sessions.record_path(up["id"])
     done = complete(client, up["id"], part_ids).get_json()
-    record = json.loads(record_path.read_text())
-    record.update(status="pending", file=None)  # the record as it was before the crash
-    record_path.write_text(json.dumps(record))
+    record = VersionedDoc(record_path).read()
+    # the newest version as it was before the crash (records are versioned: zumik.versioned)
+    VersionedDoc(record_path).update(lambda r: r.update(status="pending", file=None))
     (uploads_dir(settings) / f"{up['id']}.{part_ids[0]}").write_bytes(CONTENT)
     again = complete(client, up["id"], part_ids)
     assert again.status_code == 200

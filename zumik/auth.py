@@ -1,26 +1,26 @@
 """API keys: ``zk_...`` keys stored only as SHA-256 hashes, mapped to a project.
 
 Keys come from ``ZUMIK_API_KEYS`` (dev and tests) and from ``<data_dir>/keys.json`` (written by
-``zumik keys``). The file is re-read whenever it changes, so a revoke reaches every worker on its
-next request without a restart.
+``zumik keys``). The stored keys are a versioned document (``zumik.versioned``): each edit is
+published as the next version with create-if-absent, so two admins editing at once on two hosts
+both keep their change, and every request looks up the next version's name, so a revoke reaches
+every worker of every host on its next request without a restart or a cache timeout.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from flask import g, request
 
-from zumik import fsutil
 from zumik.errors import ApiError
 from zumik.store import valid_project
+from zumik.versioned import VersionedDoc
 
 KEY_PREFIX = "zk_"
 
@@ -34,28 +34,24 @@ class KeyRing:
 
     def __init__(self, data_dir: Path, env_keys: dict[str, str]) -> None:
         self.path = data_dir / "keys.json"
+        self._doc = VersionedDoc(self.path)
         self._env = {hash_key(key): project for key, project in env_keys.items()}
         for project in env_keys.values():
             if not valid_project(project):
                 raise ValueError(f"ZUMIK_API_KEYS: invalid project name {project!r}")
-        self._stamp: tuple[int, int] | None = None
+        self._version = 0
         self._stored: dict[str, str] = {}
         self._admins: frozenset[str] = frozenset()
         self._mutex = threading.Lock()
 
     def _stored_keys(self) -> dict[str, str]:
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            stamp = None
         with self._mutex:
-            if stamp != self._stamp:
-                document = fsutil.read_json(self.path) or {}
+            if self._doc.changed_since(self._version):
+                version, document = self._doc.read_version() or (0, {})
                 self._stored = {digest: entry["project"] for digest, entry in document.items()}
                 self._admins = frozenset(digest for digest, entry in document.items()
                                          if entry.get("admin"))
-                self._stamp = stamp
+                self._version = version
             return self._stored
 
     def project_for(self, key: str) -> str | None:
@@ -79,13 +75,19 @@ class KeyRing:
 
 # -- key management (the ``zumik keys`` command) --------------------------------------------
 def _edit_keys(data_dir: Path, change: Any) -> Any:
+    """Apply ``change`` to the stored keys as one new version (re-applied if another edit
+    won the race); returns what ``change`` returned on the version that was kept."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "keys.json"
-    with FileLock(data_dir / "keys.lock", timeout=30):
-        document = fsutil.read_json(path) or {}
-        result = change(document)
-        fsutil.write_json(path, document)
-    return result
+    doc = VersionedDoc(data_dir / "keys.json")
+    if doc.read() is None:
+        doc.create({})  # False when another edit created it first: fine
+    result: list[Any] = []
+
+    def apply(document: dict[str, Any]) -> None:
+        result[:] = [change(document)]
+
+    doc.update(apply)
+    return result[0]
 
 
 def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
@@ -106,7 +108,7 @@ def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
 
 def list_keys(data_dir: Path) -> list[dict[str, Any]]:
     """Stored keys without secrets: hash prefix, project, hint, created_at."""
-    document = fsutil.read_json(data_dir / "keys.json") or {}
+    document = VersionedDoc(data_dir / "keys.json").read() or {}
     return [{"id": digest[:12], **entry} for digest, entry in sorted(document.items())]
 
 

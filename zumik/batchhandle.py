@@ -5,17 +5,20 @@ API and the janitor ask it for the record, its lock, the run lock, lease files, 
 segments, the cancel and active markers, and for removing all of them. Names under
 ``<project>/``::
 
-    batches/<id>.json            the record (atomic replace; changed only through ``update``)
-    batches/<id>.rec.lock        filelock around the record's read-modify-write
+    batches/<id>.json            the record, version 1 (zumik.versioned; never replaced)
+    batches/<id>.v<N>.json       version N of the record, published once with link()
+    batches/<id>.progress        counts/usage/cost of the running claim (zumik.progress)
     batches/<id>.run.lock        flock held by the worker running the batch (flock mode)
     batches/<id>.lease.<epoch>   the claim of that epoch (see zumik.claims)
     batches/<id>.<epoch>.jsonl   journal segment written by that epoch only (see zumik.journal)
     batches/<id>.cancel          cancel marker (a stat is cheaper than reading the record)
     active/<id>                  marker: not terminal yet; what executors scan
 
-Every read-modify-write of a record goes through ``BatchHandle.update``: that one method is
-where a different record protocol (versioned records with create-if-absent on shared
-filesystems) replaces the lock + atomic replace used here.
+Every read-modify-write of a record goes through ``BatchHandle.update``, which publishes the
+next version with create-if-absent (``zumik.versioned``): correct on a shared filesystem that
+promises only close-to-open consistency, atomic rename and atomic create, with no lock and no
+dependence on a cache timeout. A writer holding a stale copy loses the race for the next
+version, re-reads and applies its change again.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from zumik import fsutil
+from zumik import fsutil, progress
+from zumik.versioned import VersionedDoc
 
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 LOCK_TIMEOUT = 30.0
@@ -61,36 +65,31 @@ class BatchHandle:
         self.record_path = batches_dir / f"{batch_id}.json"
         self.run_lock_path = batches_dir / f"{batch_id}.run.lock"
         self.cancel_path = batches_dir / f"{batch_id}.cancel"
+        self.progress_path = batches_dir / f"{batch_id}.progress"
+        self.doc = VersionedDoc(self.record_path)
         self.active_path = active_dir / batch_id
 
     # -- the record ------------------------------------------------------------------------
     def read(self) -> dict[str, Any] | None:
-        """The record as stored, or None."""
-        return fsutil.read_json(self.record_path)
-
-    def record_lock(self) -> FileLock:
-        """The lock around read-modify-write of the record; build per use."""
-        return FileLock(self.dir / f"{self.batch_id}.rec.lock", timeout=LOCK_TIMEOUT)
+        """The newest record, with the running claim's latest saved progress, or None."""
+        record = self.doc.read()
+        return None if record is None else progress.overlay(record, self.progress_path)
 
     def create(self, record: dict[str, Any]) -> None:
         """Write a new record and its active marker (the caller holds the project lock)."""
-        fsutil.write_json(self.record_path, record)
+        self.doc.create(record)
         self.active_path.touch()
         fsutil.fsync_dir(self.active_dir)
 
     def update(self, change: Change) -> dict[str, Any]:
         """Read-modify-write the record: the one way a stored record changes.
 
-        ``change`` edits the record in place or returns a new one; KeyError when there is no
-        record. A record that leaves the active statuses loses its active marker.
+        ``change`` edits the record in place or returns a new one; it may run again on a newer
+        version when another writer (another worker or host) published first, so it must
+        decide from the record alone. KeyError when there is no record. A record that leaves
+        the active statuses loses its active marker.
         """
-        with self.record_lock():
-            record = self.read()
-            if record is None:
-                raise KeyError(self.batch_id)
-            new = change(record)
-            record = record if new is None else new
-            fsutil.write_json(self.record_path, record)
+        record, _ = self.doc.update(change)
         if record.get("status") not in ACTIVE_STATUSES:
             self.clear_active()
         return record
@@ -142,8 +141,8 @@ class BatchHandle:
         self.cancel_path.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Every file of the batch: the record first (so it stops existing), then the rest."""
-        self.record_path.unlink(missing_ok=True)
+        """Every file of the batch: the record's versions first, then the rest."""
+        self.doc.remove()
         self.clear_active()
         prefix = self.batch_id + "."
         with contextlib.suppress(FileNotFoundError):

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from zumik import ids, journal, outbox
+from zumik import ids, journal, outbox, progress
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
@@ -85,6 +85,24 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
                       separators=(",", ":")).encode() + b"\n"
 
 
+class _Slot:
+    """One acquired concurrency slot, released exactly once: by its request when the answer is
+    in, or when its task ends. A task cancelled before its first step (an abort right after it
+    was created) never runs its ``finally``; without the second path its slot would be lost,
+    and after ``ZUMIK_CONCURRENCY`` such losses the worker could send nothing at all."""
+
+    __slots__ = ("give_back", "held")
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self.give_back = give_back
+        self.held = True
+
+    def release(self, *_: object) -> None:
+        if self.held:
+            self.held = False
+            self.give_back()
+
+
 def _custom_id_of(raw: bytes, number: int) -> str:
     """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
     try:
@@ -122,6 +140,7 @@ class BatchRun:
         self.endpoint = "/v1/chat/completions"
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
+        self._progress_seq = 0
 
     def next_request_id(self) -> str:
         """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
@@ -281,9 +300,11 @@ class BatchRun:
                 if self.outcome is not None:
                     self.scheduler.release(self.project, self.batch_id)
                     break
-                task = asyncio.create_task(self._one(number, custom_id, body))
+                slot = _Slot(lambda: self.scheduler.release(self.project, self.batch_id))
+                task = asyncio.create_task(self._one(number, custom_id, body, slot))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
+                task.add_done_callback(slot.release)  # also when cancelled before it started
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
         finally:
@@ -296,7 +317,7 @@ class BatchRun:
             if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
                 await asyncio.to_thread(self._save_counts)
 
-    async def _one(self, number: int, custom_id: str, body: RequestBody) -> None:
+    async def _one(self, number: int, custom_id: str, body: RequestBody, slot: _Slot) -> None:
         try:
             route = self.router.resolve(body.model)
             if route is None:
@@ -317,7 +338,7 @@ class BatchRun:
             self._line_failed(number, custom_id, exc, body.model)
             return
         finally:
-            self.scheduler.release(self.project, self.batch_id)
+            slot.release()  # as soon as the answer is in, before journaling
         self._journal(number, line, ok, usage, provider, body.model)
 
     def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
@@ -344,7 +365,16 @@ class BatchRun:
                       None, model)
 
     async def _watch(self, record: dict[str, Any]) -> None:
-        """Cancel, expiry, lease and durability housekeeping while lines are sent."""
+        """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
+        (a storage error), the run pauses: a run nobody watches must not go on sending."""
+        try:
+            await self._watch_loop(record)
+        except Exception:
+            log.exception("batch %s: watcher failed; pausing", self.batch_id)
+            if self.outcome is None:
+                self.end(RunOutcome.PAUSED, abort=True)
+
+    async def _watch_loop(self, record: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         next_counts = next_beat = loop.time()
         beat_every = self.settings.lease_seconds / 3
@@ -378,15 +408,11 @@ class BatchRun:
     def _save_counts(self) -> None:
         if self.outcome in (RunOutcome.LOST, RunOutcome.PAUSED):
             return
-        progress = self.progress
-
-        def change(record: dict[str, Any]) -> None:
-            record["request_counts"]["completed"] = progress.completed
-            record["request_counts"]["failed"] = progress.failed
-            record["usage"] = progress.usage
-            record["cost"] = progress.cost()
-
-        self.batch.update(change)
+        saved = self.progress
+        self._progress_seq += 1
+        progress.write(self.batch.progress_path, {
+            "request_counts": {"completed": saved.completed, "failed": saved.failed},
+            "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
         """Write a ``batch_expired`` line for every line that never ran."""

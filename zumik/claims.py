@@ -10,6 +10,12 @@ lease stayed unchanged for ``lease_seconds`` on its *own* monotonic clock, so cl
 hosts cannot expire a live claim. Each epoch writes only files named with its epoch.
 
 Both modes write the lease, so a holder that finds a higher epoch knows it lost and stops.
+
+On a shared filesystem a lease is only ever created (``O_EXCL``) or rewritten *in place* by its
+holder, never replaced by rename: another host opening it then reads the latest heartbeat under
+close-to-open consistency, where a replaced file can be read stale (or not at all) until that
+host's cache times out. The holder looks for ``lease.<epoch+1>`` by name, not by listing the
+folder (listings can be cached). The lease names its holder: host name + boot id, pid, token.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +33,12 @@ from filelock import FileLock, Timeout
 from zumik import fsutil
 from zumik.batchhandle import BatchHandle
 
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+LEASE_BYTES = 512  # a lease is rewritten in place at this fixed size (padded with spaces)
+
+
+def holder() -> str:
+    """This process as a lease holder: host name + boot id and pid (fsutil.host_id)."""
+    return f"{fsutil.host_id()}:{os.getpid()}"
 
 
 def current_lease(batch: BatchHandle) -> tuple[int, bytes | None]:
@@ -51,6 +62,8 @@ class Claim:
     lock: FileLock | None
     lost: bool = False
     released: bool = False
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    beats: int = 0
 
     @property
     def batch_id(self) -> str:
@@ -61,18 +74,29 @@ class Claim:
         return self.batch.lease_path(self.epoch)
 
     def _lease_bytes(self, released: bool = False) -> bytes:
-        return json.dumps({"epoch": self.epoch, "holder": HOLDER, "heartbeat": time.time(),
+        self.beats += 1
+        data = json.dumps({"epoch": self.epoch, "holder": holder(), "token": self.token,
+                           "beat": self.beats, "heartbeat": time.time(),
                            "released": released}).encode()
+        return data.ljust(LEASE_BYTES, b" ")
+
+    def _rewrite(self, released: bool = False) -> None:
+        """Rewrite the lease in place (never rename: see the module docstring)."""
+        fd = os.open(self.lease_path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, self._lease_bytes(released), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def heartbeat(self) -> bool:
         """Refresh the lease; return False (and mark lost) if a higher epoch took over."""
         if self.lost:
             return False
-        newest, _ = current_lease(self.batch)
-        if newest > self.epoch:
+        if self.batch.lease_path(self.epoch + 1).exists():
             self.lost = True
             return False
-        fsutil.atomic_write(self.lease_path, self._lease_bytes())
+        self._rewrite()
         return True
 
     def release(self) -> None:
@@ -82,7 +106,7 @@ class Claim:
         self.released = True
         if not self.lost:
             with contextlib.suppress(OSError):
-                fsutil.atomic_write(self.lease_path, self._lease_bytes(released=True))
+                self._rewrite(released=True)
         if self.lock is not None:
             self.lock.release()
 

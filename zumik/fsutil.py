@@ -1,21 +1,51 @@
-"""Durable file primitives: atomic replace, temp files owned by a pid, torn-tail repair."""
+"""Durable file primitives: atomic replace, publish-once, temp files owned by a host and a
+pid, torn-tail repair.
+
+Temp files are named ``.tmp-<host>@<pid>-<label><random>``, where ``<host>`` is this machine's
+host name and boot id (``host_id``). Several hosts may share a data dir on a network
+filesystem, and a pid means nothing on another host: a sweep removes a temp file only when it
+is this host's and its process is gone, or when it is older than ``max_age`` (whoever made it).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import re
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def host_id() -> str:
+    """This machine as ``<host name>.<first 8 hex of the boot id>``: a host restarted (new boot
+    id) is a new owner, and no two machines sharing a data dir should share a host name."""
+    try:
+        boot = BOOT_ID.read_text().strip().replace("-", "")[:8]
+    except OSError:
+        boot = "noboot"
+    name = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
+    return f"{name}.{boot}"
 
 
 def temp_path(directory: Path, label: str = "") -> Path:
-    """A fresh temp name in ``directory`` that records the owning pid (see ``sweep_temps``)."""
-    return directory / f"{TEMP_PREFIX}{os.getpid()}-{label}{secrets.token_hex(6)}"
+    """A fresh temp name in ``directory`` naming its owner, this host and pid (``sweep_temps``)."""
+    return directory / f"{TEMP_PREFIX}{host_id()}@{os.getpid()}-{label}{secrets.token_hex(6)}"
+
+
+def temp_owner(name: str) -> tuple[str, int] | None:
+    """The (host, pid) a temp file name records; None for a name in another format."""
+    host, sep, rest = name[len(TEMP_PREFIX):].partition("@")
+    pid = rest.split("-", 1)[0]
+    return (host, int(pid)) if sep and pid.isdigit() else None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -67,6 +97,24 @@ def commit_temp(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def link_once(tmp: Path, final: Path) -> bool:
+    """Publish a fully written, fsynced ``tmp`` as ``final`` only if ``final`` does not exist.
+
+    ``link()`` is create-if-absent, decided by the file server on every shared filesystem
+    Zumik supports. False if ``final`` exists. On another error the link may still have
+    happened (a retransmitted NFS call): ``tmp`` then has two links, which is success.
+    ``tmp`` stays for the caller to unlink."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.stat(tmp).st_nlink != 2:
+            raise
+    fsync_dir(final.parent)
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -78,7 +126,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
-    """Remove temp files whose owner process is gone (or that are older than ``max_age``)."""
+    """Remove this host's temp files whose process is gone, and any older than ``max_age``.
+
+    Another host's temp file is judged only by its age: its pid says nothing here, and its
+    writer may be uploading into it right now."""
     removed = 0
     try:
         entries = list(os.scandir(directory))
@@ -88,10 +139,10 @@ def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
     for entry in entries:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
-        pid_text = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        owner_alive = pid_text.isdigit() and _pid_alive(int(pid_text))
+        owner = temp_owner(entry.name)
+        abandoned = owner is not None and owner[0] == host_id() and not _pid_alive(owner[1])
         with contextlib.suppress(FileNotFoundError):
-            if not owner_alive or now - entry.stat().st_mtime > max_age:
+            if abandoned or now - entry.stat().st_mtime > max_age:
                 os.unlink(entry.path)
                 removed += 1
     return removed

@@ -127,6 +127,34 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                               "pattern": "^[\\x20-\\x7e]+$"}}
 
+WEBHOOK_HEADERS = [
+    {"name": name, "in": "header", "required": True, "description": text,
+     "schema": {"type": "string"}}
+    for name, text in (
+        ("webhook-id", "the same on every retry of one delivery: deduplicate on it"),
+        ("webhook-timestamp", "Unix seconds of this attempt"),
+        ("webhook-signature", "space-separated v1,<base64 HMAC-SHA256 of "
+                              "\"{webhook-id}.{webhook-timestamp}.{body}\">, one per active "
+                              "secret; verify with the openai SDK's webhooks.unwrap"))]
+
+
+def _webhook(event_type: str, summary: str) -> dict[str, Any]:
+    """A batch event as sent to endpoints registered with ``zumik webhooks add``."""
+    return {"post": {
+        "operationId": event_type.replace(".", "_"), "summary": summary,
+        "parameters": WEBHOOK_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "object", "type", "created_at", "data"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^evt_"}, "object": {"const": "event"},
+                "type": {"const": event_type}, "created_at": {"type": "integer"},
+                "data": {"type": "object", "required": ["id"], "additionalProperties": False,
+                         "properties": {"id": {"type": "string", "pattern": "^batch_"}}}}}}}},
+        "responses": {"200": {"description": "any 2xx: delivered; anything else is retried"}},
+    }}
+
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Zumik", "version": "0.1.0",
@@ -134,6 +162,12 @@ DOCUMENT: dict[str, Any] = {
                             "OpenAI-compatible model server."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
+    "webhooks": {
+        "batch.completed": _webhook("batch.completed", "A batch completed"),
+        "batch.failed": _webhook("batch.failed", "A batch failed validation"),
+        "batch.cancelled": _webhook("batch.cancelled", "A batch was cancelled"),
+        "batch.expired": _webhook("batch.expired", "A batch expired"),
+    },
     "paths": {
         "/v1/files": {
             "post": {

@@ -35,6 +35,7 @@ from zumik.upload_records import pending_usage
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
                "status_details", "expires_at")
+ORPHAN_AGE = 3600.0  # seconds before a blob without metadata counts as abandoned
 RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
 ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "expired": "expired_at",
             "cancelled": "cancelled_at"}
@@ -244,15 +245,24 @@ class ProjectStore:
                 os.unlink(path)
         fsutil.fsync_dir(self.files_dir)
 
-    def sweep(self) -> None:
-        """Start-up recovery: drop temp files of dead writers and blobs without metadata."""
+    def sweep(self, orphan_age: float = ORPHAN_AGE) -> None:
+        """Start-up recovery: drop temp files of dead writers and blobs without metadata.
+
+        A blob is published a moment before its metadata (``write_file``), and batch results
+        are published outside ``quota.lock``; so a blob without metadata is an orphan only once
+        it is ``orphan_age`` seconds old, or a worker booting beside a finalizing one (a
+        gunicorn restart, ``--max-requests``, another host) would delete fresh results."""
         for directory in (self.files_dir, self.batches_dir, self.root, self.uploads_dir):
             fsutil.sweep_temps(directory)
+        now = time.time()
         with self.quota_lock():
-            for name in os.listdir(self.files_dir):
-                if name.endswith(".data") and not (self.files_dir / f"{name[:-5]}.json").exists():
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.files_dir / name)
+            for entry in os.scandir(self.files_dir):
+                if not entry.name.endswith(".data"):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if (not (self.files_dir / f"{entry.name[:-5]}.json").exists()
+                            and now - entry.stat().st_mtime > orphan_age):
+                        os.unlink(entry.path)
 
     # -- batches --------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:

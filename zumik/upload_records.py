@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zumik import fsutil, ids
+from zumik import ids
+from zumik.versioned import VersionedDoc
 
 UPLOAD_FIELDS = ("id", "object", "bytes", "created_at", "expires_at", "filename", "purpose",
                  "status", "file")
@@ -46,7 +47,7 @@ def pending_usage(uploads_dir: Path, now: float) -> tuple[int, int]:
         if not dot or not ids.is_upload_id(upload_id):
             continue
         if rest == "json":
-            record = fsutil.read_json(Path(entry.path))
+            record = VersionedDoc(Path(entry.path)).read()
             if record is not None and status_at(record, now) == "pending":
                 pending.add(upload_id)
         elif ids.is_part_id(rest):

@@ -27,6 +27,7 @@ from zumik.store import ProjectStore, public_file
 from zumik.upload_records import RECORD_SUFFIX, status_at
 from zumik.uploads import CHUNK
 from zumik.uploads import _TempSink as TempSink  # the direct upload's validating writer
+from zumik.versioned import VersionedDoc
 
 
 class UploadSessions:
@@ -40,6 +41,15 @@ class UploadSessions:
     # -- names ----------------------------------------------------------------------------
     def record_path(self, upload_id: str) -> Path:
         return self.dir / f"{upload_id}{RECORD_SUFFIX}"
+
+    def _doc(self, upload_id: str) -> VersionedDoc:
+        """The record's versions (zumik.versioned): a host with a stale cache still reads the
+        newest, so changes made under the quota lock on several hosts never go back."""
+        return VersionedDoc(self.record_path(upload_id))
+
+    def _save(self, record: dict[str, Any]) -> None:
+        """Store ``record`` (read and changed under the quota lock) as the next version."""
+        self._doc(record["id"]).update(lambda _current: record)
 
     def part_path(self, upload_id: str, part_id: str) -> Path:
         return self.dir / f"{upload_id}.{part_id}"
@@ -62,7 +72,7 @@ class UploadSessions:
     # -- reading --------------------------------------------------------------------------
     def get(self, upload_id: str) -> dict[str, Any]:
         """The stored record; 404 when there is none."""
-        record = fsutil.read_json(self.record_path(upload_id))
+        record = self._doc(upload_id).read()
         if record is None:
             raise not_found("Upload", upload_id, "upload_id")
         return record
@@ -90,7 +100,7 @@ class UploadSessions:
             files, used = self._usage(None)
             self._check_quota(files + 1, used + nbytes)
             self.dir.mkdir(parents=True, exist_ok=True)
-            fsutil.write_json(self.record_path(record["id"]), record)
+            self._doc(record["id"]).create(record)
         return record
 
     def add_part(self, upload_id: str, tmp: Path) -> dict[str, Any]:
@@ -117,7 +127,7 @@ class UploadSessions:
             if record["status"] != "cancelled":
                 self.require_pending(upload_id, "it can be cancelled")
                 record["status"] = "cancelled"
-                fsutil.write_json(self.record_path(upload_id), record)
+                self._save(record)
             self.remove_parts(upload_id)
         return record
 
@@ -142,7 +152,7 @@ class UploadSessions:
                                   "bytes_mismatch")
             if record["file_id"] is None:
                 record["file_id"] = ids.new_id(ids.FILE_PREFIX, self.store.clock())
-                fsutil.write_json(self.record_path(upload_id), record)
+                self._save(record)
             elif (published := self.store.get_file(record["file_id"])) is not None:
                 return self._mark_completed(record, published)  # published, then a crash
         sink, requests = self._assemble(upload_id, part_ids, md5)
@@ -199,7 +209,7 @@ class UploadSessions:
     def _mark_completed(self, record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         record["status"] = "completed"
         record["file"] = public_file(meta)
-        fsutil.write_json(self.record_path(record["id"]), record)
+        self._save(record)
         self.remove_parts(record["id"])
         return record
 
@@ -224,16 +234,16 @@ class UploadSessions:
         records = {name[:-len(RECORD_SUFFIX)] for name in names
                    if name.endswith(RECORD_SUFFIX) and ids.is_upload_id(name[:-5])}
         for upload_id in sorted(records):
-            record = fsutil.read_json(self.record_path(upload_id))
+            record = self._doc(upload_id).read()
             if record is None or record["status"] == "pending" and record["expires_at"] > now:
                 continue
             if record["status"] == "pending":
                 record["status"] = "expired"
-                fsutil.write_json(self.record_path(upload_id), record)
+                self._save(record)
                 swept += 1
             self.remove_parts(upload_id)
             if record["expires_at"] + self.settings.upload_ttl <= now:
-                self.record_path(upload_id).unlink(missing_ok=True)
+                self._doc(upload_id).remove()
                 swept += 1
         for name in names:  # parts whose record is gone
             upload_id, dot, rest = name.partition(".")

@@ -1,8 +1,9 @@
 """Webhook endpoints (per project, managed with ``zumik webhooks``) and Standard Webhooks signing.
 
 The registry is ``<data_dir>/webhooks.json``: endpoint id -> project, url, event types and the
-signing secrets. Edits are read-modify-write under ``webhooks.lock`` with an atomic replace;
-readers re-read the file whenever it changes (as ``zumik.auth`` does for ``keys.json``). Secrets
+signing secrets. It is a versioned document like ``keys.json`` (``zumik.versioned``): each edit
+is published as the next version with create-if-absent, so edits on two hosts at once both
+stay, and readers re-read it when a newer version appears (as ``zumik.auth`` does). Secrets
 are stored in the clear (they sign), in a 0600 file like every Zumik file.
 
 Signing matches the ``openai`` SDK's ``webhooks.verify_signature`` byte for byte: the key is the
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from filelock import FileLock
-
 from zumik import fsutil
 from zumik.store import valid_project
+from zumik.versioned import VersionedDoc
 
 EVENT_TYPES = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 SECRET_PREFIX = "whsec_"
@@ -107,11 +106,16 @@ def check_events(events: list[str] | None) -> tuple[str, ...]:
 
 def _edit(data_dir: Path, change: Any) -> Any:
     data_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(data_dir / "webhooks.lock", timeout=30):
-        document = fsutil.read_json(data_dir / REGISTRY_FILE) or {}
-        result = change(document)
-        fsutil.write_json(data_dir / REGISTRY_FILE, document)
-    return result
+    doc = VersionedDoc(data_dir / REGISTRY_FILE)
+    if doc.read() is None:
+        doc.create({})  # False when another edit created it first: fine
+    result: list[Any] = []
+
+    def apply(document: dict[str, Any]) -> None:
+        result[:] = [change(document)]  # may run again on a newer version: keep the last
+
+    doc.update(apply)
+    return result[0]
 
 
 def add_endpoint(data_dir: Path, project: str, url: str, events: list[str] | None = None,
@@ -161,7 +165,7 @@ def rotate_secret(data_dir: Path, endpoint_id: str, grace: float,
 
 def load_endpoints(data_dir: Path) -> dict[str, Endpoint]:
     """Every endpoint, read now."""
-    document = fsutil.read_json(data_dir / REGISTRY_FILE) or {}
+    document = VersionedDoc(data_dir / REGISTRY_FILE).read() or {}
     return {eid: Endpoint.from_json(eid, doc) for eid, doc in document.items()}
 
 
@@ -177,20 +181,18 @@ class Registry:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / REGISTRY_FILE
         self.data_dir = data_dir
-        self._stamp: tuple[int, int, int] | None = None
+        self._doc = VersionedDoc(self.path)
+        self._version = 0
         self._endpoints: dict[str, Endpoint] = {}
         self._mutex = threading.Lock()
 
     def get(self, endpoint_id: str) -> Endpoint | None:
-        try:
-            st = os.stat(self.path)
-            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
         with self._mutex:
-            if stamp != self._stamp:
-                self._endpoints = load_endpoints(self.data_dir)
-                self._stamp = stamp
+            if self._doc.changed_since(self._version):
+                version, document = self._doc.read_version() or (0, {})
+                self._endpoints = {eid: Endpoint.from_json(eid, doc)
+                                   for eid, doc in document.items()}
+                self._version = version
             return self._endpoints.get(endpoint_id)
 
 
