@@ -42,11 +42,13 @@ def test_a_small_batch_is_not_stuck_behind_ten_big_ones(gunicorn, provider):
         assert time.time() - started < 30, "B's batch is stuck"
         time.sleep(0.05)
     took = time.time() - started
-    running = [b for b in big if status(server, b, AUTH_A)["status"] == "in_progress"]
+    # not finished: in_progress, or still validating where a loaded machine has not claimed it
+    running = [b for b in big
+               if status(server, b, AUTH_A)["status"] in ("validating", "in_progress")]
     print("\nfairness:", json.dumps({"big_batches": 10, "big_lines": 3000, "latency_s": 0.05,
                                      "small_batch_s": round(took, 2),
                                      "big_still_running": len(running)}))
     for batch_id in big:
         post(server, f"/v1/batches/{batch_id}/cancel", AUTH_A)
-    assert len(running) == 10, "A's batches should all still run while B's finishes"
+    assert len(running) == 10, "none of A's batches may finish before B's"
     assert took < 5.0
