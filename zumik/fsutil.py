@@ -116,13 +116,23 @@ def link_once(tmp: Path, final: Path) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped: its parent died too and the
+    container's init may be slow or never reap) writes nothing more, so it counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
