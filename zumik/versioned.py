@@ -144,14 +144,7 @@ class VersionedDoc:
         tmp = fsutil.temp_path(target.parent, "v-")
         data = json.dumps(doc, separators=(",", ":")).encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsutil.write_durably(tmp, data)
             return fsutil.link_once(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
