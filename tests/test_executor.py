@@ -229,27 +229,38 @@ def test_healthz_answers_503_in_the_envelope_when_the_executor_thread_died(make_
     assert response.get_json()["error"]["code"] == "executor_dead"
 
 
-def test_an_abort_right_after_a_request_task_is_created_loses_no_concurrency_slot(make_app,
-                                                                                   provider):
-    """A request task cancelled before its first step never runs its own ``finally``; its
-    slot must still come back, or after ZUMIK_CONCURRENCY such aborts (cancels, lost leases,
-    shutdowns) the worker can send nothing. Found by the multi-host cancel tests: batches
-    stuck in cancelling with nothing in flight."""
-    app = make_app(upstream_url=provider.url, concurrency=1, claim_mode="lease")
+def test_aborts_at_every_step_lose_no_concurrency_slot(make_app, provider):
+    """A task cancelled before its first step never runs its own ``finally``; no slot may be
+    lost with it, nor with a sender cancelled anywhere else, or after ZUMIK_CONCURRENCY such
+    aborts (cancels, lost leases, shutdowns) the worker can send nothing. Found by the
+    multi-host cancel tests: batches stuck in cancelling with nothing in flight. The run is
+    aborted 0, 1, 2, ... loop steps after its first sender exists, so every point of its
+    senders' lives is hit, a sender not yet started among them."""
+    app = make_app(upstream_url=provider.url, concurrency=2, claim_mode="lease")
     client = app.test_client()
-    _, batch_id = run_batch(client, echo_lines(200, model="m1"))
+    _, batch_id = run_batch(client, echo_lines(60, model="m1"))
     executor = app.extensions["zumik"].executor
+    unstarted_senders_aborted = 0
 
     async def steps() -> None:
+        nonlocal unstarted_senders_aborted
         async with executor.opened():
-            await executor.run_once()
-            run = executor.runs[batch_id]
-            while not any(inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED
-                          for task in run.in_flight):
-                await asyncio.sleep(0)  # until a request task exists that has not started
-            run.abort()  # handed back; the next claim needs the one slot again
+            for steps_before_abort in range(16):
+                await executor.run_once()
+                run = executor.runs[batch_id]
+                while not run.senders and not run.outcome:  # validation, recovery: threads
+                    await asyncio.sleep(0)
+                for _ in range(steps_before_abort):
+                    await asyncio.sleep(0)
+                unstarted_senders_aborted += sum(
+                    inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED
+                    for task in run.senders)
+                run.abort()  # handed back; the next claim needs every slot again
+                await asyncio.wait(set(executor.tasks))
+                assert executor.scheduler.in_use == 0 and not executor.scheduler.projects
             await asyncio.wait_for(executor.run_until_idle(), 30)
 
     asyncio.run(steps())
+    assert unstarted_senders_aborted > 0
     record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
     assert record["status"] == "completed"

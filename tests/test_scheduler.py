@@ -74,40 +74,48 @@ def test_a_freed_slot_goes_to_the_project_then_the_batch_with_fewest_in_flight()
 
 
 def test_many_big_batches_do_not_starve_a_new_small_one():
-    """Project a runs 10 batches that always have a line waiting; project b's 10-line batch
-    still gets half the slots as lines finish."""
+    """Project a runs 10 batches, each with as many senders as there are slots (as BatchRun
+    runs them: a sender keeps its slot through ``renew`` while nobody else waits); project
+    b's 10-line batch still gets half the slots as lines finish."""
 
     async def go():
         scheduler = FairScheduler(8)
         done = {"b": 0}
 
-        async def line(project: str, batch: str) -> None:
-            await scheduler.acquire(project, batch)
-            await asyncio.sleep(0.001)
-            scheduler.release(project, batch)
-            if project == "b":
-                done["b"] += 1
+        async def sender(project: str, batch: str, lines: list[int]) -> None:
+            held = False
+            try:
+                while lines:
+                    if not held and not scheduler.try_acquire(project, batch):
+                        await scheduler.acquire(project, batch)
+                    held = True
+                    if not lines:
+                        break
+                    lines.pop()
+                    await asyncio.sleep(0.001)  # the request
+                    if project == "b":
+                        done["b"] += 1
+                    held = scheduler.renew(project, batch)
+            finally:
+                if held:
+                    scheduler.release(project, batch)
 
-        async def batch_loop(project: str, batch: str, lines: int) -> None:
-            tasks = []
-            for _ in range(lines):
-                await scheduler.acquire(project, batch)  # like BatchRun: one slot, then a task
-                scheduler.release(project, batch)
-                tasks.append(asyncio.create_task(line(project, batch)))
-                await asyncio.sleep(0)
-            await asyncio.gather(*tasks)
+        def batch(project: str, name: str, n: int) -> list[asyncio.Task[None]]:
+            lines = list(range(n))
+            return [asyncio.create_task(sender(project, name, lines)) for _ in range(8)]
 
-        big = [asyncio.create_task(batch_loop("a", f"a{i}", 300)) for i in range(10)]
+        big = [task for i in range(10) for task in batch("a", f"a{i}", 300)]
         await asyncio.sleep(0.01)
         peak_b = 0
-        small = asyncio.create_task(batch_loop("b", "b1", 10))
-        while not small.done():
+        small = batch("b", "b1", 10)
+        while not all(task.done() for task in small):
             peak_b = max(peak_b, scheduler.in_flight("b"))
             await asyncio.sleep(0)
-        assert done["b"] == 10 and peak_b >= 2
+        assert done["b"] == 10 and peak_b >= 4
         for task in big:
             task.cancel()
         await asyncio.gather(*big, return_exceptions=True)
+        assert scheduler.in_use == 0 and scheduler.projects == {}
 
     run(go())
 
@@ -126,6 +134,46 @@ def test_a_cancelled_waiter_leaks_no_slot():
         await later
         assert got == ["c/c1"] and scheduler.in_use == 1 and scheduler.waiting == 0
         scheduler.release("c", "c1")
+        assert scheduler.idle() and scheduler.projects == {}
+
+    run(go())
+
+
+def test_try_acquire_takes_a_free_slot_only_when_nobody_waits():
+    async def go():
+        scheduler = FairScheduler(2)
+        assert scheduler.try_acquire("a", "a1") and scheduler.try_acquire("a", "a1")
+        assert not scheduler.try_acquire("b", "b1") and scheduler.in_use == 2
+        got: list[str] = []
+        task = asyncio.create_task(waiter(scheduler, "b", "b1", got))
+        await settle()
+        scheduler.release("a", "a1")  # goes to b's waiter
+        await task
+        scheduler.release("a", "a1")  # a slot is free and nobody waits
+        assert scheduler.try_acquire("a", "a1") and got == ["b/b1"]
+
+    run(go())
+
+
+def test_renew_keeps_the_slot_unless_another_batch_waits():
+    async def go():
+        scheduler = FairScheduler(1)
+        assert scheduler.try_acquire("a", "a1")
+        assert scheduler.renew("a", "a1") and scheduler.in_use == 1  # nobody waits
+        got: list[str] = []
+        sibling = asyncio.create_task(waiter(scheduler, "a", "a1", got))
+        await settle()
+        assert scheduler.renew("a", "a1")  # only its own batch waits: the slot would come back
+        assert got == [] and scheduler.in_flight("a", "a1") == 1
+        other = asyncio.create_task(waiter(scheduler, "a", "a2", got))
+        await settle()
+        assert not scheduler.renew("a", "a1")  # released: the fairest waiter gets it
+        await other
+        assert got == ["a/a2"] and scheduler.in_flight("a", "a1") == 0
+        scheduler.release("a", "a2")  # now a1's waiting sibling gets it
+        await sibling
+        assert got == ["a/a2", "a/a1"]
+        scheduler.release("a", "a1")
         assert scheduler.idle() and scheduler.projects == {}
 
     run(go())

@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -28,7 +28,7 @@ from zumik import ids, journal, outbox, progress
 from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
-from zumik.metrics import Metrics
+from zumik.metrics import Counter, Metrics
 from zumik.records import Status, is_terminal, move
 from zumik.routing import Router
 from zumik.scheduler import FairScheduler
@@ -85,24 +85,6 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
                       separators=(",", ":")).encode() + b"\n"
 
 
-class _Slot:
-    """One acquired concurrency slot, released exactly once: by its request when the answer is
-    in, or when its task ends. A task cancelled before its first step (an abort right after it
-    was created) never runs its ``finally``; without the second path its slot would be lost,
-    and after ``ZUMIK_CONCURRENCY`` such losses the worker could send nothing at all."""
-
-    __slots__ = ("give_back", "held")
-
-    def __init__(self, give_back: Callable[[], None]) -> None:
-        self.give_back = give_back
-        self.held = True
-
-    def release(self, *_: object) -> None:
-        if self.held:
-            self.held = False
-            self.give_back()
-
-
 def _custom_id_of(raw: bytes, number: int) -> str:
     """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
     try:
@@ -131,7 +113,8 @@ class BatchRun:
         self.sending = False  # lines are being handed out (the start-up steps are done)
         self.metrics = metrics or Metrics()
         self.outcome: RunOutcome | None = None
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.senders: set[asyncio.Task[None]] = set()
+        self._waiting_senders = 0  # senders waiting for a slot
         self.prices: journal.Prices = {
             p.name: (p.input_price, p.output_price) for p in router.providers.values()
             if p.input_price is not None or p.output_price is not None}
@@ -141,6 +124,7 @@ class BatchRun:
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0
+        self._line_counters: dict[tuple[str | None, str, bool], Counter] = {}
 
     def next_request_id(self) -> str:
         """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
@@ -162,7 +146,7 @@ class BatchRun:
         if first:
             self.outcome = outcome
         if abort:
-            for task in list(self.in_flight):
+            for task in list(self.senders):
                 task.cancel()
         return first
 
@@ -281,33 +265,24 @@ class BatchRun:
         await asyncio.to_thread(self._finalize, final)
 
     async def _send_all(self, record: dict[str, Any]) -> None:
+        """Send every line not journaled yet, through senders that share one line iterator."""
         self.endpoint = record["endpoint"]
         watcher = asyncio.create_task(self._watch(record))
         self.sending = True
+        failure: BaseException | None = None
         try:
-            path = str(self.store.file_data_path(record["input_file_id"]))
-            for number, raw in iter_lines(path):
-                if self.outcome is not None:
-                    break
-                if number in self.progress.done:
-                    continue
-                try:
-                    custom_id, body = request_of(raw, number)
-                except Exception as exc:  # validated earlier: only a bug can get here
-                    self._line_failed(number, _custom_id_of(raw, number), exc)
-                    continue
-                await self.scheduler.acquire(self.project, self.batch_id)
-                if self.outcome is not None:
-                    self.scheduler.release(self.project, self.batch_id)
-                    break
-                slot = _Slot(lambda: self.scheduler.release(self.project, self.batch_id))
-                task = asyncio.create_task(self._one(number, custom_id, body, slot))
-                self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
-                task.add_done_callback(slot.release)  # also when cancelled before it started
-            if self.in_flight:
-                await asyncio.gather(*self.in_flight, return_exceptions=True)
+            pending = self._pending(str(self.store.file_data_path(record["input_file_id"])))
+            self._start_sender(pending)
+            while self.senders:  # senders start more senders while they find free slots
+                done, _ = await asyncio.wait(set(self.senders))
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        failure = failure or task.exception()
+            if failure is not None:  # lines may be left unsent: never DONE, pause instead
+                raise failure
         finally:
+            for task in self.senders:
+                task.cancel()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -317,29 +292,79 @@ class BatchRun:
             if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
                 await asyncio.to_thread(self._save_counts)
 
-    async def _one(self, number: int, custom_id: str, body: RequestBody, slot: _Slot) -> None:
+    def _pending(self, path: str) -> Iterator[tuple[int, str, RequestBody]]:
+        """The input lines not journaled yet, parsed for sending. A line that cannot be parsed
+        (validated earlier: only a bug gets here) is journaled as failed on the spot."""
+        done = self.progress.done
+        for number, raw in iter_lines(path):
+            if number in done:
+                continue
+            try:
+                custom_id, body = request_of(raw, number)
+            except Exception as exc:
+                self._line_failed(number, _custom_id_of(raw, number), exc)
+                continue
+            yield number, custom_id, body
+
+    def _start_sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+        task = asyncio.create_task(self._sender(pending))
+        self.senders.add(task)
+        task.add_done_callback(self.senders.discard)
+
+    async def _sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+        """Send lines one after another, each under a slot of the fair scheduler, until none is
+        left or the run has an outcome.
+
+        A sender keeps its slot for its next line unless another batch waits for one
+        (``FairScheduler.renew``), so a line costs no task and no wake-up. A sender that gets
+        a slot while no other sender of this run waits for one starts another, so the run
+        always has one ready for the next slot the scheduler hands it."""
+        scheduler, project, batch_id = self.scheduler, self.project, self.batch_id
+        held = False
+        try:
+            while True:
+                if not held:
+                    self._waiting_senders += 1
+                    try:
+                        if not scheduler.try_acquire(project, batch_id):
+                            await scheduler.acquire(project, batch_id)
+                    finally:
+                        self._waiting_senders -= 1
+                    held = True
+                line = next(pending, None) if self.outcome is None else None
+                if line is None:
+                    return
+                if not self._waiting_senders and len(self.senders) < scheduler.slots:
+                    self._start_sender(pending)
+                number, custom_id, body = line
+                result = await self._request(number, custom_id, body)
+                held = scheduler.renew(project, batch_id)  # as soon as the answer is in
+                if result is not None:
+                    self._journal(number, *result)
+        finally:
+            if held:
+                scheduler.release(project, batch_id)
+
+    async def _request(self, number: int, custom_id: str, body: RequestBody
+                       ) -> tuple[bytes, bool, Any, str | None, str] | None:
+        """Send one line; what to journal for it (None: it raised and was journaled failed)."""
         try:
             route = self.router.resolve(body.model)
             if route is None:
-                line = error_line(custom_id, "model_not_found",
-                                  f"The model {body.model!r} has no route")
-                ok, usage, provider = False, None, None
-            else:
-                outcome = await self.upstream.send(route, body, self.endpoint)
-                ok = outcome.ok
-                usage = outcome.usage if ok else None
-                provider = outcome.provider
-                line = (response_line(custom_id, outcome, self.next_request_id())
-                        if outcome.body is not None and outcome.status_code is not None else
-                        error_line(custom_id, outcome.error_code or "upstream_error",
-                                   outcome.error_message or "request failed",
-                                   self.next_request_id()))
+                return (error_line(custom_id, "model_not_found",
+                                   f"The model {body.model!r} has no route"),
+                        False, None, None, body.model)
+            outcome = await self.upstream.send(route, body, self.endpoint)
+            ok = outcome.ok
+            line = (response_line(custom_id, outcome, self.next_request_id())
+                    if outcome.body is not None and outcome.status_code is not None else
+                    error_line(custom_id, outcome.error_code or "upstream_error",
+                               outcome.error_message or "request failed",
+                               self.next_request_id()))
+            return line, ok, outcome.usage if ok else None, outcome.provider, body.model
         except Exception as exc:  # anything unexpected fails this line alone, once
             self._line_failed(number, custom_id, exc, body.model)
-            return
-        finally:
-            slot.release()  # as soon as the answer is in, before journaling
-        self._journal(number, line, ok, usage, provider, body.model)
+            return None
 
     def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
                  model: str) -> None:
@@ -347,9 +372,12 @@ class BatchRun:
             return
         self.writer.append(journal.entry_bytes(number, line))
         self.progress.record(number, not ok, usage, provider)
-        self.metrics.inc("zumik_lines_total", (("provider", provider or "none"),
-                                               ("model", model),
-                                               ("outcome", "failed" if not ok else "completed")))
+        counter = self._line_counters.get((provider, model, ok))
+        if counter is None:
+            counter = self._line_counters[provider, model, ok] = self.metrics.counter(
+                "zumik_lines_total", (("provider", provider or "none"), ("model", model),
+                                      ("outcome", "completed" if ok else "failed")))
+        counter.inc()
 
     def _line_failed(self, number: int, custom_id: str, exc: Exception,
                      model: str = "unknown") -> None:

@@ -26,6 +26,8 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 RESET_MAX = 3600.0  # no reset header can block a provider for longer than this
 RESET_CHARS = 64  # longer reset values are nonsense: ignored
+_RATELIMIT_HEADERS = tuple((f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+                          for kind in ("requests", "tokens"))
 
 
 def parse_reset(value: str | None) -> float | None:
@@ -110,6 +112,20 @@ class ProviderLimits:
 
     def free_share(self) -> float:
         return (self.limit - self.in_flight) / self.limit
+
+    def try_acquire(self) -> tuple[int, int] | None:
+        """``acquire`` without waiting, when nothing would make it wait (a free slot, no rate
+        limit, no block); else None."""
+        if self.blocked_until and self.blocked_until <= self.clock():
+            self.blocked_until = 0.0  # the provider's block has passed
+        if (self.in_flight < int(self.limit) and not self._waiters and self.rpm is None
+                and self.tpm is None and not self.blocked_until):
+            self.in_flight += 1
+            if self.in_flight > self.peak_in_flight:
+                self.peak_in_flight = self.in_flight
+            self.tickets += 1
+            return 0, self.tickets
+        return None
 
     async def acquire(self, body: RequestBody) -> tuple[int, int]:
         """Wait for a concurrency slot and the rate buckets; return (token estimate, ticket).
@@ -199,9 +215,9 @@ class ProviderLimits:
     def _respect_headers(self, headers: Any) -> None:
         if not headers:
             return
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        for remaining_header, reset_header in _RATELIMIT_HEADERS:
+            remaining = headers.get(remaining_header)
             if remaining is not None and remaining.strip() == "0":
-                reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+                reset = parse_reset(headers.get(reset_header))
                 if reset:
                     self.blocked_until = max(self.blocked_until, self.clock() + reset)

@@ -68,9 +68,14 @@ class Metrics:
         self.providers: dict[str, dict[str, Any]] = {}  # name -> ProviderHealth.snapshot()
 
     def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
-        """Add to a counter. Label values can come from users (model names routed straight to
-        a default provider), so past ``MAX_SERIES`` series of one name new ones are folded
-        into one series whose values are ``_other``: bounded memory and scrape size."""
+        """Add to a counter (see ``counter`` for how many series one name may have)."""
+        self.counter(name, labels).inc(value)
+
+    def counter(self, name: str, labels: Labels) -> Counter:
+        """One counter series, to add to without finding it again (the per-line paths keep
+        theirs). Label values can come from users (model names routed straight to a default
+        provider), so past ``MAX_SERIES`` series of one name new ones are folded into one
+        series whose values are ``_other``: bounded memory and scrape size."""
         key = _key(name, labels)
         with self._lock:
             if key not in self.counters:
@@ -78,18 +83,20 @@ class Metrics:
                     key = _key(name, tuple((label, "_other") for label, _ in labels))
                 else:
                     self._series[name] += 1
-            self.counters[key] += value
+                self.counters[key] += 0.0
+        return Counter(self, key)
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
+        self.histogram(name, labels).observe(value)
+
+    def histogram(self, name: str, labels: Labels) -> Histogram:
+        """One histogram series, to observe into without finding it again."""
         key = _key(name, labels)
-        index = bisect.bisect_left(BUCKETS, value)  # the first bucket with value <= bound
         with self._lock:
             series = self.histograms.get(key)
             if series is None:
                 series = self.histograms[key] = [0.0] * (len(BUCKETS) + 3)
-            series[index] += 1
-            series[-2] += value
-            series[-1] += 1
+        return Histogram(self._lock, series)
 
     def set_gauge(self, name: str, labels: Labels, value: float) -> None:
         with self._lock:
@@ -112,6 +119,38 @@ class Metrics:
         directory.mkdir(parents=True, exist_ok=True)
         fsutil.atomic_write(directory / f"{HOST}-{os.getpid()}.json",
                             json.dumps(self.snapshot()).encode())
+
+
+class Counter:
+    """A handle on one counter series of a ``Metrics``."""
+
+    __slots__ = ("_metrics", "key")
+
+    def __init__(self, metrics: Metrics, key: str) -> None:
+        self._metrics = metrics
+        self.key = key
+
+    def inc(self, value: float = 1.0) -> None:
+        with self._metrics._lock:
+            self._metrics.counters[self.key] += value
+
+
+class Histogram:
+    """A handle on one histogram series (per bucket, then +Inf, sum, count)."""
+
+    __slots__ = ("_lock", "_series")
+
+    def __init__(self, lock: threading.Lock, series: list[float]) -> None:
+        self._lock = lock
+        self._series = series
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(BUCKETS, value)  # the first bucket with value <= bound
+        series = self._series
+        with self._lock:
+            series[index] += 1
+            series[-2] += value
+            series[-1] += 1
 
 
 def _cumulative(series: list[float]) -> list[float]:

@@ -6,7 +6,9 @@ slot goes to the *project* with the fewest lines in flight among those waiting, 
 to the *batch* with the fewest lines in flight (ties go to whoever was served least recently).
 So a new small batch gets an equal share of the slots as soon as lines finish, however many big
 batches run: max-min fairness over lines in flight, between projects first, then between a
-project's batches.
+project's batches. A line that ends may hand its slot straight to the next line of its batch
+(``renew``) when no other batch waits, since the slot would go back to that batch anyway: the
+common case of one busy batch costs no future and no wake-up per line.
 """
 
 from __future__ import annotations
@@ -55,14 +57,17 @@ class FairScheduler:
         batch = share.batches.get(batch_id)
         return batch.in_flight if batch else 0
 
+    def try_acquire(self, project: str, batch_id: str) -> bool:
+        """Take a slot at once if one is free and nobody waits (then pair with ``release``);
+        False means ``await acquire`` instead."""
+        if self.in_use >= self.slots or self.waiting:
+            return False
+        self._take(*self._shares(project, batch_id))
+        return True
+
     async def acquire(self, project: str, batch_id: str) -> None:
         """Take a slot for one line of ``batch_id``; pair with ``release``."""
-        owner = self.projects.get(project)
-        if owner is None:
-            owner = self.projects[project] = _Project()
-        batch = owner.batches.get(batch_id)
-        if batch is None:
-            batch = owner.batches[batch_id] = _Share()
+        owner, batch = self._shares(project, batch_id)
         if self.in_use < self.slots and not self.waiting:
             self._take(owner, batch)
             return
@@ -75,12 +80,25 @@ class FairScheduler:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release(project, batch_id)
-            elif future in batch.waiters:
-                batch.waiters.remove(future)
-                owner.waiting -= 1
-                self.waiting -= 1
+            else:  # still queued, or already dropped by ``_grant``
+                if future in batch.waiters:
+                    batch.waiters.remove(future)
+                    owner.waiting -= 1
+                    self.waiting -= 1
                 self._forget(project, owner, batch_id, batch)
             raise
+
+    def renew(self, project: str, batch_id: str) -> bool:
+        """Keep a slot for another line of the same batch when no other batch waits for one
+        (the freed slot would go to this batch anyway); else ``release`` it and say False."""
+        if self.waiting:
+            owner = self.projects[project]
+            batch = owner.batches[batch_id]
+            if self.waiting != len(batch.waiters):
+                self.release(project, batch_id)
+                return False
+            owner.served = batch.served = next(self._grants)
+        return True
 
     def release(self, project: str, batch_id: str) -> None:
         """Give a line's slot back; the next one goes to the fairest waiter."""
@@ -92,6 +110,15 @@ class FairScheduler:
         while self.waiting and self.in_use < self.slots:
             self._grant()
         self._forget(project, owner, batch_id, batch)
+
+    def _shares(self, project: str, batch_id: str) -> tuple[_Project, _Share]:
+        owner = self.projects.get(project)
+        if owner is None:
+            owner = self.projects[project] = _Project()
+        batch = owner.batches.get(batch_id)
+        if batch is None:
+            batch = owner.batches[batch_id] = _Share()
+        return owner, batch
 
     def _take(self, owner: _Project, batch: _Share) -> None:
         self.in_use += 1
@@ -116,7 +143,8 @@ class FairScheduler:
 
     def _forget(self, project: str, owner: _Project, batch_id: str, batch: _Share) -> None:
         """Drop the books of a batch (and project) with nothing in flight and no waiter."""
-        if not batch.in_flight and not batch.waiters:
-            del owner.batches[batch_id]
-            if not owner.batches:
-                del self.projects[project]
+        if batch.in_flight or batch.waiters or owner.batches.get(batch_id) is not batch:
+            return
+        del owner.batches[batch_id]
+        if not owner.batches and self.projects.get(project) is owner:
+            del self.projects[project]

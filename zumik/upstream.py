@@ -208,7 +208,7 @@ class Upstream:
         request = self._requests.get((provider.name, endpoint))
         if request is None:
             request = self._requests[provider.name, endpoint] = _RequestShape(
-                provider, endpoint, self.settings.max_response_bytes)
+                provider, endpoint, self.settings.max_response_bytes, self.metrics)
         outcome = Outcome(ok=False)
         sends = charged = 0  # attempts made; attempts that were the line's own failures
         while True:
@@ -216,9 +216,10 @@ class Upstream:
                 return Outcome(ok=False, error_code="provider_down", retryable=True,
                                attempts=sends, provider=provider.name,
                                error_message=f"provider {provider.name!r} is down")
-            probe = await health.admit()
+            probe = False if health.up else await health.admit()
             try:
-                estimate, ticket = await limits.acquire(body)
+                admitted = limits.try_acquire()  # the common case takes no await
+                estimate, ticket = admitted or await limits.acquire(body)
                 answers_before = health.answers  # answers from here on are others' luck
                 started = time.perf_counter()
                 try:
@@ -230,7 +231,7 @@ class Upstream:
                 raise
             latency = time.perf_counter() - started
             sends += 1
-            self.metrics.observe("zumik_upstream_latency_seconds", request.labels, latency)
+            request.latency.observe(latency)
             provider_failure = not outcome.ok and is_provider_failure(outcome.error_code,
                                                                        outcome.status_code)
             if provider_failure:
@@ -254,7 +255,7 @@ class Upstream:
                 break
             self.retries += 1
             health.retries += 1
-            self.metrics.inc("zumik_retries_total", request.labels)
+            request.retries.inc()
             if health.up:
                 await self.sleep(retry_delay(response_headers, max(charged, sends), self.rng,
                                              provider.retry_backoff))
@@ -341,7 +342,8 @@ def _json_object(raw: bytes) -> bytes | None:
 class _RequestShape:
     """What every request to one provider and endpoint shares: URL, headers, timeout."""
 
-    def __init__(self, provider: ProviderConfig, endpoint: str, max_bytes: int) -> None:
+    def __init__(self, provider: ProviderConfig, endpoint: str, max_bytes: int,
+                 metrics: Metrics) -> None:
         self.max_bytes = max_bytes
         # base_url ends in /v1 (or the provider's own prefix); endpoint is /v1/<path>
         self.url = provider.base_url + endpoint.removeprefix("/v1")
@@ -349,4 +351,6 @@ class _RequestShape:
         if provider.api_key:
             self.headers["Authorization"] = f"Bearer {provider.api_key}"
         self.timeout = aiohttp.ClientTimeout(total=provider.timeout)
-        self.labels = (("provider", provider.name),)
+        labels = (("provider", provider.name),)
+        self.latency = metrics.histogram("zumik_upstream_latency_seconds", labels)
+        self.retries = metrics.counter("zumik_retries_total", labels)
