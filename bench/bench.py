@@ -3,8 +3,8 @@
     python bench/bench.py            # every scenario
     python bench/bench.py overhead latency   # some of them
 
-Scenarios: overhead, latency, concurrency, memory, transfer, responsiveness, scale, uploads,
-json_upload, fairness, sharedfs.
+Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
+uploads, json_upload, fairness, sharedfs.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -221,6 +221,72 @@ def throughput(name: str, latency: float, n: int, concurrency: int, workdir: Pat
             "ratio": round(base / elapsed, 3),
             "ratio_to_C_over_L": round(n / elapsed / ideal, 3) if ideal else None,
             "target": target}
+
+
+ZUMIK_IN_PROCESS = r'''
+import asyncio, io, sys
+from pathlib import Path
+root, upstream, path, data = sys.argv[1:5]
+sys.path.insert(0, root)
+from zumik import create_app
+from zumik.settings import load_settings
+settings = load_settings({}, data_dir=Path(data), api_keys={"k": "bench"}).replace(
+    upstream_url=upstream, concurrency=64)
+app = create_app(settings, start_executor=False)
+client, auth = app.test_client(), {"Authorization": "Bearer k"}
+content = Path(path).read_bytes()
+file_id = client.post("/v1/files", headers=auth, content_type="multipart/form-data", data={
+    "purpose": "batch", "file": (io.BytesIO(content), "in.jsonl")}).get_json()["id"]
+batch_id = client.post("/v1/batches", headers=auth, json={
+    "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+    "completion_window": "24h"}).get_json()["id"]
+executor = app.extensions["zumik"].executor
+async def drive():
+    async with executor.opened():
+        await executor.run_until_idle()
+asyncio.run(drive())
+batch = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
+assert batch["request_counts"]["completed"] == content.count(b"\n"), batch
+'''
+
+
+def instructions(command: list[str]) -> int:
+    """Instructions a command executes (valgrind's cachegrind, no cache simulation)."""
+    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                          "--cachegrind-out-file=/dev/null", *command],
+                         capture_output=True, text=True, check=True).stderr
+    refs = next(line for line in out.splitlines() if "I refs:" in " ".join(line.split()))
+    return int(refs.split()[-1].replace(",", ""))
+
+
+def overhead_cpu(workdir: Path) -> dict:
+    """Instructions per line: the executor (in-process, through upload, validation, sending
+    and finalize) against the bare aiohttp client, as the difference between a 2,500-line and
+    a 500-line run of each (start-up cancels out). Counted, not timed, so the figure does not
+    move with the machine's load: the deterministic companion of ``overhead``."""
+    if shutil.which("valgrind") is None:
+        return {"scenario": "overhead_cpu", "skipped": "valgrind not installed"}
+    small, big = 500, 2500
+    provider = Provider(0.0)
+    runner, client = workdir / "zumik_in_process.py", workdir / "baseline.py"
+    runner.write_text(ZUMIK_IN_PROCESS)
+    client.write_text(BASELINE)
+    counts: dict[str, dict[int, int]] = {"zumik": {}, "baseline": {}}
+    try:
+        for n in (small, big):
+            path = lines_file(workdir / f"cpu-{n}.jsonl", n)
+            counts["zumik"][n] = instructions([sys.executable, str(runner), str(ROOT),
+                                               provider.url, str(path),
+                                               str(workdir / f"cpu-data-{n}")])
+            counts["baseline"][n] = instructions([sys.executable, str(client), provider.url,
+                                                  str(path), str(workdir / "b.out"), "64"])
+    finally:
+        provider.stop()
+    per_line = {side: (c[big] - c[small]) / (big - small) for side, c in counts.items()}
+    return {"scenario": "overhead_cpu", "lines": [small, big],
+            "zumik_instructions_per_line": round(per_line["zumik"]),
+            "baseline_instructions_per_line": round(per_line["baseline"]),
+            "ratio": round(per_line["baseline"] / per_line["zumik"], 3), "target": ">= 0.9"}
 
 
 def rss_kb(pid: int) -> int:
@@ -633,6 +699,7 @@ def uploads(workdir: Path) -> dict:
 
 SCENARIOS = {
     "overhead": lambda w: throughput("overhead", 0.0, 5000, 64, w, ">= 0.9"),
+    "overhead_cpu": overhead_cpu,
     "latency": lambda w: throughput("latency", 0.05, 5000, 64, w, ">= 0.9"),
     "concurrency": lambda w: throughput("concurrency", 1.0, 5000, 512, w, ">= 0.9 x C/L"),
     "memory": memory,
