@@ -104,7 +104,9 @@ def clean_filename(name: str, param: str = "file") -> str:
     return name
 
 
-def _check_fields(fields: dict[str, str]) -> tuple[str, int | None]:
+def check_file_fields(fields: dict[str, str]) -> tuple[str, int | None]:
+    """``purpose`` and ``expires_after[seconds]`` of an upload's form fields, checked:
+    (purpose, seconds or None). The one set of rules for every way a file arrives."""
     purpose = fields.get("purpose", "batch")
     if purpose not in SUPPORTED_PURPOSES:
         raise bad_request(f"Invalid purpose {purpose!r}; supported: "
@@ -121,7 +123,19 @@ def _check_fields(fields: dict[str, str]) -> tuple[str, int | None]:
     return purpose, value
 
 
-def _events(decoder: mp.MultipartDecoder, stream: IO[bytes]) -> Iterator[mp.Event]:
+def json_file_fields(purpose: str, expires_after: Any) -> tuple[str, int | None]:
+    """``check_file_fields`` for a JSON body, where ``expires_after`` is an object."""
+    fields = {"purpose": purpose}
+    if expires_after is not None:
+        if not isinstance(expires_after, dict):
+            raise bad_request("'expires_after' must be an object", "expires_after")
+        fields["expires_after[anchor]"] = str(expires_after.get("anchor"))
+        fields["expires_after[seconds]"] = str(expires_after.get("seconds"))
+    return check_file_fields(fields)
+
+
+def multipart_events(decoder: mp.MultipartDecoder, stream: IO[bytes]) -> Iterator[mp.Event]:
+    """The decoder's events over ``stream``, read ``CHUNK`` bytes at a time."""
     while True:
         event = decoder.next_event()
         if isinstance(event, mp.NeedData):
@@ -143,7 +157,7 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
     current: str | None = None  # field name being read, or "\0file"
     value = bytearray()
     try:
-        for event in _events(decoder, stream):
+        for event in multipart_events(decoder, stream):
             if isinstance(event, mp.File):
                 if event.name != "file":
                     raise bad_request(f"Unexpected file part {event.name!r}; send the file as "
@@ -175,7 +189,7 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
                     current = None
         if sink is None:
             raise bad_request("Missing the 'file' part of the multipart upload", "file")
-        purpose, expires = _check_fields(fields)
+        purpose, expires = check_file_fields(fields)
         requests = sink.finish()
         return Upload(sink.path, sink.size, requests, filename, purpose, expires)
     except UnicodeDecodeError:
@@ -234,18 +248,10 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
     filename = document.get("filename", "upload.jsonl")
     if not isinstance(filename, str):
         raise bad_request("'filename' must be a string", "filename")
-    fields: dict[str, str] = {}
     purpose = document.get("purpose", "batch")
     if not isinstance(purpose, str):
         raise bad_request("'purpose' must be a string", "purpose")
-    fields["purpose"] = purpose
-    expires_after = document.get("expires_after")
-    if expires_after is not None:
-        if not isinstance(expires_after, dict):
-            raise bad_request("'expires_after' must be an object", "expires_after")
-        fields["expires_after[anchor]"] = str(expires_after.get("anchor"))
-        fields["expires_after[seconds]"] = str(expires_after.get("seconds"))
-    purpose, expires = _check_fields(fields)
+    purpose, expires = json_file_fields(purpose, document.get("expires_after"))
     name = clean_filename(filename, "filename")
     sink = _TempSink(directory, settings)
     try:

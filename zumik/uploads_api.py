@@ -23,9 +23,7 @@ from zumik.errors import ApiError, bad_request, not_found
 from zumik.requestbody import json_body
 from zumik.upload_records import public_upload
 from zumik.upload_sessions import UploadSessions
-from zumik.uploads import CHUNK, clean_filename
-from zumik.uploads import _check_fields as check_file_fields  # same rules as a direct upload
-from zumik.uploads import _events as multipart_events
+from zumik.uploads import CHUNK, clean_filename, json_file_fields, multipart_events
 
 bp = Blueprint("uploads_api", __name__, url_prefix="/v1/uploads")
 
@@ -84,14 +82,7 @@ def create_upload() -> Response:
     if not MIME_TYPE.fullmatch(mime_type):
         raise bad_request("'mime_type' must be 1 to 255 printable ASCII characters, e.g. "
                           "application/jsonl", "mime_type", "invalid_value")
-    fields = {"purpose": purpose}
-    expires_after = body.get("expires_after")
-    if expires_after is not None:
-        if not isinstance(expires_after, dict):
-            raise bad_request("'expires_after' must be an object", "expires_after")
-        fields["expires_after[anchor]"] = str(expires_after.get("anchor"))
-        fields["expires_after[seconds]"] = str(expires_after.get("seconds"))
-    purpose, file_expires_after = check_file_fields(fields)
+    purpose, file_expires_after = json_file_fields(purpose, body.get("expires_after"))
     record = _sessions().create(nbytes=nbytes, filename=filename, mime_type=mime_type,
                                 purpose=purpose, file_expires_after=file_expires_after)
     return jsonify(public_upload(record, current().clock()))
