@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -168,6 +170,30 @@ def test_one_claim_per_entry_and_dead_claims_come_back(tmp_path):
     results[0][1].path.rename(old)
     assert boxes[1].claim_due(10) == []  # this scan puts them back...
     assert sorted(c.entry["webhook_id"] for c in boxes[1].claim_due(10)) == sorted(names[:2])
+
+
+def test_a_claim_of_a_killed_but_unreaped_worker_comes_back_before_its_lease(tmp_path):
+    """A worker SIGKILLed with its master stays a zombie until init reaps it (on some hosts
+    never): its claim is dead all the same, not held until the lease runs out."""
+    data = tmp_path / "data"
+    directory = data / "proj-a" / "outbox"
+    directory.mkdir(parents=True)
+    (directory / "wh_1.json").write_text(json.dumps({"webhook_id": "wh_1", "next_at": 0}))
+    worker = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{worker.pid}/stat")
+    deadline = time.time() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
+        assert time.time() < deadline
+        time.sleep(0.01)
+    try:
+        claim = outbox.Outbox(data, lease=3600).claim_due(1)[0]
+        claim.path.rename(directory / f"wh_1{outbox.CLAIM_MARK}{int(time.time() * 1000)}-"
+                                       f"{worker.pid}-{outbox.HOST}")  # as the zombie's claim
+        box = outbox.Outbox(data, lease=3600)
+        assert box.claim_due(1) == []  # this scan puts it back...
+        assert [c.entry["webhook_id"] for c in box.claim_due(1)] == ["wh_1"]
+    finally:
+        worker.wait()
 
 
 def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):

@@ -120,7 +120,7 @@ def link_once(tmp: Path, final: Path) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs: a zombie (killed, not yet reaped: its parent died too and the
     container's init may be slow or never reap) writes nothing more, so it counts as gone."""
     try:
@@ -155,7 +155,7 @@ def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
         owner = temp_owner(entry.name)
-        abandoned = owner is not None and owner[0] == host_id() and not _pid_alive(owner[1])
+        abandoned = owner is not None and owner[0] == host_id() and not pid_alive(owner[1])
         with contextlib.suppress(FileNotFoundError):
             if abandoned or now - entry.stat().st_mtime > max_age:
                 os.unlink(entry.path)

@@ -163,15 +163,8 @@ def _cumulative(series: list[float]) -> list[float]:
 
 
 def _alive(snapshot: dict[str, Any]) -> bool:
-    if snapshot.get("host") != HOST:
-        return True
-    try:
-        os.kill(int(snapshot["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether the process that wrote ``snapshot`` runs (another host's: assumed so)."""
+    return snapshot.get("host") != HOST or fsutil.pid_alive(int(snapshot["pid"]))
 
 
 def collect(data_dir: Path) -> dict[str, Any]:

@@ -112,17 +112,7 @@ def _claim_is_stale(name: str, now: float, lease: float) -> bool:
         age = now - int(millis) / 1000
     except ValueError:
         return True
-    return age > lease or (host == HOST and not _pid_alive(int(pid)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return age > lease or (host == HOST and not fsutil.pid_alive(int(pid)))
 
 
 class Outbox:
