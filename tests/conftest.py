@@ -135,18 +135,26 @@ class Server:
         self.log = data_dir.parent / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    signal_group = False  # stop signals the whole process group (a master in a namespace)
+
+    def gunicorn_command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                "--graceful-timeout", "10", "zumik.wsgi_app:app"]
+
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
-               "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-               "--graceful-timeout", "10", "zumik.wsgi_app:app"]
+        return self._launch(self.gunicorn_command())
+
+    def _launch(self, cmd: list[str], timeout: float = 30) -> Server:
+        """Start ``cmd`` in a session of its own, logging to ``self.log``; wait for /healthz."""
         self._log_file = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 30
+        deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -163,7 +171,8 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            with_suppress_kill(self.proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                (os.killpg if self.signal_group else os.kill)(self.proc.pid, sig)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -179,9 +188,20 @@ class Server:
         self.proc.wait(10)
 
 
-def with_suppress_kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+@contextlib.contextmanager
+def unreaped_zombie() -> Iterator[int]:
+    """The pid of a process that has exited but is not reaped yet, as a worker SIGKILLed with
+    its master stays until init reaps it (on some hosts never); reaped on exit."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{process.pid}/stat")
+    deadline = time.time() + 10
+    try:
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.time() < deadline
+            time.sleep(0.01)
+        yield process.pid
+    finally:
+        process.wait()
 
 
 @pytest.fixture

@@ -74,54 +74,20 @@ class Host(Server):
         self.isolated = isolated
         self.log = log_dir / f"{name}-{self.port}.log"
 
+    signal_group = True  # gunicorn runs under unshare and sh: signal them all
+
     def start(self) -> Host:
         if not self.isolated:
             return super().start()  # type: ignore[return-value]
-        # Server.start builds the gunicorn command; run it inside fresh namespaces instead.
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
-                    "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                    "--graceful-timeout", "10", "zumik.wsgi_app:app"]
         # Host a's processes start at pid ~400 of its namespace, so that its pids are not also
         # pids of host b's fresh namespace (on two machines they would not be comparable).
         burn = 400 if self.name.endswith("-a") else 0
         script = (f'hostname {self.name} && i=0 && while [ $i -lt {burn} ]; do (:); '
                   f'i=$((i+1)); done; exec "$@"')
         cmd = ["unshare", "--pid", "--uts", "--fork", "--kill-child", "sh", "-c", script, "sh",
-               *gunicorn]
-        self._log_file = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).parent.parent,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
-        import requests
-        assert self.proc is not None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"host {self.name} did not start: {self.log.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if hasattr(self, "_log_file"):
-            self._log_file.close()
+               *self.gunicorn_command()]
+        return self._launch(cmd, timeout=60)  # type: ignore[return-value]
 
 
 class Cluster:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line, upload
+from conftest import (
+    AUTH_A,
+    AUTH_B,
+    echo_lines,
+    jsonl,
+    request_line,
+    unreaped_zombie,
+    upload,
+)
 
 from zumik import create_app, fsutil
 from zumik.settings import load_settings
@@ -299,15 +305,7 @@ def test_a_relative_data_dir_serves_content(tmp_path, monkeypatch):
 def test_a_killed_writers_temp_is_swept_while_it_is_an_unreaped_zombie(tmp_path):
     """SIGKILL of a whole server leaves its workers as zombies until init reaps them (on some
     hosts never); their temp files are abandoned all the same."""
-    writer = subprocess.Popen([sys.executable, "-c", "pass"])
-    stat = Path(f"/proc/{writer.pid}/stat")
-    deadline = time.time() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
-        assert time.time() < deadline
-        time.sleep(0.01)
-    temp = tmp_path / f".tmp-{fsutil.host_id()}@{writer.pid}-upload-x"
-    temp.write_bytes(b"half an upload")
-    try:
+    with unreaped_zombie() as pid:
+        temp = tmp_path / f".tmp-{fsutil.host_id()}@{pid}-upload-x"
+        temp.write_bytes(b"half an upload")
         assert fsutil.sweep_temps(tmp_path) == 1 and not temp.exists()
-    finally:
-        writer.wait()

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,16 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from conftest import AUTH_A, create_batch, echo_lines, jsonl, request_line, upload, wait_batch
+from conftest import (
+    AUTH_A,
+    create_batch,
+    echo_lines,
+    jsonl,
+    request_line,
+    unreaped_zombie,
+    upload,
+    wait_batch,
+)
 from webhook_receiver import Receiver
 
 from zumik import cli, outbox, webhooks
@@ -179,21 +186,13 @@ def test_a_claim_of_a_killed_but_unreaped_worker_comes_back_before_its_lease(tmp
     directory = data / "proj-a" / "outbox"
     directory.mkdir(parents=True)
     (directory / "wh_1.json").write_text(json.dumps({"webhook_id": "wh_1", "next_at": 0}))
-    worker = subprocess.Popen([sys.executable, "-c", "pass"])
-    stat = Path(f"/proc/{worker.pid}/stat")
-    deadline = time.time() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
-        assert time.time() < deadline
-        time.sleep(0.01)
-    try:
+    with unreaped_zombie() as pid:
         claim = outbox.Outbox(data, lease=3600).claim_due(1)[0]
         claim.path.rename(directory / f"wh_1{outbox.CLAIM_MARK}{int(time.time() * 1000)}-"
-                                       f"{worker.pid}-{outbox.HOST}")  # as the zombie's claim
+                                       f"{pid}-{outbox.HOST}")  # as the zombie's claim
         box = outbox.Outbox(data, lease=3600)
         assert box.claim_due(1) == []  # this scan puts it back...
         assert [c.entry["webhook_id"] for c in box.claim_due(1)] == ["wh_1"]
-    finally:
-        worker.wait()
 
 
 def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):
