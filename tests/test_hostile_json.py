@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import AUTH_A, create_batch, jsonl, request_line, upload, wait_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zumik.batchfile import LineError, check_request, request_of, target_of
 from zumik.jsontext import surrogate_path, too_deep
 
 
@@ -45,6 +47,27 @@ def test_surrogate_path_names_the_field():
     assert surrogate_path({"a": [{"b": "ok"}, {"c": "x\ud800"}]}) == "a[1].c"
     assert surrogate_path({"k\udc00": 1}) == "k\\udc00"
     assert surrogate_path({"emoji": "\U0001f600", "n": 1}) is None
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "x\\udc00y", "\\ud83d\\u0041"])
+@pytest.mark.parametrize("where", ["custom_id", "skipped field", "body field"])
+def test_typed_decodes_refuse_a_lone_surrogate_even_in_a_field_they_skip(escape, where):
+    """The fast paths (``check_request``, ``target_of``, ``request_of``) rely on this: a line
+    with a lone surrogate escape anywhere fails msgspec's decode and goes to ``parse_line``,
+    which names the field; an escaped pair decodes (an emoji is fine)."""
+    doc = {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
+    text = json.dumps(doc)
+    line = {"custom_id": text.replace('"r1"', f'"r1{escape}"'),
+            "skipped field": '{"note": "' + escape + '", ' + text[1:],
+            "body field": text.replace('"body": {', '"body": {"note": "' + escape + '", ')
+            }[where].encode()
+    for decode in (check_request, target_of, request_of):
+        with pytest.raises(LineError):
+            decode(line, 1)
+    emoji = json.dumps({**doc, "custom_id": "r\U0001f600"})  # json.dumps escapes it as a pair
+    assert "\\ud83d\\ude00" in emoji and check_request(emoji.encode(), 1)[0] == "r\U0001f600"
+    assert request_of(emoji.encode(), 1)[0] == "r\U0001f600"
 
 
 def test_deep_lines_within_the_limit_are_accepted(make_app):
