@@ -25,15 +25,15 @@ from typing import Any
 import msgspec
 
 from zumik import ids, journal, outbox, progress
-from zumik.batchfile import LineError, RequestBody, iter_lines, request_of, target_of
+from zumik.batchfile import CHAT, LineError, RequestBody, iter_lines, request_of, target_of
 from zumik.claims import Claim
 from zumik.fsutil import temp_path
 from zumik.metrics import Counter, Metrics
-from zumik.records import Status, is_terminal, move
+from zumik.records import Status, ended_at, is_terminal, move
 from zumik.routing import Router
 from zumik.scheduler import FairScheduler
 from zumik.settings import Settings
-from zumik.store import ProjectStore, ended_at
+from zumik.store import ProjectStore
 from zumik.upstream import Outcome, Upstream
 
 log = logging.getLogger("zumik.executor")
@@ -120,7 +120,7 @@ class BatchRun:
             if p.input_price is not None or p.output_price is not None}
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
-        self.endpoint = "/v1/chat/completions"
+        self.endpoint = CHAT
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0

@@ -10,24 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from filelock import FileLock, Timeout
 
 from zumik import fsutil, idempotency
-from zumik.records import STATUS_TIMESTAMP, is_terminal
+from zumik.records import ended_at, is_terminal
 from zumik.settings import Settings
 from zumik.store import ProjectStore, iter_projects
 from zumik.upload_sessions import UploadSessions
 
 log = logging.getLogger("zumik.janitor")
 SWEEP_INTERVAL = 60.0
-
-
-def ended_at(record: dict[str, Any]) -> int | None:
-    """When a terminal batch ended."""
-    stamp = STATUS_TIMESTAMP.get(record.get("status"))  # type: ignore[arg-type]
-    return record.get(stamp) if stamp else None
 
 
 class Janitor:

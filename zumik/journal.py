@@ -261,11 +261,18 @@ class JournalWriter:
 
 @dataclass
 class Merged:
-    """What ``merge`` wrote: the summary of every line and how many lines each file holds."""
+    """What ``merge`` wrote: the summary of every line, and so how many lines each file holds."""
 
     summary: Progress
-    output_lines: int
-    error_lines: int
+    combined: bool
+
+    @property
+    def output_lines(self) -> int:
+        return self.summary.completed + (self.summary.failed if self.combined else 0)
+
+    @property
+    def error_lines(self) -> int:
+        return self.summary.failed
 
 
 def merge(segments: list[Path], out_path: Path, err_path: Path,
@@ -273,7 +280,6 @@ def merge(segments: list[Path], out_path: Path, err_path: Path,
     """Write each input line's first entry once: successes to ``out_path``, failures to
     ``err_path`` (as OpenAI does). ``combined``: ``out_path`` gets every line, failures too."""
     summary = Progress(prices or {})
-    out_count = err_count = 0
     with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
         for path in segments:
             for number, line, entry in iter_entries(path):
@@ -283,12 +289,10 @@ def merge(segments: list[Path], out_path: Path, err_path: Path,
                 summary.record(number, bad, entry.usage, entry.provider)
                 if bad:
                     err_f.write(line)
-                    err_count += 1
                 if combined or not bad:
                     out_f.write(line)
-                    out_count += 1
         for f in (out_f, err_f):
             f.flush()
             if f.tell():
                 os.fsync(f.fileno())
-    return Merged(summary, out_count, err_count)
+    return Merged(summary, combined)

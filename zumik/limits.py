@@ -107,7 +107,6 @@ class ProviderLimits:
         self.tickets = 0  # requests admitted so far
         self.decrease_ticket = 0  # requests admitted before the last decrease
         self.decreases = 0
-        self.peak_in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def free_share(self) -> float:
@@ -118,11 +117,8 @@ class ProviderLimits:
         limit, no block); else None."""
         if self.blocked_until and self.blocked_until <= self.clock():
             self.blocked_until = 0.0  # the provider's block has passed
-        if (self.in_flight < int(self.limit) and not self._waiters and self.rpm is None
-                and self.tpm is None and not self.blocked_until):
-            self.in_flight += 1
-            if self.in_flight > self.peak_in_flight:
-                self.peak_in_flight = self.in_flight
+        if (self.rpm is None and self.tpm is None and not self.blocked_until
+                and self._enter()):
             self.tickets += 1
             return 0, self.tickets
         return None
@@ -134,11 +130,7 @@ class ProviderLimits:
         limits) takes no await at all.
         """
         estimate = estimate_tokens(body.obj) if self.tpm else 0
-        if self.in_flight < int(self.limit) and not self._waiters:
-            self.in_flight += 1
-            if self.in_flight > self.peak_in_flight:
-                self.peak_in_flight = self.in_flight
-        else:
+        if not self._enter():
             await self._admit()
         if self.rpm is not None or self.tpm is not None or self.blocked_until:
             try:
@@ -152,22 +144,25 @@ class ProviderLimits:
     def release(self) -> None:
         self._leave()
 
-    async def _admit(self) -> None:
-        """Take a concurrency slot, waiting in FIFO order when none is free."""
+    def _enter(self) -> bool:
+        """Take a concurrency slot if one is free and nobody waits for one."""
         if self.in_flight < int(self.limit) and not self._waiters:
             self.in_flight += 1
-        else:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
-            try:
-                await future  # _wake counts the slot in for us before resolving
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._leave()
-                elif future in self._waiters:
-                    self._waiters.remove(future)
-                raise
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+        return False
+
+    async def _admit(self) -> None:
+        """Wait in FIFO order for a concurrency slot (none was free)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # _wake counts the slot in for us before resolving
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._leave()
+            elif future in self._waiters:
+                self._waiters.remove(future)
+            raise
 
     def _leave(self) -> None:
         self.in_flight -= 1

@@ -86,9 +86,6 @@ class Metrics:
                 self.counters[key] += 0.0
         return Counter(self, key)
 
-    def observe(self, name: str, labels: Labels, value: float) -> None:
-        self.histogram(name, labels).observe(value)
-
     def histogram(self, name: str, labels: Labels) -> Histogram:
         """One histogram series, to observe into without finding it again."""
         key = _key(name, labels)

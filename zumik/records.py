@@ -76,5 +76,11 @@ def request_cancel(record: dict[str, Any], now: int) -> dict[str, Any]:
     return record
 
 
+def ended_at(record: dict[str, Any]) -> int | None:
+    """When a terminal batch ended (None while it is active)."""
+    status = record.get("status")
+    return record.get(STATUS_TIMESTAMP[status]) if status in TERMINAL else None
+
+
 def is_terminal(record: dict[str, Any]) -> bool:
     return record.get("status") in TERMINAL

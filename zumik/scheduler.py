@@ -67,10 +67,9 @@ class FairScheduler:
 
     async def acquire(self, project: str, batch_id: str) -> None:
         """Take a slot for one line of ``batch_id``; pair with ``release``."""
-        owner, batch = self._shares(project, batch_id)
-        if self.in_use < self.slots and not self.waiting:
-            self._take(owner, batch)
+        if self.try_acquire(project, batch_id):
             return
+        owner, batch = self._shares(project, batch_id)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch.waiters.append(future)
         owner.waiting += 1

@@ -30,6 +30,7 @@ from zumik import fsutil
 from zumik.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
 from zumik.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
 from zumik.idempotency import IdempotentRequest
+from zumik.records import ended_at
 from zumik.upload_records import pending_usage
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -37,8 +38,6 @@ FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "st
                "status_details", "expires_at")
 ORPHAN_AGE = 3600.0  # seconds before a blob without metadata counts as abandoned
 RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
-ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "expired": "expired_at",
-            "cancelled": "cancelled_at"}
 Clock = Callable[[], float]
 
 
@@ -50,12 +49,6 @@ def valid_project(name: str) -> bool:
 def public_file(meta: dict[str, Any]) -> dict[str, Any]:
     """The file object as the API shows it (internal keys dropped)."""
     return {key: meta.get(key) for key in FILE_FIELDS}
-
-
-def ended_at(record: dict[str, Any]) -> int | None:
-    """When a terminal batch ended (None while it is active)."""
-    stamp = ENDED_AT.get(record.get("status"))  # type: ignore[arg-type]
-    return record.get(stamp) if stamp else None
 
 
 @dataclass(frozen=True)

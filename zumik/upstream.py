@@ -149,7 +149,6 @@ class Upstream:
         self.limits: dict[str, ProviderLimits] = {}
         self.health: dict[str, ProviderHealth] = {}
         self._requests: dict[tuple[str, str], _RequestShape] = {}
-        self.retries = 0
 
     def limits_for(self, provider: ProviderConfig) -> ProviderLimits:
         limits = self.limits.get(provider.name)
@@ -203,12 +202,12 @@ class Upstream:
                            usage=answer.get("usage"), status_code=200, attempts=1,
                            provider=provider.name)
         payload = body.payload_for(target.model)
-        limits = self.limits_for(provider)
-        health = self.health_for(provider)
         request = self._requests.get((provider.name, endpoint))
         if request is None:
             request = self._requests[provider.name, endpoint] = _RequestShape(
                 provider, endpoint, self.settings.max_response_bytes, self.metrics)
+            request.limits, request.health = self.limits_for(provider), self.health_for(provider)
+        limits, health = request.limits, request.health
         outcome = Outcome(ok=False)
         sends = charged = 0  # attempts made; attempts that were the line's own failures
         while True:
@@ -253,7 +252,6 @@ class Upstream:
             outcome.provider = provider.name
             if outcome.ok or not outcome.retryable or charged >= provider.max_attempts:
                 break
-            self.retries += 1
             health.retries += 1
             request.retries.inc()
             if health.up:
@@ -340,7 +338,11 @@ def _json_object(raw: bytes) -> bytes | None:
 
 
 class _RequestShape:
-    """What every request to one provider and endpoint shares: URL, headers, timeout."""
+    """What every request to one provider and endpoint shares: URL, headers, timeout, metric
+    series, and the provider's limits and health (set by ``Upstream``)."""
+
+    limits: ProviderLimits
+    health: ProviderHealth
 
     def __init__(self, provider: ProviderConfig, endpoint: str, max_bytes: int,
                  metrics: Metrics) -> None:
