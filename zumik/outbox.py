@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from zumik.store import iter_projects
 
 OUTBOX_DIR = "outbox"
 CLAIM_MARK = ".claim-"
-HOST = socket.gethostname().replace("-", "_").replace("/", "_")
+HOST = fsutil.host_id()  # a rebooted host is a new owner: its old pids mean nothing
 
 
 def event_id(batch_id: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from zumik.errors import bad_request
-from zumik.jsontext import surrogate_message, unencodable
 
 
 def whole_number(raw: Any, param: str, low: int, high: int, label: str | None = None) -> int:
@@ -27,8 +26,3 @@ def whole_number(raw: Any, param: str, low: int, high: int, label: str | None = 
     return value
 
 
-def text(raw: str, param: str) -> str:
-    """``raw`` if it is encodable text (no lone surrogate); 400 naming ``param`` otherwise."""
-    if unencodable(raw):
-        raise bad_request(surrogate_message(param), param, "invalid_unicode")
-    return raw

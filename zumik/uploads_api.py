@@ -74,11 +74,7 @@ def create_upload() -> Response:
         raise bad_request(f"'bytes' must be from 1 to {settings.max_upload_bytes} (the largest "
                           f"file, ZUMIK_MAX_UPLOAD_BYTES); got {nbytes}", "bytes",
                           "invalid_value")
-    try:
-        filename = clean_filename(filename)
-    except ApiError as exc:
-        exc.param = "filename"
-        raise
+    filename = clean_filename(filename, "filename")
     if not MIME_TYPE.fullmatch(mime_type):
         raise bad_request("'mime_type' must be 1 to 255 printable ASCII characters, e.g. "
                           "application/jsonl", "mime_type", "invalid_value")

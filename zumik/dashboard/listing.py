@@ -8,7 +8,6 @@ those marked active, whatever the number of batches.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -62,16 +61,6 @@ class StatusIndex:
         return store.get_batch(batch_id)
 
 
-def batch_ids(store: ProjectStore) -> list[str]:
-    """Every batch id of the project, newest first (one directory listing)."""
-    try:
-        names = os.listdir(store.batches_dir)
-    except FileNotFoundError:
-        return []
-    return sorted((n[:-5] for n in names if n.startswith("batch_") and n.endswith(".json")
-                   and n.count(".") == 1), reverse=True)
-
-
 def matches(status: str, wanted: str) -> bool:
     if wanted == "all":
         return True
@@ -93,7 +82,7 @@ def batch_page(store: ProjectStore, index: StatusIndex, wanted: str, page: int,
                per_page: int) -> BatchPage:
     """One page (1-based) of the project's batches whose status matches ``wanted``."""
     read: dict[str, dict[str, Any]] = {}
-    statuses = index.statuses(store, batch_ids(store), read)
+    statuses = index.statuses(store, store.batch_ids(), read)
     by_status = Counter(statuses.values())
     counts = {name: sum(n for status, n in by_status.items() if matches(status, name))
               for name in FILTERS}

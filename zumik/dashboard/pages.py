@@ -25,7 +25,7 @@ from zumik import files as files_api
 from zumik import ids
 from zumik.context import current, project_store
 from zumik.dashboard import bp, present
-from zumik.dashboard.listing import FILTERS, StatusIndex, batch_ids, batch_page
+from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
 from zumik.errors import ApiError, envelope, from_domain
 from zumik.exceptions import ZumikError
 
@@ -102,7 +102,7 @@ def poll_batches() -> Response:
         record = store.get_batch(batch_id)
         if record is not None:
             rows[batch_id] = present.progress(record, now)
-    newest = batch_ids(store)[:1]
+    newest = store.batch_ids()[:1]
     return jsonify({"batches": rows, "newest": newest[0] if newest else None})
 
 
