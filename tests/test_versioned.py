@@ -68,3 +68,15 @@ def test_remove_takes_every_version(tmp_path):
     doc.update(lambda d: d.update(n=1))
     doc.remove()
     assert os.listdir(tmp_path) == [] and doc.read() is None
+
+
+def test_edit_creates_then_changes_and_cached_rebuilds_only_on_a_new_version(tmp_path):
+    path = tmp_path / "sub" / "doc.json"
+    builds: list[dict] = []
+    cached = versioned.Cached(path, lambda doc: builds.append(dict(doc)) or len(doc))
+    assert cached.get() == 0  # no document yet: built from {}
+    assert versioned.edit(path, lambda doc: doc.setdefault("a", 1)) == 1
+    assert cached.get() == 1 and cached.get() == 1
+    assert versioned.edit(path, lambda doc: doc.pop("a")) == 1
+    assert cached.get() == 0
+    assert builds == [{}, {"a": 1}, {}]  # once at start, once per new version

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import g, request
 
+from zumik import versioned
 from zumik.errors import ApiError
 from zumik.store import valid_project
 from zumik.versioned import VersionedDoc
 
 KEY_PREFIX = "zk_"
+KEYS_FILE = "keys.json"
 
 
 def hash_key(key: str) -> str:
@@ -33,26 +34,11 @@ class KeyRing:
     """Resolves a presented key to its project; the hashed store on disk is the truth."""
 
     def __init__(self, data_dir: Path, env_keys: dict[str, str]) -> None:
-        self.path = data_dir / "keys.json"
-        self._doc = VersionedDoc(self.path)
         self._env = {hash_key(key): project for key, project in env_keys.items()}
         for project in env_keys.values():
             if not valid_project(project):
                 raise ValueError(f"ZUMIK_API_KEYS: invalid project name {project!r}")
-        self._version = 0
-        self._stored: dict[str, str] = {}
-        self._admins: frozenset[str] = frozenset()
-        self._mutex = threading.Lock()
-
-    def _stored_keys(self) -> dict[str, str]:
-        with self._mutex:
-            if self._doc.changed_since(self._version):
-                version, document = self._doc.read_version() or (0, {})
-                self._stored = {digest: entry["project"] for digest, entry in document.items()}
-                self._admins = frozenset(digest for digest, entry in document.items()
-                                         if entry.get("admin"))
-                self._version = version
-            return self._stored
+        self._stored = versioned.Cached(data_dir / KEYS_FILE, _key_index)
 
     def project_for(self, key: str) -> str | None:
         """The project ``key`` belongs to, or None.
@@ -65,29 +51,22 @@ class KeyRing:
     def project_for_digest(self, digest: str) -> str | None:
         """The project of the key whose SHA-256 is ``digest`` (what a dashboard session holds),
         or None once that key is revoked."""
-        return self._env.get(digest) or self._stored_keys().get(digest)
+        return self._env.get(digest) or self._stored.get()[0].get(digest)
 
     def is_admin(self, digest: str) -> bool:
         """Whether the key is an operator key (``zumik keys create --admin``)."""
-        self._stored_keys()
-        return digest in self._admins
+        return digest in self._stored.get()[1]
 
 
 # -- key management (the ``zumik keys`` command) --------------------------------------------
+def _key_index(document: dict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
+    """Stored keys: digest -> project, and the digests of operator keys."""
+    return ({digest: entry["project"] for digest, entry in document.items()},
+            frozenset(digest for digest, entry in document.items() if entry.get("admin")))
+
+
 def _edit_keys(data_dir: Path, change: Any) -> Any:
-    """Apply ``change`` to the stored keys as one new version (re-applied if another edit
-    won the race); returns what ``change`` returned on the version that was kept."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    doc = VersionedDoc(data_dir / "keys.json")
-    if doc.read() is None:
-        doc.create({})  # False when another edit created it first: fine
-    result: list[Any] = []
-
-    def apply(document: dict[str, Any]) -> None:
-        result[:] = [change(document)]
-
-    doc.update(apply)
-    return result[0]
+    return versioned.edit(data_dir / KEYS_FILE, change)
 
 
 def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
@@ -108,7 +87,7 @@ def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
 
 def list_keys(data_dir: Path) -> list[dict[str, Any]]:
     """Stored keys without secrets: hash prefix, project, hint, created_at."""
-    document = VersionedDoc(data_dir / "keys.json").read() or {}
+    document = VersionedDoc(data_dir / KEYS_FILE).read() or {}
     return [{"id": digest[:12], **entry} for digest, entry in sorted(document.items())]
 
 

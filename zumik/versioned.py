@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from zumik import fsutil
 
 Change = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 MAX_ATTEMPTS = 1000
+T = TypeVar("T")
 _hints: dict[str, int] = {}  # path of version 1 -> newest version this process has seen
 _hints_lock = threading.Lock()
 MAX_HINTS = 100_000
@@ -164,3 +165,39 @@ class VersionedDoc:
                 os.unlink(self.version_path(version))
         with _hints_lock:
             _hints.pop(self.key, None)
+
+
+def edit(path: Path, change: Callable[[dict[str, Any]], T]) -> T:
+    """Apply ``change`` to the document at ``path`` (created empty when missing) as one new
+    version, re-applied if another edit won the race; what ``change`` returned on the version
+    that was kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = VersionedDoc(path)
+    if doc.read() is None:
+        doc.create({})  # False when another edit created it first: fine
+    result: list[T] = []
+
+    def apply(document: dict[str, Any]) -> None:
+        result[:] = [change(document)]  # may run again on a newer version: keep the last
+
+    doc.update(apply)
+    return result[0]
+
+
+class Cached(Generic[T]):
+    """What ``build`` makes of a document (``{}`` when missing), rebuilt only when a newer
+    version exists (thread-safe)."""
+
+    def __init__(self, path: Path, build: Callable[[dict[str, Any]], T]) -> None:
+        self._doc = VersionedDoc(path)
+        self._build = build
+        self._version = 0
+        self._value = build({})
+        self._mutex = threading.Lock()
+
+    def get(self) -> T:
+        with self._mutex:
+            if self._doc.changed_since(self._version):
+                self._version, document = self._doc.read_version() or (0, {})
+                self._value = self._build(document)
+            return self._value

@@ -17,14 +17,13 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from zumik import fsutil
+from zumik import fsutil, versioned
 from zumik.store import valid_project
 from zumik.versioned import VersionedDoc
 
@@ -105,17 +104,7 @@ def check_events(events: list[str] | None) -> tuple[str, ...]:
 
 
 def _edit(data_dir: Path, change: Any) -> Any:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    doc = VersionedDoc(data_dir / REGISTRY_FILE)
-    if doc.read() is None:
-        doc.create({})  # False when another edit created it first: fine
-    result: list[Any] = []
-
-    def apply(document: dict[str, Any]) -> None:
-        result[:] = [change(document)]  # may run again on a newer version: keep the last
-
-    doc.update(apply)
-    return result[0]
+    return versioned.edit(data_dir / REGISTRY_FILE, change)
 
 
 def add_endpoint(data_dir: Path, project: str, url: str, events: list[str] | None = None,
@@ -179,21 +168,11 @@ class Registry:
     """A cached view of the registry for the delivery loop: re-read when the file changes."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / REGISTRY_FILE
-        self.data_dir = data_dir
-        self._doc = VersionedDoc(self.path)
-        self._version = 0
-        self._endpoints: dict[str, Endpoint] = {}
-        self._mutex = threading.Lock()
+        self._endpoints = versioned.Cached(data_dir / REGISTRY_FILE, lambda document: {
+            eid: Endpoint.from_json(eid, doc) for eid, doc in document.items()})
 
     def get(self, endpoint_id: str) -> Endpoint | None:
-        with self._mutex:
-            if self._doc.changed_since(self._version):
-                version, document = self._doc.read_version() or (0, {})
-                self._endpoints = {eid: Endpoint.from_json(eid, doc)
-                                   for eid, doc in document.items()}
-                self._version = version
-            return self._endpoints.get(endpoint_id)
+        return self._endpoints.get().get(endpoint_id)
 
 
 # -- delivery status (what ``zumik webhooks list`` shows) -------------------------------------
