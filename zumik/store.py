@@ -138,10 +138,11 @@ class ProjectStore:
             page.append(meta)
         return page, False
 
-    def usage(self) -> Usage:
+    def usage(self, active: int | None = None) -> Usage:
         """Files and bytes stored now (expired files do not count; a pending upload counts as
         one file and the bytes of its parts), and the result-file slots held by active
-        batches. THE quota accounting: every admission asks ``admit``."""
+        batches (``active``: their number, when the caller counted them already). THE quota
+        accounting: every admission asks ``admit``."""
         count = total = 0
         for file_id in self.iter_file_ids():
             meta = self.get_file(file_id)
@@ -149,11 +150,12 @@ class ProjectStore:
                 count += 1
                 total += int(meta.get("bytes", 0))
         uploads, parts = pending_usage(self.uploads_dir, self.clock())
-        active = sum(1 for _ in self.active_batches())
+        if active is None:
+            active = sum(1 for _ in self.active_batches())
         return Usage(count + uploads, total + parts, RESULT_FILES_PER_BATCH * active)
 
     def admit(self, *, new_files: int, new_bytes: int, max_files: int, max_bytes: int,
-              what: str) -> None:
+              what: str, active: int | None = None) -> None:
         """Refuse (``QuotaExceeded``, with the numbers) what would pass the project's quota.
         Call under ``quota_lock``.
 
@@ -163,7 +165,7 @@ class ProjectStore:
         published, so bytes can pass ``max_bytes`` by the results of the batches that were
         running when it was reached; the project is then refused until it frees space.
         """
-        used = self.usage()
+        used = self.usage(active)
         taken = used.files + used.reserved_files
         if taken + new_files > max_files:
             held = (f" (+{used.reserved_files} held for the results of running batches)"
@@ -275,9 +277,12 @@ class ProjectStore:
         except FileNotFoundError:
             return []
 
-    def active_batches(self) -> Iterator[dict[str, Any]]:
+    def active_batches(self, with_progress: bool = False) -> Iterator[dict[str, Any]]:
+        """Records of the active batches; ``with_progress``: with each running claim's latest
+        saved counts (one more read per batch; quota and file checks need only the record)."""
         for batch_id in self.active_ids():
-            record = self.get_batch(batch_id)
+            handle = self.batch(batch_id)
+            record = handle.read() if with_progress else handle.doc.read()
             if record is not None and record.get("status") in ACTIVE_STATUSES:
                 yield record
 
@@ -297,21 +302,22 @@ class ProjectStore:
             if active >= max_active:
                 raise TooManyActive(f"Too many active batches: the project has {active} of "
                                     f"{max_active}; wait for one to finish")
-            if self.get_file(record["input_file_id"]) is None:
+            meta = self.get_file(record["input_file_id"])
+            if meta is None:
                 raise NoSuchInput(f"No such File object: {record['input_file_id']}",
                                   param="input_file_id")
             self.admit(new_files=RESULT_FILES_PER_BATCH, new_bytes=0, max_files=max_files,
-                       max_bytes=max_bytes, what="a batch (for its output and error files)")
-            self._hold_input(record["input_file_id"])
+                       max_bytes=max_bytes, what="a batch (for its output and error files)",
+                       active=active)
+            self._hold_input(record["input_file_id"], meta)
             self.batch(record["id"]).create(record)
             if idempotent:
                 idempotent.remember(record["id"])
         return record, False
 
-    def _hold_input(self, file_id: str) -> None:
+    def _hold_input(self, file_id: str, meta: dict[str, Any]) -> None:
         """A new batch reads the file: undo the reclaim time its previous batch gave it."""
-        meta = fsutil.read_json(self.file_meta_path(file_id))
-        if meta is not None and "upload_expires_at" in meta:
+        if "upload_expires_at" in meta:
             meta["expires_at"] = meta.pop("upload_expires_at")
             fsutil.write_json(self.file_meta_path(file_id), meta)
 

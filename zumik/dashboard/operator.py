@@ -147,7 +147,7 @@ def project_summaries(data_dir: Path, clock: Any) -> tuple[list[dict[str, Any]],
     projects, stored = [], 0
     for name in sorted(iter_projects(data_dir)):
         store = ProjectStore(data_dir, name, clock)
-        active = [(r, present.progress(r, now)) for r in store.active_batches()]
+        active = [(r, present.progress(r, now)) for r in store.active_batches(with_progress=True)]
         usage = store.usage()
         stored += usage.bytes
         projects.append({"name": name, "active": active, "files": usage.files,
