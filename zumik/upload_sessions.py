@@ -77,9 +77,12 @@ class UploadSessions:
             raise not_found("Upload", upload_id, "upload_id")
         return record
 
-    def require_pending(self, upload_id: str, action: str) -> dict[str, Any]:
-        """The record of a pending upload; a clear 400 naming its status otherwise."""
-        record = self.get(upload_id)
+    def require_pending(self, upload_id: str, action: str,
+                        record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The record of a pending upload (``record``: already read); a clear 400 naming its
+        status otherwise."""
+        if record is None:
+            record = self.get(upload_id)
         status = status_at(record, self.store.clock())
         if status != "pending":
             raise bad_request(f"Upload {upload_id} is {status}; {action} only while it is "
@@ -125,7 +128,7 @@ class UploadSessions:
         with self.store.quota_lock():
             record = self.get(upload_id)
             if record["status"] != "cancelled":
-                self.require_pending(upload_id, "it can be cancelled")
+                self.require_pending(upload_id, "it can be cancelled", record)
                 record["status"] = "cancelled"
                 self._save(record)
             self.remove_parts(upload_id)
@@ -137,7 +140,7 @@ class UploadSessions:
             record = self.get(upload_id)
             if record["status"] == "completed":
                 return record
-            record = self.require_pending(upload_id, "it can be completed")
+            self.require_pending(upload_id, "it can be completed", record)
             total = 0
             for part_id in part_ids:
                 try:
@@ -168,7 +171,7 @@ class UploadSessions:
                 record = self.get(upload_id)
                 if record["status"] == "completed":
                     return record
-                self.require_pending(upload_id, "it can be completed")
+                self.require_pending(upload_id, "it can be completed", record)
                 files, used = self._usage(upload_id)
                 self._check_quota(files + 1, used + meta["bytes"])
                 self.store.write_file(sink.path, meta)
