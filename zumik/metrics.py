@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +160,22 @@ def _cumulative(series: list[float]) -> list[float]:
     return [*out, series[-2], series[-1]]
 
 
-def _alive(snapshot: dict[str, Any]) -> bool:
+def alive(snapshot: dict[str, Any]) -> bool:
     """Whether the process that wrote ``snapshot`` runs (another host's: assumed so)."""
     return snapshot.get("host") != HOST or fsutil.pid_alive(int(snapshot["pid"]))
+
+
+def snapshots(data_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every process's last snapshot (``Metrics.flush``) with its path, in name order; an
+    unreadable one is skipped (snapshots are written atomically: only damage makes one)."""
+    directory = data_dir / ".metrics"
+    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+        try:
+            snapshot = fsutil.read_json(path)
+        except ValueError:
+            continue
+        if isinstance(snapshot, dict):
+            yield path, snapshot
 
 
 def collect(data_dir: Path) -> dict[str, Any]:
@@ -169,18 +183,14 @@ def collect(data_dir: Path) -> dict[str, Any]:
     counters: dict[str, float] = defaultdict(float)
     histograms: dict[str, list[float]] = {}
     gauges: dict[str, float] = defaultdict(float)
-    directory = data_dir / ".metrics"
-    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
-        snapshot = fsutil.read_json(path)
-        if not isinstance(snapshot, dict):
-            continue
+    for _, snapshot in snapshots(data_dir):
         for key, value in snapshot.get("counters", {}).items():
             counters[key] += value
         for key, series in snapshot.get("histograms", {}).items():
             total = histograms.setdefault(key, [0.0] * len(series))
             for i, value in enumerate(series):
                 total[i] += value
-        if _alive(snapshot):
+        if alive(snapshot):
             for key, value in snapshot.get("gauges", {}).items():
                 gauges[key] += value
     return {"counters": counters, "histograms": histograms, "gauges": gauges}
@@ -190,10 +200,8 @@ def provider_states(data_dir: Path) -> list[dict[str, Any]]:
     """Each live executor's view of each provider: ``ProviderHealth.snapshot()`` plus
     ``provider``, ``host`` and ``pid`` (workers judge provider health on their own)."""
     states = []
-    directory = data_dir / ".metrics"
-    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
-        snapshot = fsutil.read_json(path)
-        if not isinstance(snapshot, dict) or not _alive(snapshot):
+    for _, snapshot in snapshots(data_dir):
+        if not alive(snapshot):
             continue
         for name, state in (snapshot.get("providers") or {}).items():
             states.append({"provider": name, "host": snapshot.get("host"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import abort, g, render_template
 
-from zumik import fsutil, metrics
+from zumik import metrics
 from zumik.context import current
 from zumik.dashboard import bp, present
 from zumik.routing import Router
@@ -61,18 +61,15 @@ class ProviderState:
 
 
 def _snapshots(data_dir: Path, now: float) -> list[dict[str, Any]]:
-    directory = data_dir / ".metrics"
     out = []
-    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+    for path, snapshot in metrics.snapshots(data_dir):
         try:
-            snapshot = fsutil.read_json(path)
             age = now - path.stat().st_mtime
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             continue
-        if isinstance(snapshot, dict):
-            snapshot["_age"] = age
-            snapshot["_alive"] = metrics._alive(snapshot) and age < STALE_SNAPSHOT * 10
-            out.append(snapshot)
+        snapshot["_age"] = age
+        snapshot["_alive"] = metrics.alive(snapshot) and age < STALE_SNAPSHOT * 10
+        out.append(snapshot)
     return out
 
 
