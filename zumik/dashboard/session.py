@@ -9,7 +9,6 @@ server sharing the data dir signs with the same one.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -57,12 +56,9 @@ def load_secret(data_dir: Path) -> bytes:
     except FileNotFoundError:
         pass
     tmp = fsutil.temp_path(data_dir, "secret-")
-    fsutil.atomic_write(tmp, secrets.token_hex(32).encode())
     try:
-        os.link(tmp, path)
-        fsutil.fsync_dir(data_dir)
-    except FileExistsError:
-        pass
+        fsutil.write_durably(tmp, secrets.token_hex(32).encode())
+        fsutil.link_once(tmp, path)  # False: another worker's secret won; read that one
     finally:
         tmp.unlink(missing_ok=True)
     return path.read_bytes()
