@@ -1,3 +1,3 @@
 """Read by gunicorn when started from the project root: Zumik's worker hooks and defaults."""
 
-from zumik.gunicorn_conf import *  # noqa: F403
+from zumik.serve.gunicorn_conf import *  # noqa: F403

@@ -79,8 +79,8 @@ class Zumik:
                "ZUMIK_UPSTREAM_URL": upstream, "ZUMIK_CONCURRENCY": str(concurrency),
                "ZUMIK_POLL_INTERVAL": "0.05", **(extra_env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf", "--bind",
-             f"127.0.0.1:{self.port}", "--workers", str(workers), "zumik.wsgi_app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "python:zumik.serve.gunicorn_conf", "--bind",
+             f"127.0.0.1:{self.port}", "--workers", str(workers), "zumik.serve.wsgi:app"],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"), start_new_session=True)  # noqa: SIM115
         wait_http(self.url + "/healthz")
@@ -478,9 +478,9 @@ def _finalize_seconds(zumik: Zumik, batch_id: str) -> float:
 
 def _fs_ops(folder: Path, n: int = 200) -> dict:
     """Milliseconds per claim (lease mode) and per record update, in-process, on ``folder``."""
-    from zumik.batchhandle import BatchHandle
-    from zumik.claims import Claimer
-    from zumik.versioned import VersionedDoc
+    from zumik.storage.batchhandle import BatchHandle
+    from zumik.storage.claims import Claimer
+    from zumik.storage.versioned import VersionedDoc
     batches, active = folder / "batches", folder / "active"
     batches.mkdir(parents=True)
     active.mkdir()

@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zumik import create_app, records  # noqa: E402
+from zumik import create_app  # noqa: E402
+from zumik.core import records  # noqa: E402
 from zumik.settings import load_settings  # noqa: E402
-from zumik.store import ProjectStore  # noqa: E402
+from zumik.storage.store import ProjectStore  # noqa: E402
 
 KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

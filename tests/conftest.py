@@ -138,9 +138,9 @@ class Server:
     signal_group = False  # stop signals the whole process group (a master in a namespace)
 
     def gunicorn_command(self) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "-c", "python:zumik.gunicorn_conf",
+        return [sys.executable, "-m", "gunicorn", "-c", "python:zumik.serve.gunicorn_conf",
                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                "--graceful-timeout", "10", "zumik.wsgi_app:app"]
+                "--graceful-timeout", "10", "zumik.serve.wsgi:app"]
 
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import random
 import pytest
 from conftest import request_line
 
-from zumik.batchfile import HashSet, LineError, RequestBody, request_of
+from zumik.core.batchfile import HashSet, LineError, RequestBody, request_of
 
 
 def test_hash_set_agrees_with_a_python_set():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from zumik.claims import Claimer, current_lease
-from zumik.store import ProjectStore
+from zumik.storage.claims import Claimer, current_lease
+from zumik.storage.store import ProjectStore
 
 
 def handle(tmp_path, batch_id: str = "batch_0123456789abcdef01234567"):

@@ -10,7 +10,7 @@ import requests
 from conftest import AUTH_A, KEY_A, echo_lines
 from dropping_proxy import DroppingProxy
 
-from zumik.batchcli import progress_line
+from zumik.cli.batch import progress_line
 
 
 def zumik(server, *args, timeout=60):

@@ -15,7 +15,7 @@ import openai
 import pytest
 from conftest import KEY_A, KEY_B, echo_lines
 
-from zumik.versioned import VersionedDoc
+from zumik.storage.versioned import VersionedDoc
 
 
 def sdk(server, key: str = KEY_A) -> openai.OpenAI:

@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import AUTH_A, create_batch, jsonl, output_lines, upload, wait_batch
 
-from zumik.batchfile import SUPPORTED_ENDPOINTS
+from zumik.core.batchfile import SUPPORTED_ENDPOINTS
 from zumik.settings import load_settings
 
 BODIES = {
@@ -189,7 +189,7 @@ def test_models_and_openapi_list_the_batch_endpoints(client):
 def test_rate_limit_estimates_read_every_endpoints_prompt():
     """tpm pacing estimates a request before sending it: chat's messages, responses',
     embeddings' and moderations' input, completions' prompt, plus the output cap."""
-    from zumik.limits import estimate_tokens
+    from zumik.execution.limits import estimate_tokens
 
     text = "x" * 400
     shapes = [{"messages": [{"role": "user", "content": text}]}, {"input": text},

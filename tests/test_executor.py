@@ -22,8 +22,8 @@ from conftest import (
     wait_batch,
 )
 
-from zumik import journal
-from zumik.batchrun import error_line
+from zumik.execution.batchrun import error_line
+from zumik.storage import journal
 
 
 def run_batch(client, content: bytes, **extra):

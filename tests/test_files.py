@@ -18,8 +18,9 @@ from conftest import (
     upload,
 )
 
-from zumik import create_app, fsutil
+from zumik import create_app
 from zumik.settings import load_settings
+from zumik.storage import fsutil
 
 
 def data_files(settings) -> list[str]:

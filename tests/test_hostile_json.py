@@ -11,8 +11,8 @@ from conftest import AUTH_A, create_batch, jsonl, request_line, upload, wait_bat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zumik.batchfile import LineError, check_request, request_of, target_of
-from zumik.jsontext import surrogate_path, too_deep
+from zumik.core.batchfile import LineError, check_request, request_of, target_of
+from zumik.core.jsontext import surrogate_path, too_deep
 
 
 def depth(value) -> int:

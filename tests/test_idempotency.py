@@ -11,7 +11,7 @@ import pytest
 from conftest import AUTH_A, AUTH_B, KEY_A, create_batch, echo_lines, upload
 from dropping_proxy import DroppingProxy
 
-from zumik.janitor import Janitor
+from zumik.storage.janitor import Janitor
 
 
 def keyed(key: str, auth: dict[str, str] = AUTH_A) -> dict[str, str]:

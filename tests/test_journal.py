@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import random
 
-from zumik import journal
-from zumik.batchhandle import BatchHandle
-from zumik.batchrun import error_line
+from zumik.execution.batchrun import error_line
+from zumik.storage import journal
+from zumik.storage.batchhandle import BatchHandle
 
 
 def ok_line(custom_id: str, tokens: int = 3, provider: str = "p") -> bytes:

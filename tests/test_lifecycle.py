@@ -14,9 +14,9 @@ import pytest
 import requests
 from conftest import AUTH_A, create_batch, echo_lines, output_lines, upload, wait_batch
 
-from zumik import fsutil
-from zumik.janitor import Janitor
-from zumik.versioned import VersionedDoc
+from zumik.storage import fsutil
+from zumik.storage.janitor import Janitor
+from zumik.storage.versioned import VersionedDoc
 
 DAY = 86_400
 

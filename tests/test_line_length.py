@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import AUTH_A, request_line
 
-from zumik.batchfile import BOM, JsonlValidator, LineError
-from zumik.uploads import CHUNK
+from zumik.api.receiving import CHUNK
+from zumik.core.batchfile import BOM, JsonlValidator, LineError
 
 
 def line_of(size: int, custom_id: str = "a") -> bytes:

@@ -8,7 +8,7 @@ import time
 
 from conftest import AUTH_A, KEY_A, create_batch, echo_lines, upload, wait_batch
 
-from zumik.logs import JsonFormatter
+from zumik.ops.logs import JsonFormatter
 
 
 def test_request_and_batch_logs_are_json_with_ids(make_app):

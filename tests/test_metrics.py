@@ -10,7 +10,7 @@ import time
 import requests
 from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch
 
-from zumik.metrics import MAX_SERIES, Metrics
+from zumik.ops.metrics import MAX_SERIES, Metrics
 
 
 def metric(text: str, name: str, **labels: str) -> float:

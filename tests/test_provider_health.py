@@ -23,10 +23,10 @@ from conftest import (
 )
 from fake_provider import ProviderThread
 
-from zumik.limits import parse_reset
-from zumik.metrics import provider_states
+from zumik.execution.limits import parse_reset
+from zumik.execution.upstream import retry_after
+from zumik.ops.metrics import provider_states
 from zumik.settings import load_settings
-from zumik.upstream import retry_after
 
 FAST = {"retry_backoff": 0.02, "provider_down_seconds": 0.3, "provider_probe_max": 0.3,
         "provider_down_failures": 3}

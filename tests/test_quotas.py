@@ -8,7 +8,7 @@ import asyncio
 
 from conftest import AUTH_A, create_batch, drive, echo_lines, upload
 
-from zumik.janitor import Janitor
+from zumik.storage.janitor import Janitor
 
 DAY = 86_400
 

@@ -23,13 +23,13 @@ from conftest import (
     wait_batch,
 )
 
-from zumik import journal
-from zumik.batchrun import BatchRun, RunOutcome
-from zumik.claims import Claimer
-from zumik.records import Status, move
-from zumik.scheduler import FairScheduler
+from zumik.core.records import Status, move
+from zumik.execution.batchrun import BatchRun, RunOutcome
+from zumik.execution.scheduler import FairScheduler
+from zumik.execution.upstream import Upstream
 from zumik.settings import ConfigError, load_settings
-from zumik.upstream import Upstream
+from zumik.storage import journal
+from zumik.storage.claims import Claimer
 
 
 def run(client, content: bytes, **extra) -> dict:

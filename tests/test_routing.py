@@ -12,10 +12,10 @@ import requests
 from conftest import AUTH_A, create_batch, jsonl, output_lines, request_line, upload, wait_batch
 from fake_provider import ProviderThread
 
-from zumik.batchfile import RequestBody
-from zumik.routing import ProviderConfig, Route, Target
+from zumik.core.batchfile import RequestBody
+from zumik.execution.routing import ProviderConfig, Route, Target
+from zumik.execution.upstream import Upstream, retry_delay
 from zumik.settings import load_settings
-from zumik.upstream import Upstream, retry_delay
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_aimd_backs_off_an_overloaded_provider(provider):
 
 
 def test_ratelimit_headers_pause_the_provider():
-    from zumik.limits import ProviderLimits, parse_reset
+    from zumik.execution.limits import ProviderLimits, parse_reset
 
     assert parse_reset("6m0s") == 360 and parse_reset("20ms") == 0.02 and parse_reset("1.5") == 1.5
     now = [100.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from zumik.scheduler import FairScheduler
+from zumik.execution.scheduler import FairScheduler
 
 
 def run(coro):

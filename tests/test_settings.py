@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zumik.routing import Router
+from zumik.execution.routing import Router
 from zumik.settings import ConfigError, load_settings
 
 

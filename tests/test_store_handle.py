@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from zumik.exceptions import FileInUse, TooManyActive, ZumikError
-from zumik.store import ProjectStore
+from zumik.core.exceptions import FileInUse, TooManyActive, ZumikError
+from zumik.storage.store import ProjectStore
 
 BATCH = "batch_0123456789abcdef01234567"
 OTHER = "batch_0123456789abcdef01234568"

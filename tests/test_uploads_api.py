@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, upload
 
-from zumik.janitor import Janitor
-from zumik.store import ProjectStore
-from zumik.upload_sessions import UploadSessions
-from zumik.versioned import VersionedDoc
+from zumik.storage.janitor import Janitor
+from zumik.storage.store import ProjectStore
+from zumik.storage.upload_sessions import UploadSessions
+from zumik.storage.versioned import VersionedDoc
 
 CONTENT = echo_lines(60)
 

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from zumik import versioned
-from zumik.versioned import VersionedDoc
+from zumik.storage import versioned
+from zumik.storage.versioned import VersionedDoc
 
 
 def test_update_publishes_the_next_version_and_reads_find_the_newest(tmp_path):

@@ -26,10 +26,12 @@ from conftest import (
 )
 from webhook_receiver import Receiver
 
-from zumik import cli, outbox, webhooks
-from zumik.delivery import Deliverer
-from zumik.openapi import DOCUMENT
-from zumik.records import Status, move
+from zumik.api.openapi import DOCUMENT
+from zumik.cli import main as cli
+from zumik.core.records import Status, move
+from zumik.webhooks import outbox
+from zumik.webhooks import registry as webhooks
+from zumik.webhooks.delivery import Deliverer
 
 FAST = {"ZUMIK_WEBHOOK_POLL_INTERVAL": "0.1", "ZUMIK_WEBHOOK_BACKOFF": "0.2",
         "ZUMIK_WEBHOOK_MAX_BACKOFF": "0.5"}

@@ -7,13 +7,15 @@ from collections.abc import Callable
 
 from flask import Flask, request
 
-from zumik import errors, fsutil, logs
-from zumik.auth import KeyRing, authenticate
-from zumik.context import Zumik
-from zumik.metrics import Metrics
+from zumik.api import errors
+from zumik.api.auth import KeyRing, authenticate
+from zumik.api.context import Zumik
+from zumik.api.receiving import body_limit
+from zumik.ops import logs
+from zumik.ops.metrics import Metrics
 from zumik.settings import Settings, load_settings
-from zumik.store import ProjectStore, iter_projects
-from zumik.uploads import body_limit
+from zumik.storage import fsutil
+from zumik.storage.store import ProjectStore, iter_projects
 
 __all__ = ["create_app", "Settings", "load_settings"]
 
@@ -21,9 +23,11 @@ __all__ = ["create_app", "Settings", "load_settings"]
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
                start_executor: bool = False) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
-    from zumik import batches, dashboard, files, health, models, openapi, uploads_api
-    from zumik.executor import Executor
-    from zumik.routing import Router
+    from zumik import dashboard
+    from zumik.api import batches, files, health, models, openapi
+    from zumik.api import uploads as uploads_api
+    from zumik.execution.executor import Executor
+    from zumik.execution.routing import Router
 
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, redirect, url_for
 
-from zumik.context import Zumik
+from zumik.api.context import Zumik
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static")

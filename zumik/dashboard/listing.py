@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from zumik.store import ACTIVE_STATUSES, ProjectStore
+from zumik.storage.store import ACTIVE_STATUSES, ProjectStore
 
 FILTERS = ("all", "active", "completed", "failed", "cancelled", "expired")
 INDEX_CAPACITY = 500_000  # remembered (project, batch) statuses per worker

@@ -12,11 +12,11 @@ from typing import Any
 
 from flask import abort, g, render_template
 
-from zumik import metrics
-from zumik.context import current
+from zumik.api.context import current
 from zumik.dashboard import bp, present
-from zumik.routing import Router
-from zumik.store import ProjectStore, iter_projects
+from zumik.execution.routing import Router
+from zumik.ops import metrics
+from zumik.storage.store import ProjectStore, iter_projects
 
 STALE_SNAPSHOT = 30.0  # seconds: an executor silent this long is shown as stale
 

@@ -20,14 +20,14 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from zumik import batches as batches_api
-from zumik import files as files_api
-from zumik import ids
-from zumik.context import current, project_store
+from zumik.api import batches as batches_api
+from zumik.api import files as files_api
+from zumik.api.context import current, project_store
+from zumik.api.errors import ApiError, envelope, from_domain
+from zumik.core import ids
+from zumik.core.exceptions import ZumikError
 from zumik.dashboard import bp, present
 from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
-from zumik.errors import ApiError, envelope, from_domain
-from zumik.exceptions import ZumikError
 
 PER_PAGE = 50
 MAX_POLLED = 100

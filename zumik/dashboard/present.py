@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zumik.store import ACTIVE_STATUSES
+from zumik.storage.store import ACTIVE_STATUSES
 
 STATUS_LABELS = {"in_progress": "in progress"}
 BADGES = {"validating": "run", "in_progress": "run", "finalizing": "run", "cancelling": "warn",

@@ -30,10 +30,10 @@ from flask import (
 )
 from werkzeug.exceptions import Forbidden
 
-from zumik import fsutil
-from zumik.auth import hash_key
-from zumik.context import Zumik, current
+from zumik.api.auth import hash_key
+from zumik.api.context import Zumik, current
 from zumik.dashboard import bp
+from zumik.storage import fsutil
 
 SECRET_FILE = ".dashboard-secret"
 PUBLIC_ENDPOINTS = frozenset({"dashboard.signin", "dashboard.static"})

@@ -1,0 +1,1 @@
+"""The ``zumik`` command: serve, keys, webhooks, batch."""

@@ -1,0 +1,1 @@
+"""The executor: claim, validate, send, finalize; providers, limits, scheduling."""

@@ -1,0 +1,556 @@
+"""One claimed batch, from ``validating`` to a terminal status.
+
+validate -> send every line not yet in the journal -> finalize (merge the journal into the
+output and error files, then the terminal record). Every step can be repeated after a crash:
+the journal says what is done, and the output file ids are reserved in the record first.
+
+How a run ends is a ``RunOutcome``, set only through ``BatchRun.end`` (which says which
+outcome wins). A batch becomes terminal only in ``BatchRun.make_terminal``: that is the one place to
+hook anything that must happen exactly when a batch reaches its final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from zumik.core import ids
+from zumik.core.batchfile import CHAT, LineError, RequestBody, iter_lines, request_of, target_of
+from zumik.core.records import Status, ended_at, is_terminal, move
+from zumik.execution.routing import Router
+from zumik.execution.scheduler import FairScheduler
+from zumik.execution.upstream import Outcome, Upstream
+from zumik.ops.metrics import Counter, Metrics
+from zumik.settings import Settings
+from zumik.storage import journal, progress
+from zumik.storage.claims import Claim
+from zumik.storage.fsutil import temp_path
+from zumik.storage.store import ProjectStore
+from zumik.webhooks import outbox
+
+log = logging.getLogger("zumik.executor")
+
+
+class RunOutcome(StrEnum):
+    """Why a run stops: the first three finalize the batch, the rest hand the claim back."""
+
+    DONE = "done"  # every line has a result: completed
+    CANCELLED = "cancelled"  # the cancel marker was seen: cancelled with what finished
+    EXPIRED = "expired"  # the completion window ended: the rest become batch_expired
+    SHUTDOWN = "shutdown"  # the worker is stopping; the next claim resumes
+    LOST = "lost"  # a newer epoch took the lease; this run writes nothing more
+    PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
+
+    @property
+    def final_status(self) -> Status | None:
+        """The terminal status this outcome gives the batch (None: the claim is handed back)."""
+        return _FINAL_STATUS.get(self)
+
+
+_FINAL_STATUS = {RunOutcome.DONE: Status.COMPLETED, RunOutcome.CANCELLED: Status.CANCELLED,
+                 RunOutcome.EXPIRED: Status.EXPIRED}
+encode = msgspec.json.encode
+WATCH_INTERVAL = 0.1
+COUNTS_INTERVAL = 1.0
+
+
+def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
+    """A result line for a request the provider answered, 2xx or an HTTP error (then it goes to
+    the error file with its ``status_code`` and the provider's JSON error body, ``error`` null,
+    as OpenAI writes it), splicing the provider's compact body in unparsed."""
+    assert outcome.body is not None
+    return b"".join((
+        b'{"id":"', request_id.encode(), b'","custom_id":',
+        encode(custom_id), b',"response":{"status_code":',
+        str(outcome.status_code).encode(), b',"request_id":',
+        encode(outcome.request_id), b',"body":', outcome.body,
+        b'},"error":null,"provider":', encode(outcome.provider), b'}\n'))
+
+
+def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
+    """A result line for a request that failed without an HTTP answer to show (timeout,
+    connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
+    ``error`` set."""
+    request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
+    return json.dumps({"id": request_id, "custom_id": custom_id,
+                       "response": None, "error": {"code": code, "message": message}},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+def _custom_id_of(raw: bytes, number: int) -> str:
+    """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
+    try:
+        custom_id = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError, RecursionError):
+        custom_id = None
+    return custom_id if isinstance(custom_id, str) else f"line-{number}"
+
+
+class BatchRun:
+    """Runs one batch this executor has claimed."""
+
+    def __init__(self, *, settings: Settings, router: Router, upstream: Upstream,
+                 clock: Callable[[], float], store: ProjectStore, claim: Claim,
+                 scheduler: FairScheduler, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.router = router
+        self.upstream = upstream
+        self.clock = clock
+        self.store = store
+        self.claim = claim
+        self.batch = claim.batch
+        self.batch_id = claim.batch_id
+        self.scheduler = scheduler
+        self.project = store.project
+        self.sending = False  # lines are being handed out (the start-up steps are done)
+        self.metrics = metrics or Metrics()
+        self.outcome: RunOutcome | None = None
+        self.senders: set[asyncio.Task[None]] = set()
+        self._waiting_senders = 0  # senders waiting for a slot
+        self.prices: journal.Prices = {
+            p.name: (p.input_price, p.output_price) for p in router.providers.values()
+            if p.input_price is not None or p.output_price is not None}
+        self.progress = journal.Progress(self.prices)
+        self.writer: journal.JournalWriter | None = None
+        self.endpoint = CHAT
+        self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
+        self._request_count = 0
+        self._progress_seq = 0
+        self._line_counters: dict[tuple[str | None, str, bool], Counter] = {}
+
+    def next_request_id(self) -> str:
+        """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
+        self._request_count += 1
+        return f"{self._request_prefix}{self._request_count:012x}"
+
+    # -- how the run ends -------------------------------------------------------------------
+    def end(self, outcome: RunOutcome, *, abort: bool = False) -> bool:
+        """Set how this run ends; False if it was decided already.
+
+        The first outcome wins, except that ``PAUSED`` (storage failed) overrides any but
+        ``LOST``, and ``LOST`` (another epoch owns the batch now) overrides everything.
+        Nothing new is sent once an outcome is set; ``abort`` also cancels the requests in
+        flight (unjournaled, so a later claim sends them again).
+        """
+        current = self.outcome
+        first = (current is None or outcome is RunOutcome.LOST or
+                 (outcome is RunOutcome.PAUSED and current is not RunOutcome.LOST))
+        if first:
+            self.outcome = outcome
+        if abort:
+            for task in list(self.senders):
+                task.cancel()
+        return first
+
+    def stop(self) -> None:
+        """Graceful shutdown: send nothing new; in-flight requests may finish."""
+        self.end(RunOutcome.SHUTDOWN)
+
+    def abort(self) -> None:
+        """Stop at once: cancel the requests in flight (they are re-sent by the next claim)."""
+        self.end(RunOutcome.SHUTDOWN, abort=True)
+
+    # -- the run ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            record = self.batch.read()
+            if record is None or is_terminal(record):
+                self.batch.clear_active()
+                return
+            if record["status"] == Status.VALIDATING:
+                record = await asyncio.to_thread(self._validate, record)
+                if record["status"] == Status.FAILED:
+                    return
+            await self._execute(record)
+        except Exception:
+            self.end(RunOutcome.PAUSED)
+            log.exception("batch %s: run failed; paused, it will be retried by a later claim",
+                          self.batch_id)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            await asyncio.to_thread(self.claim.release)
+
+    def _validate(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Check every line can run; move to ``in_progress`` or ``failed``."""
+        started = time.perf_counter()
+        errors: list[dict[str, Any]] = []
+        models: set[str] = set()
+        path = self.store.file_data_path(record["input_file_id"])
+        if self.batch.cancel_requested():
+            return self.batch.read() or record
+        try:
+            for number, raw in iter_lines(str(path)):
+                try:
+                    url, model = target_of(raw, number)
+                    if len(models) < 2:
+                        models.add(model)
+                    if url != record["endpoint"]:
+                        raise LineError(number, "invalid_url", "The URL provided for this "
+                                        "request does not match the batch endpoint.", "url")
+                    if self.router.resolve(model) is None:
+                        raise LineError(number, "model_not_found",
+                                        f"The model {model!r} has no route; "
+                                        f"known: {', '.join(self.router.model_names())}",
+                                        "body.model")
+                except LineError as exc:
+                    errors.append(exc.as_batch_error())
+                    if len(errors) >= self.settings.max_batch_errors:
+                        break
+        except FileNotFoundError:
+            errors.append({"code": "invalid_request", "line": None, "param": "file_id",
+                           "message": f"Cannot find file {record['input_file_id']}."})
+        now = int(self.clock())
+        model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
+        if errors:
+            def fail(current: dict[str, Any]) -> bool:
+                if current["status"] != Status.VALIDATING:
+                    return False  # cancelled meanwhile
+                current["errors"] = {"object": "list", "data": errors}
+                current["model"] = model
+                return True
+
+            record = self.make_terminal(Status.FAILED, fail)
+        else:
+            def start(current: dict[str, Any]) -> None:
+                if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
+                    current["model"] = model
+                    move(current, Status.IN_PROGRESS, now)
+
+            record = self.batch.update(start)
+        log.info("batch %s: validated in %.3f s, %s", self.batch_id,
+                 time.perf_counter() - started, record["status"],
+                 extra={"batch_id": self.batch_id, "project": self.store.project,
+                        "status": record["status"], "epoch": self.claim.epoch})
+        return record
+
+    async def _execute(self, record: dict[str, Any]) -> None:
+        self.progress = await asyncio.to_thread(
+            journal.recover, self.batch.segments(), self.settings.claim_mode == "flock",
+            self.prices)
+        status = record["status"]
+        started = time.perf_counter()
+        if status == Status.IN_PROGRESS:
+            self.writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch),
+                                                asyncio.get_running_loop())
+            await self._send_all(record)
+            log.info("batch %s: sent %d lines in %.3f s", self.batch_id,
+                     len(self.progress.done), time.perf_counter() - started)
+        elif status == Status.CANCELLING:
+            self.end(RunOutcome.CANCELLED)
+        if self.outcome is None and self.clock() >= record["expires_at"]:
+            self.end(RunOutcome.EXPIRED)
+        self.end(RunOutcome.DONE)  # no other outcome: every line has its result
+        outcome = self.outcome
+        assert outcome is not None
+        final = outcome.final_status
+        if final is None:
+            log.info("batch %s: handing back (%s) after %d lines", self.batch_id, outcome,
+                     len(self.progress.done),
+                     extra={"batch_id": self.batch_id, "project": self.store.project,
+                            "reason": outcome.value, "epoch": self.claim.epoch})
+            return
+        if outcome is RunOutcome.EXPIRED:
+            await asyncio.to_thread(self._expire_rest, record)
+        if self.writer is not None:
+            self.writer.close()
+        await asyncio.to_thread(self._finalize, final)
+
+    async def _send_all(self, record: dict[str, Any]) -> None:
+        """Send every line not journaled yet, through senders that share one line iterator."""
+        self.endpoint = record["endpoint"]
+        watcher = asyncio.create_task(self._watch(record))
+        self.sending = True
+        failure: BaseException | None = None
+        try:
+            pending = self._pending(str(self.store.file_data_path(record["input_file_id"])))
+            self._start_sender(pending)
+            while self.senders:  # senders start more senders while they find free slots
+                done, _ = await asyncio.wait(set(self.senders))
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        failure = failure or task.exception()
+            if failure is not None:  # lines may be left unsent: never DONE, pause instead
+                raise failure
+        finally:
+            for task in self.senders:
+                task.cancel()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if self.writer is not None:
+                self.writer.flush()
+                await asyncio.to_thread(self.writer.sync)
+            if self.outcome not in (None, RunOutcome.PAUSED):  # finalizing saves its own
+                await asyncio.to_thread(self._save_counts)
+
+    def _pending(self, path: str) -> Iterator[tuple[int, str, RequestBody]]:
+        """The input lines not journaled yet, parsed for sending. A line that cannot be parsed
+        (validated earlier: only a bug gets here) is journaled as failed on the spot."""
+        done = self.progress.done
+        for number, raw in iter_lines(path):
+            if number in done:
+                continue
+            try:
+                custom_id, body = request_of(raw, number)
+            except Exception as exc:
+                self._line_failed(number, _custom_id_of(raw, number), exc)
+                continue
+            yield number, custom_id, body
+
+    def _start_sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+        task = asyncio.create_task(self._sender(pending))
+        self.senders.add(task)
+        task.add_done_callback(self.senders.discard)
+
+    async def _sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+        """Send lines one after another, each under a slot of the fair scheduler, until none is
+        left or the run has an outcome.
+
+        A sender keeps its slot for its next line unless another batch waits for one
+        (``FairScheduler.renew``), so a line costs no task and no wake-up. A sender that gets
+        a slot while no other sender of this run waits for one starts another, so the run
+        always has one ready for the next slot the scheduler hands it."""
+        scheduler, project, batch_id = self.scheduler, self.project, self.batch_id
+        held = False
+        try:
+            while True:
+                if not held:
+                    self._waiting_senders += 1
+                    try:
+                        if not scheduler.try_acquire(project, batch_id):
+                            await scheduler.acquire(project, batch_id)
+                    finally:
+                        self._waiting_senders -= 1
+                    held = True
+                line = next(pending, None) if self.outcome is None else None
+                if line is None:
+                    return
+                if not self._waiting_senders and len(self.senders) < scheduler.slots:
+                    self._start_sender(pending)
+                number, custom_id, body = line
+                result = await self._request(number, custom_id, body)
+                held = scheduler.renew(project, batch_id)  # as soon as the answer is in
+                if result is not None:
+                    self._journal(number, *result)
+        finally:
+            if held:
+                scheduler.release(project, batch_id)
+
+    async def _request(self, number: int, custom_id: str, body: RequestBody
+                       ) -> tuple[bytes, bool, Any, str | None, str] | None:
+        """Send one line; what to journal for it (None: it raised and was journaled failed)."""
+        try:
+            route = self.router.resolve(body.model)
+            if route is None:
+                return (error_line(custom_id, "model_not_found",
+                                   f"The model {body.model!r} has no route"),
+                        False, None, None, body.model)
+            outcome = await self.upstream.send(route, body, self.endpoint)
+            ok = outcome.ok
+            line = (response_line(custom_id, outcome, self.next_request_id())
+                    if outcome.body is not None and outcome.status_code is not None else
+                    error_line(custom_id, outcome.error_code or "upstream_error",
+                               outcome.error_message or "request failed",
+                               self.next_request_id()))
+            return line, ok, outcome.usage if ok else None, outcome.provider, body.model
+        except Exception as exc:  # anything unexpected fails this line alone, once
+            self._line_failed(number, custom_id, exc, body.model)
+            return None
+
+    def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
+                 model: str) -> None:
+        if self.outcome is RunOutcome.LOST or self.writer is None:
+            return
+        self.writer.append(journal.entry_bytes(number, line))
+        self.progress.record(number, not ok, usage, provider)
+        counter = self._line_counters.get((provider, model, ok))
+        if counter is None:
+            counter = self._line_counters[provider, model, ok] = self.metrics.counter(
+                "zumik_lines_total", (("provider", provider or "none"), ("model", model),
+                                      ("outcome", "completed" if ok else "failed")))
+        counter.inc()
+
+    def _line_failed(self, number: int, custom_id: str, exc: Exception,
+                     model: str = "unknown") -> None:
+        """Journal a line that raised inside Zumik as failed with ``internal_error``: logged
+        with its line number and counted, so no line goes missing and none loops."""
+        log.error("batch %s: line %d raised %s; failed with internal_error", self.batch_id,
+                  number, type(exc).__name__, exc_info=exc,
+                  extra={"batch_id": self.batch_id, "project": self.store.project,
+                         "line": number})
+        self.metrics.inc("zumik_line_errors_total", ())
+        message = f"Internal error while running this request ({type(exc).__name__})"
+        self._journal(number, error_line(custom_id, "internal_error", message), False, None,
+                      None, model)
+
+    async def _watch(self, record: dict[str, Any]) -> None:
+        """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
+        (a storage error), the run pauses: a run nobody watches must not go on sending."""
+        try:
+            await self._watch_loop(record)
+        except Exception:
+            log.exception("batch %s: watcher failed; pausing", self.batch_id)
+            if self.outcome is None:
+                self.end(RunOutcome.PAUSED, abort=True)
+
+    async def _watch_loop(self, record: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        next_counts = next_beat = loop.time()
+        beat_every = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(min(WATCH_INTERVAL, self.settings.upstream_fsync_interval))
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.sync)
+                if self.writer.error is not None and self.outcome is None:
+                    log.error("batch %s: journal write failed (%s); pausing", self.batch_id,
+                              self.writer.error)
+                    self.end(RunOutcome.PAUSED, abort=True)
+            if self.outcome is None and self.batch.cancel_requested():
+                self.end(RunOutcome.CANCELLED, abort=True)
+            if self.outcome is None and self.clock() >= record["expires_at"]:
+                self.end(RunOutcome.EXPIRED, abort=True)
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + beat_every
+                if not await asyncio.to_thread(self.claim.heartbeat):
+                    log.warning("batch %s: lease lost to a newer epoch; stopping", self.batch_id)
+                    self.end(RunOutcome.LOST, abort=True)
+            if now >= next_counts:
+                next_counts = now + COUNTS_INTERVAL
+                try:
+                    await asyncio.to_thread(self._save_counts)
+                except OSError as exc:
+                    log.error("batch %s: saving counts failed (%s); pausing", self.batch_id, exc)
+                    if self.outcome is None:
+                        self.end(RunOutcome.PAUSED, abort=True)
+
+    def _save_counts(self) -> None:
+        if self.outcome in (RunOutcome.LOST, RunOutcome.PAUSED):
+            return
+        saved = self.progress
+        self._progress_seq += 1
+        progress.write(self.batch.progress_path, {
+            "request_counts": {"completed": saved.completed, "failed": saved.failed},
+            "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
+
+    def _expire_rest(self, record: dict[str, Any]) -> None:
+        """Write a ``batch_expired`` line for every line that never ran."""
+        if self.writer is not None:
+            self.writer.close()  # flushes what the loop queued
+        writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch))
+        self.writer = writer
+        path = str(self.store.file_data_path(record["input_file_id"]))
+        for number, raw in iter_lines(path):
+            if number not in self.progress.done:
+                custom_id = request_of(raw, number)[0]
+                writer.append(journal.entry_bytes(number, error_line(
+                    custom_id, "batch_expired", "This request could not be executed before "
+                    "the completion window expired.")))
+                self.progress.record(number, True, None)
+        writer.sync()
+
+    def _finalize(self, final: Status) -> None:
+        """Reserve output ids, publish the files, then write the terminal record.
+
+        Cancel is final: the terminal status is decided under the record's lock, so a batch a
+        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
+        every line before it noticed the cancel.
+        """
+        now = int(self.clock())
+        started = time.perf_counter()
+
+        def reserve(record: dict[str, Any]) -> None:
+            nonlocal final
+            if record["status"] == Status.CANCELLING:
+                final = Status.CANCELLED
+            if not record.get("_output_file_id"):
+                record["_output_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
+                record["_error_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
+            if final == Status.COMPLETED:
+                move(record, Status.FINALIZING, now)
+
+        record = self.batch.update(reserve)
+        merged = self._publish(record)
+        summary = merged.summary
+
+        def finish(current: dict[str, Any]) -> None:
+            current["output_file_id"] = (current["_output_file_id"] if merged.output_lines
+                                         else None)
+            current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
+            current["request_counts"]["completed"] = summary.completed
+            current["request_counts"]["failed"] = summary.failed
+            current["usage"] = summary.usage
+            current["cost"] = summary.cost()
+
+        self.make_terminal(final, finish)
+        self.batch.remove_run_state()
+        log.info("batch %s: %s (%d completed, %d failed), finalized in %.3f s", self.batch_id,
+                 final.value, summary.completed, summary.failed, time.perf_counter() - started,
+                 extra={"batch_id": self.batch_id, "project": self.store.project,
+                        "status": final.value, "completed": summary.completed,
+                        "failed": summary.failed, "epoch": self.claim.epoch})
+
+    def make_terminal(self, final: Status,
+                      change: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
+        """THE place a batch becomes terminal (``failed`` after validation, or the status its
+        run outcome gives it after finalizing).
+
+        ``change`` fills in the record's last fields under the record lock and may return
+        False to keep the record as it is (it moved on meanwhile). Whatever must happen
+        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
+        The webhook outbox entries are written under the record lock *before* the terminal
+        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
+        """
+        now = int(self.clock())
+
+        moved = False
+
+        def terminal(current: dict[str, Any]) -> None:
+            nonlocal moved
+            moved = change(current) is not False
+            if moved:
+                move(current, final, now)
+                outbox.enqueue(self.settings.data_dir, self.store.project, current)
+
+        record = self.batch.update(terminal)
+        if moved:  # counted as it ends, so /metrics never reads finished records
+            self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+            ended = ended_at(record)
+            if ended is not None:  # the input's expires_at now says when it goes
+                self.store.release_input(record["input_file_id"],
+                                         ended + self.settings.batch_ttl)
+        return record
+
+    def _publish(self, record: dict[str, Any]) -> journal.Merged:
+        files_dir = self.store.files_dir
+        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
+        try:
+            merged = journal.merge(self.batch.segments(), tmp_out, tmp_err, self.prices,
+                                   self.settings.result_files == "combined")
+            now = int(self.clock())
+            ttl = record.get("_output_ttl") or self.settings.output_ttl
+            for tmp, file_id, suffix, count in (
+                    (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+                    (tmp_err, record["_error_file_id"], "errors", merged.error_lines)):
+                if count:
+                    self.store.write_file(tmp, {
+                        "id": file_id, "object": "file", "bytes": os.path.getsize(tmp),
+                        "created_at": now, "filename": f"{self.batch_id}_{suffix}.jsonl",
+                        "purpose": "batch_output", "status": "processed",
+                        "status_details": None, "expires_at": now + ttl,
+                        "requests": count, "batch_id": self.batch_id})
+            return merged
+        finally:
+            tmp_out.unlink(missing_ok=True)
+            tmp_err.unlink(missing_ok=True)

@@ -1,0 +1,218 @@
+"""Per-provider limits inside one executor: adaptive concurrency (AIMD), rpm and tpm buckets,
+and the provider's own ``x-ratelimit-*`` headers.
+
+Concurrency starts at ``max_concurrency``, halves on a 429 or 503 and grows back by one per
+window of successes. Like TCP, it halves at most once per window: a rejection of a request that
+was sent before the last decrease says nothing new and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zumik.core.batchfile import RequestBody
+from zumik.execution.routing import ProviderConfig
+
+BACKOFF_STATUSES = frozenset({429, 503})
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+RESET_MAX = 3600.0  # no reset header can block a provider for longer than this
+RESET_CHARS = 64  # longer reset values are nonsense: ignored
+_RATELIMIT_HEADERS = tuple((f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+                          for kind in ("requests", "tokens"))
+
+
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI-style reset durations (``1s``, ``6m0s``, ``20ms``) or plain seconds, capped at
+    ``RESET_MAX``; None for anything else (never an exception, whatever the provider sends)."""
+    if not value or len(value) > RESET_CHARS:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION.findall(value)
+        if not parts:
+            return None
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RESET_MAX)
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Tokens a request may use, before it is sent: prompt chars / 4 plus its output cap.
+
+    The prompt is ``messages`` (chat), ``input`` (responses, embeddings, moderations) or
+    ``prompt`` (completions)."""
+    chars = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            content = message.get("content")
+            chars += len(content) if isinstance(content, str) else len(str(content))
+    for name in ("input", "prompt"):
+        value = body.get(name)
+        if value is not None:
+            chars += len(value) if isinstance(value, str) else len(str(value))
+    cap = (body.get("max_completion_tokens") or body.get("max_output_tokens")
+           or body.get("max_tokens") or 0)
+    return chars // 4 + 1 + (cap if isinstance(cap, int) else 0)
+
+
+class TokenBucket:
+    """``per_minute`` units refilled continuously, with a burst of one second's worth, so no
+    window of any length sees more than its share; may run into debt after corrections."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float]) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.stamp = clock()
+
+    def wait_time(self, cost: float) -> float:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        cost = min(cost, self.capacity)
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+    def adjust(self, delta: float) -> None:
+        self.tokens -= delta
+
+
+class ProviderLimits:
+    """The gate in front of one provider."""
+
+    def __init__(self, provider: ProviderConfig, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.max = provider.max_concurrency
+        self.limit = float(self.max)
+        self.in_flight = 0
+        self.clock = clock
+        self.sleep = sleep
+        self.rpm = TokenBucket(provider.rpm, clock) if provider.rpm else None
+        self.tpm = TokenBucket(provider.tpm, clock) if provider.tpm else None
+        self.blocked_until = 0.0
+        self.tickets = 0  # requests admitted so far
+        self.decrease_ticket = 0  # requests admitted before the last decrease
+        self.decreases = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def free_share(self) -> float:
+        return (self.limit - self.in_flight) / self.limit
+
+    def try_acquire(self) -> tuple[int, int] | None:
+        """``acquire`` without waiting, when nothing would make it wait (a free slot, no rate
+        limit, no block); else None."""
+        if self.blocked_until and self.blocked_until <= self.clock():
+            self.blocked_until = 0.0  # the provider's block has passed
+        if (self.rpm is None and self.tpm is None and not self.blocked_until
+                and self._enter()):
+            self.tickets += 1
+            return 0, self.tickets
+        return None
+
+    async def acquire(self, body: RequestBody) -> tuple[int, int]:
+        """Wait for a concurrency slot and the rate buckets; return (token estimate, ticket).
+
+        Pair every successful call with ``release``. The common case (a free slot, no rate
+        limits) takes no await at all.
+        """
+        estimate = estimate_tokens(body.obj) if self.tpm else 0
+        if not self._enter():
+            await self._admit()
+        if self.rpm is not None or self.tpm is not None or self.blocked_until:
+            try:
+                await self._pace(estimate)
+            except BaseException:
+                self.release()
+                raise
+        self.tickets += 1
+        return estimate, self.tickets
+
+    def release(self) -> None:
+        self._leave()
+
+    def _enter(self) -> bool:
+        """Take a concurrency slot if one is free and nobody waits for one."""
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
+    async def _admit(self) -> None:
+        """Wait in FIFO order for a concurrency slot (none was free)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # _wake counts the slot in for us before resolving
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._leave()
+            elif future in self._waiters:
+                self._waiters.remove(future)
+            raise
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def wake(self) -> None:
+        """Admit waiters while the limit allows (after the limit was raised)."""
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.in_flight < int(self.limit) and self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_flight += 1
+                future.set_result(None)
+
+    async def _pace(self, estimate: int) -> None:
+        while True:
+            wait = self.blocked_until - self.clock()
+            if self.rpm is not None and wait <= 0:
+                wait = self.rpm.wait_time(1)
+            if self.tpm is not None and wait <= 0:
+                wait = self.tpm.wait_time(estimate)
+            if wait <= 0:
+                return
+            await self.sleep(wait)
+
+    def on_success(self, estimate: int, usage: Any, headers: Any) -> None:
+        if self.limit < self.max:
+            self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
+            self._wake()
+        if self.tpm is not None and isinstance(usage, dict):
+            actual = usage.get("total_tokens")
+            if isinstance(actual, int):
+                self.tpm.adjust(actual - estimate)
+        self._respect_headers(headers)
+
+    def on_failure(self, status: int | None, headers: Any = None, ticket: int = 0) -> None:
+        if status in BACKOFF_STATUSES and ticket > self.decrease_ticket:
+            self.decrease_ticket = self.tickets
+            self.decreases += 1
+            self.limit = max(1.0, self.limit / 2)
+        self._respect_headers(headers)
+
+    def _respect_headers(self, headers: Any) -> None:
+        if not headers:
+            return
+        for remaining_header, reset_header in _RATELIMIT_HEADERS:
+            remaining = headers.get(remaining_header)
+            if remaining is not None and remaining.strip() == "0":
+                reset = parse_reset(headers.get(reset_header))
+                if reset:
+                    self.blocked_until = max(self.blocked_until, self.clock() + reset)

@@ -1,0 +1,1 @@
+"""Metrics counters and snapshots, their Prometheus rendering, logs."""

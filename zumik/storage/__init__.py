@@ -1,0 +1,1 @@
+"""Every name under the data dir and every write to it; raises domain errors only."""

@@ -1,0 +1,1 @@
+"""Webhook endpoints, signing, the outbox and its deliverer."""
