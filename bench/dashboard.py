@@ -35,22 +35,35 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def build(data_dir: Path, count: int):
     app = create_app(load_settings({}, data_dir=data_dir, api_keys={KEY: "bench"}))
     client = app.test_client()
-    line = (b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
-            b'"body":{"model":"zumik-echo","messages":[{"role":"user","content":"hi"}]}}\n')
-    file_id = client.post("/v1/files", headers=AUTH, content_type="multipart/form-data",
-                          data={"file": (io.BytesIO(line), "in.jsonl")}).json["id"]
+    line = (
+        b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",'
+        b'"body":{"model":"zumik-echo","messages":[{"role":"user","content":"hi"}]}}\n'
+    )
+    file_id = client.post(
+        "/v1/files",
+        headers=AUTH,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(line), "in.jsonl")},
+    ).json["id"]
     store = ProjectStore(data_dir, "bench").ensure()
     now = int(time.time())
     for i in range(count):
-        record = records.new_batch(f"batch_{i:024x}", now=now - count + i, input_file_id=file_id,
-                                   endpoint="/v1/chat/completions", window="24h",
-                                   metadata={"job": f"nightly-{i}", "team": "search"}, total=100)
+        record = records.new_batch(
+            f"batch_{i:024x}",
+            now=now - count + i,
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            window="24h",
+            metadata={"job": f"nightly-{i}", "team": "search"},
+            total=100,
+        )
         store.create_batch(record, max_active=count, max_files=10 * count, max_bytes=1 << 40)
         if i < count - 5:
             status = records.Status.FAILED if i % 10 == 0 else records.Status.COMPLETED
             store.update_batch(record["id"], lambda r, s=status: records.move(r, s, now))
-    token = re.search(r'name="csrf_token" value="([^"]+)"',
-                      client.get("/dashboard/signin").text).group(1)
+    token = re.search(
+        r'name="csrf_token" value="([^"]+)"', client.get("/dashboard/signin").text
+    ).group(1)
     client.post("/dashboard/signin", data={"csrf_token": token, "key": KEY})
     return client, f"batch_{count - 1:024x}"
 
@@ -77,19 +90,28 @@ def main() -> None:
         cold = (time.perf_counter() - started) * 1000
         baseline = median_ms(client, "/v1/batches?limit=50", AUTH)
         rows = [("cold first view of / (reads every record once)", cold)]
-        for label, path in (("batches, page 1 (50 rows)", "/dashboard/"),
-                            ("batches, failed filter, page 2", "/dashboard/?status=failed&page=2"),
-                            ("batches, page 20", "/dashboard/?page=20"),
-                            ("batch detail", f"/dashboard/batches/{newest}"),
-                            ("live poll of 50 ids", "/dashboard/api/batches?ids=" + ",".join(
-                                f"batch_{i:024x}" for i in range(args.batches - 50,
-                                                                 args.batches))),
-                            ("files", "/dashboard/files")):
+        for label, path in (
+            ("batches, page 1 (50 rows)", "/dashboard/"),
+            ("batches, failed filter, page 2", "/dashboard/?status=failed&page=2"),
+            ("batches, page 20", "/dashboard/?page=20"),
+            ("batch detail", f"/dashboard/batches/{newest}"),
+            (
+                "live poll of 50 ids",
+                "/dashboard/api/batches?ids="
+                + ",".join(f"batch_{i:024x}" for i in range(args.batches - 50, args.batches)),
+            ),
+            ("files", "/dashboard/files"),
+        ):
             rows.append((label, median_ms(client, path)))
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"## Dashboard render, {args.batches} batches ({stamp})", "",
-             f"Baseline `GET /v1/batches?limit=50` (JSON): {baseline:.2f} ms median.", "",
-             "| page | median ms | ratio to baseline |", "|---|---|---|"]
+    lines = [
+        f"## Dashboard render, {args.batches} batches ({stamp})",
+        "",
+        f"Baseline `GET /v1/batches?limit=50` (JSON): {baseline:.2f} ms median.",
+        "",
+        "| page | median ms | ratio to baseline |",
+        "|---|---|---|",
+    ]
     lines += [f"| {label} | {ms:.2f} | {ms / baseline:.2f} |" for label, ms in rows]
     text = "\n".join(lines) + "\n"
     print(text)

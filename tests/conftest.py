@@ -31,11 +31,15 @@ AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
 AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
 
 
-def request_line(custom_id: str, content: str = "hello", model: str = "zumik-echo",
-                 **body: Any) -> dict[str, Any]:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": [{"role": "user", "content": content}],
-                     **body}}
+def request_line(
+    custom_id: str, content: str = "hello", model: str = "zumik-echo", **body: Any
+) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": content}], **body},
+    }
 
 
 def jsonl(lines: list[Any]) -> bytes:
@@ -48,8 +52,12 @@ def echo_lines(n: int, model: str = "zumik-echo", prefix: str = "r") -> bytes:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings({}, data_dir=tmp_path / "data",
-                         api_keys={KEY_A: "proj-a", KEY_B: "proj-b"}, poll_interval=0.05)
+    return load_settings(
+        {},
+        data_dir=tmp_path / "data",
+        api_keys={KEY_A: "proj-a", KEY_B: "proj-b"},
+        poll_interval=0.05,
+    )
 
 
 @pytest.fixture
@@ -77,21 +85,30 @@ def client(app):
     return app.test_client()
 
 
-def upload(client, content: bytes, auth: dict[str, str] = AUTH_A, filename: str = "in.jsonl",
-           **fields: str):
+def upload(
+    client, content: bytes, auth: dict[str, str] = AUTH_A, filename: str = "in.jsonl", **fields: str
+):
     data = {"file": (io.BytesIO(content), filename), **fields}
-    return client.post("/v1/files", headers=auth, data=data,
-                       content_type="multipart/form-data")
+    return client.post("/v1/files", headers=auth, data=data, content_type="multipart/form-data")
 
 
 def create_batch(client, file_id: str, auth: dict[str, str] = AUTH_A, **extra: Any):
-    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h", **extra}
+    body = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        **extra,
+    }
     return client.post("/v1/batches", headers=auth, json=body)
 
 
-def wait_batch(client, batch_id: str, statuses=("completed", "failed", "cancelled", "expired"),
-               timeout: float = 30.0, auth: dict[str, str] = AUTH_A) -> dict[str, Any]:
+def wait_batch(
+    client,
+    batch_id: str,
+    statuses=("completed", "failed", "cancelled", "expired"),
+    timeout: float = 30.0,
+    auth: dict[str, str] = AUTH_A,
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:
         record = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
@@ -128,9 +145,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        self.env = {**os.environ, "ZUMIK_DATA_DIR": str(data_dir),
-                    "ZUMIK_API_KEYS": f"{KEY_A}=proj-a,{KEY_B}=proj-b",
-                    "ZUMIK_POLL_INTERVAL": "0.1", **env}
+        self.env = {
+            **os.environ,
+            "ZUMIK_DATA_DIR": str(data_dir),
+            "ZUMIK_API_KEYS": f"{KEY_A}=proj-a,{KEY_B}=proj-b",
+            "ZUMIK_POLL_INTERVAL": "0.1",
+            **env,
+        }
         self.workers = workers
         self.log = data_dir.parent / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -138,9 +159,20 @@ class Server:
     signal_group = False  # stop signals the whole process group (a master in a namespace)
 
     def gunicorn_command(self) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "-c", "python:zumik.serve.gunicorn_conf",
-                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                "--graceful-timeout", "10", "zumik.serve.wsgi:app"]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:zumik.serve.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--graceful-timeout",
+            "10",
+            "zumik.serve.wsgi:app",
+        ]
 
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +181,14 @@ class Server:
     def _launch(self, cmd: list[str], timeout: float = 30) -> Server:
         """Start ``cmd`` in a session of its own, logging to ``self.log``; wait for /healthz."""
         self._log_file = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -165,8 +203,9 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
         return [int(pid) for pid in out.split()]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -208,8 +247,9 @@ def unreaped_zombie() -> Iterator[int]:
 def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(env: dict[str, str] | None = None, workers: int = 2,
-              data_dir: Path | None = None) -> Server:
+    def start(
+        env: dict[str, str] | None = None, workers: int = 2, data_dir: Path | None = None
+    ) -> Server:
         server = Server(data_dir or tmp_path / "data", env or {}, workers).start()
         servers.append(server)
         return server

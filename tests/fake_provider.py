@@ -54,8 +54,12 @@ class FakeProvider:
     """State and handlers of one fake provider."""
 
     def __init__(self) -> None:
-        self.control: dict[str, Any] = {"latency": 0.0, "overload_above": None,
-                                        "hang_seconds": 30.0, "big_bytes": 8 << 20}
+        self.control: dict[str, Any] = {
+            "latency": 0.0,
+            "overload_above": None,
+            "hang_seconds": 30.0,
+            "big_bytes": 8 << 20,
+        }
         self.unavailable_until = 0.0
         self._bomb: bytes | None = None
         self.reset()
@@ -73,8 +77,13 @@ class FakeProvider:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        for path in ("/chat/completions", "/responses", "/completions", "/embeddings",
-                     "/moderations"):
+        for path in (
+            "/chat/completions",
+            "/responses",
+            "/completions",
+            "/embeddings",
+            "/moderations",
+        ):
             app.router.add_post("/v1" + path, self.chat)
             app.router.add_post(path, self.chat)
         app.router.add_post("/_control", self.set_control)
@@ -94,12 +103,18 @@ class FakeProvider:
         return web.json_response({"ok": True})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "requests": self.requests, "by_content": dict(self.by_content),
-            "by_model": dict(self.by_model), "by_path": dict(self.by_path),
-            "statuses": dict(self.statuses),
-            "max_in_flight": self.max_in_flight, "times": self.times,
-            "headers": self.headers_seen[-5:]})
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "by_content": dict(self.by_content),
+                "by_model": dict(self.by_model),
+                "by_path": dict(self.by_path),
+                "statuses": dict(self.statuses),
+                "max_in_flight": self.max_in_flight,
+                "times": self.times,
+                "headers": self.headers_seen[-5:],
+            }
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
@@ -119,8 +134,13 @@ class FakeProvider:
         self.by_model[model] += 1
         self.by_path[request.path] += 1
         self.times.append(time.time())
-        self.headers_seen.append({k.lower(): v for k, v in request.headers.items()
-                                  if k.lower() in ("authorization", "x-team")})
+        self.headers_seen.append(
+            {
+                k.lower(): v
+                for k, v in request.headers.items()
+                if k.lower() in ("authorization", "x-team")
+            }
+        )
         attempt = self.by_content[content]
         if time.time() < self.unavailable_until:
             return self._status(503, "Loading model, try again later")
@@ -142,8 +162,7 @@ class FakeProvider:
         answer = ANSWERS[kind](self.requests, model, body, content)
         return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
 
-    def _hostile(self, kind: str, attempt: int, model: str, content: str
-                 ) -> web.Response | None:
+    def _hostile(self, kind: str, attempt: int, model: str, content: str) -> web.Response | None:
         self.statuses[f"hostile:{kind}"] += 1
         if kind == "big":
             pad = "x" * int(self.control["big_bytes"])
@@ -151,29 +170,51 @@ class FakeProvider:
         if kind == "gzipbomb":
             if self._bomb is None:
                 self._bomb = gzip.compress(b'{"pad":"' + b" " * (64 << 20) + b'"}', 9)
-            return web.Response(body=self._bomb, content_type="application/json",
-                                headers={"Content-Encoding": "gzip"})
+            return web.Response(
+                body=self._bomb,
+                content_type="application/json",
+                headers={"Content-Encoding": "gzip"},
+            )
         if kind in ("deep", "deep200"):
-            return web.Response(body=DEEP, status=400 if kind == "deep" else 200,
-                                content_type="application/json")
+            return web.Response(
+                body=DEEP, status=400 if kind == "deep" else 200, content_type="application/json"
+            )
         if kind == "retryafter" and attempt == 1:
             return self._status(429, "slow down", {"Retry-After": "soon, maybe tomorrow"})
         if kind == "resetheader":
-            answer = {"id": "r", "object": "chat.completion", "created": 0, "model": model,
-                      "choices": [{"index": 0, "finish_reason": "stop",
-                                   "message": {"role": "assistant", "content": content}}]}
-            return web.json_response(answer, headers={
-                "x-ratelimit-remaining-requests": "0",
-                "x-ratelimit-reset-requests": "9" * 5000})
+            answer = {
+                "id": "r",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+            }
+            return web.json_response(
+                answer,
+                headers={
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": "9" * 5000,
+                },
+            )
         return None
 
-    def _status(self, status: int, message: str, headers: dict[str, str] | None = None
-                ) -> web.Response:
+    def _status(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         self.statuses[str(status)] += 1
         headers = {"x-request-id": f"req-{self.requests}", **(headers or {})}
         message = self.control.get("error_message") or message
-        return web.json_response({"error": {"message": message, "type": "test", "param": None,
-                                            "code": None}}, status=status, headers=headers)
+        return web.json_response(
+            {"error": {"message": message, "type": "test", "param": None, "code": None}},
+            status=status,
+            headers=headers,
+        )
 
     async def _fail(self, kind: str, content: str, request: web.Request) -> web.StreamResponse:
         if kind in ("reset", "hang", "badjson"):
@@ -206,68 +247,116 @@ def request_text(kind: str, body: dict[str, Any]) -> str:
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _chat_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
     prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
-    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": _usage(prompt, max(1, len(content) // 4))}
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+        "usage": _usage(prompt, max(1, len(content) // 4)),
+    }
 
 
-def _completion_answer(n: int, model: str, body: dict[str, Any], content: str
-                       ) -> dict[str, Any]:
+def _completion_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
     tokens = max(1, len(content) // 4)
-    return {"id": f"cmpl-{n}", "object": "text_completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "text": content, "logprobs": None,
-                                         "finish_reason": "stop"}],
-            "usage": _usage(tokens, tokens)}
+    return {
+        "id": f"cmpl-{n}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": content, "logprobs": None, "finish_reason": "stop"}],
+        "usage": _usage(tokens, tokens),
+    }
 
 
-def _responses_answer(n: int, model: str, body: dict[str, Any], content: str
-                      ) -> dict[str, Any]:
+def _responses_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
     used_in, used_out = max(1, len(json.dumps(body.get("input"))) // 4), max(1, len(content) // 4)
-    return {"id": f"resp_{n}", "object": "response", "created_at": int(time.time()),
-            "status": "completed", "model": model,
-            "output": [{"type": "message", "id": f"msg_{n}", "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": content,
-                                     "annotations": []}]}],
-            "usage": {"input_tokens": used_in, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": used_out,
-                      "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": used_in + used_out}}
+    return {
+        "id": f"resp_{n}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": f"msg_{n}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": content, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": used_in,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": used_out,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": used_in + used_out,
+        },
+    }
 
 
-def _embedding_answer(n: int, model: str, body: dict[str, Any], content: str
-                      ) -> dict[str, Any]:
+def _embedding_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
     given = body.get("input")
-    items = given if isinstance(given, list) and given and not isinstance(given[0], int) \
-        else [given]
-    data = [{"object": "embedding", "index": i,
-             "embedding": [float(len(str(item))), float(i), 0.5, -0.5]}
-            for i, item in enumerate(items)]
+    items = (
+        given if isinstance(given, list) and given and not isinstance(given[0], int) else [given]
+    )
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": [float(len(str(item))), float(i), 0.5, -0.5],
+        }
+        for i, item in enumerate(items)
+    ]
     tokens = sum(max(1, len(str(item)) // 4) for item in items)
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
-def _moderation_answer(n: int, model: str, body: dict[str, Any], content: str
-                       ) -> dict[str, Any]:
+def _moderation_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
     given = body.get("input")
     count = len(given) if isinstance(given, list) else 1
-    return {"id": f"modr-{n}", "model": model,
-            "results": [{"flagged": False, "categories": {"violence": False},
-                         "category_scores": {"violence": 0.01}}] * count}
+    return {
+        "id": f"modr-{n}",
+        "model": model,
+        "results": [
+            {
+                "flagged": False,
+                "categories": {"violence": False},
+                "category_scores": {"violence": 0.01},
+            }
+        ]
+        * count,
+    }
 
 
-ANSWERS = {"chat/completions": _chat_answer, "completions": _completion_answer,
-           "responses": _responses_answer, "embeddings": _embedding_answer,
-           "moderations": _moderation_answer}
+ANSWERS = {
+    "chat/completions": _chat_answer,
+    "completions": _completion_answer,
+    "responses": _responses_answer,
+    "embeddings": _embedding_answer,
+    "moderations": _moderation_answer,
+}
 
 
 def free_port() -> int:
@@ -298,7 +387,8 @@ class ProviderThread:
         connection dropped), then a restarted one loading its model (503) for ``unavailable``
         s."""
         self._outages.append(
-            asyncio.run_coroutine_threadsafe(self._outage(down, unavailable), self._loop))
+            asyncio.run_coroutine_threadsafe(self._outage(down, unavailable), self._loop)
+        )
 
     async def _outage(self, down: float, unavailable: float) -> None:
         if self._runner is not None:

@@ -58,8 +58,14 @@ def check_available() -> str:
 def namespaces_work() -> bool:
     """Whether hosts can get their own PID and UTS namespaces (needs root)."""
     try:
-        return subprocess.run(["unshare", "--pid", "--uts", "--fork", "--kill-child", "true"],
-                              capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--pid", "--uts", "--fork", "--kill-child", "true"],
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -67,8 +73,15 @@ def namespaces_work() -> bool:
 class Host(Server):
     """A Zumik server on one mount; with namespaces, a host name and PID space of its own."""
 
-    def __init__(self, name: str, data_dir: Path, env: dict[str, str], log_dir: Path,
-                 isolated: bool, workers: int = 2) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        env: dict[str, str],
+        log_dir: Path,
+        isolated: bool,
+        workers: int = 2,
+    ) -> None:
         super().__init__(data_dir, env, workers)
         self.name = name
         self.isolated = isolated
@@ -83,10 +96,22 @@ class Host(Server):
         # Host a's processes start at pid ~400 of its namespace, so that its pids are not also
         # pids of host b's fresh namespace (on two machines they would not be comparable).
         burn = 400 if self.name.endswith("-a") else 0
-        script = (f'hostname {self.name} && i=0 && while [ $i -lt {burn} ]; do (:); '
-                  f'i=$((i+1)); done; exec "$@"')
-        cmd = ["unshare", "--pid", "--uts", "--fork", "--kill-child", "sh", "-c", script, "sh",
-               *self.gunicorn_command()]
+        script = (
+            f"hostname {self.name} && i=0 && while [ $i -lt {burn} ]; do (:); "
+            f'i=$((i+1)); done; exec "$@"'
+        )
+        cmd = [
+            "unshare",
+            "--pid",
+            "--uts",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *self.gunicorn_command(),
+        ]
         return self._launch(cmd, timeout=60)  # type: ignore[return-value]
 
 
@@ -111,9 +136,21 @@ class Cluster:
         try:
             self._start_redis()
             meta = f"redis://127.0.0.1:{self.redis_port}/1"
-            self._run([self.binary, "format", "--storage", "file", "--bucket",
-                       f"{self.root / 'blocks'}/", "--trash-days", "0", "--no-update",
-                       meta, VOLUME])
+            self._run(
+                [
+                    self.binary,
+                    "format",
+                    "--storage",
+                    "file",
+                    "--bucket",
+                    f"{self.root / 'blocks'}/",
+                    "--trash-days",
+                    "0",
+                    "--no-update",
+                    meta,
+                    VOLUME,
+                ]
+            )
             for name in ("a", "b"):
                 self._mount(meta, name)
         except BaseException:
@@ -134,13 +171,28 @@ class Cluster:
         folder = self.root / "redis"
         folder.mkdir(parents=True)
         self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + 10
         while time.time() < deadline:
             with contextlib.suppress(OSError):
                 import socket
+
                 socket.create_connection(("127.0.0.1", self.redis_port), 0.2).close()
                 return
             time.sleep(0.05)
@@ -151,9 +203,12 @@ class Cluster:
         point.mkdir()
         cache = self.root / f"cache-{name}"
         log = open(self.root / f"juicefs-{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([self.binary, "mount", *MOUNT_OPTIONS, "--cache-dir",
-                                 str(cache), meta, str(point)], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [self.binary, "mount", *MOUNT_OPTIONS, "--cache-dir", str(cache), meta, str(point)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self._mount_procs.append(proc)
         deadline = time.time() + 30
@@ -175,12 +230,14 @@ class Cluster:
         self.hosts.clear()
         for point in self.mounts:
             with contextlib.suppress(Exception):
-                done = subprocess.run([self.binary, "umount", str(point)], capture_output=True,
-                                      timeout=30)
+                done = subprocess.run(
+                    [self.binary, "umount", str(point)], capture_output=True, timeout=30
+                )
                 if done.returncode != 0:
                     fusermount = shutil.which("fusermount3") or "fusermount"
-                    subprocess.run([fusermount, "-u", "-z", str(point)], capture_output=True,
-                                   timeout=30)
+                    subprocess.run(
+                        [fusermount, "-u", "-z", str(point)], capture_output=True, timeout=30
+                    )
         self.mounts.clear()
         for proc in [*self._mount_procs, self.redis]:
             if proc is None:
@@ -208,11 +265,13 @@ class Cluster:
         for host in self.hosts.values():
             if host.proc is None:
                 continue
-            pids = subprocess.run(["pgrep", "-g", str(host.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
+            pids = subprocess.run(
+                ["pgrep", "-g", str(host.proc.pid)], capture_output=True, text=True
+            ).stdout.split()
             for pid in pids:
-                done = subprocess.run([str(spy), "dump", "--pid", pid], capture_output=True,
-                                      text=True, timeout=30)
+                done = subprocess.run(
+                    [str(spy), "dump", "--pid", pid], capture_output=True, text=True, timeout=30
+                )
                 out.append(f"--- {host.name} pid {pid}\n{done.stdout[-6000:]}")
         return "\n".join(out)
 

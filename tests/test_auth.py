@@ -11,9 +11,16 @@ import pytest
 from zumik.api.auth import create_key, hash_key, list_keys, revoke_key
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
-                                     {"Authorization": "Basic a2V5LWE="},
-                                     {"Authorization": "Bearer "}, {"x-api-key": "wrong"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic a2V5LWE="},
+        {"Authorization": "Bearer "},
+        {"x-api-key": "wrong"},
+    ],
+)
 def test_missing_or_wrong_key_is_401(client, headers):
     response = client.get("/v1/files", headers=headers)
     assert response.status_code == 401
@@ -44,8 +51,11 @@ def test_invalid_project_names_are_refused(settings):
 
 def test_keys_command(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "zumik.cli", "--data-dir", str(tmp_path),
-                               "keys", *args], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "zumik.cli", "--data-dir", str(tmp_path), "keys", *args],
+            capture_output=True,
+            text=True,
+        )
 
     created = run("create", "proj1")
     assert created.returncode == 0

@@ -8,11 +8,31 @@ import pytest
 from conftest import AUTH_A, AUTH_B, create_batch, echo_lines, upload, wait_batch
 from test_files import assert_envelope
 
-BATCH_FIELDS = {"id", "object", "endpoint", "model", "errors", "input_file_id",
-                "completion_window", "status", "output_file_id", "error_file_id", "created_at",
-                "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
-                "expired_at", "cancelling_at", "cancelled_at", "request_counts", "metadata",
-                "usage", "cost"}
+BATCH_FIELDS = {
+    "id",
+    "object",
+    "endpoint",
+    "model",
+    "errors",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts",
+    "metadata",
+    "usage",
+    "cost",
+}
 
 
 @pytest.fixture
@@ -31,52 +51,109 @@ def test_create_answers_validating_with_total(client, file_id):
     assert batch["expires_at"] == batch["created_at"] + 86400
     assert batch["metadata"] == {"job": "nightly"}
     assert batch["output_file_id"] is None and batch["in_progress_at"] is None
-    assert set(batch["usage"]) == {"input_tokens", "input_tokens_details", "output_tokens",
-                                   "output_tokens_details", "total_tokens"}
+    assert set(batch["usage"]) == {
+        "input_tokens",
+        "input_tokens_details",
+        "output_tokens",
+        "output_tokens_details",
+        "total_tokens",
+    }
     assert client.get(f"/v1/batches/{batch['id']}", headers=AUTH_A).get_json() == batch
 
 
 def test_completion_window_defaults_to_24h(client, file_id):
-    response = client.post("/v1/batches", headers=AUTH_A,
-                           json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"})
+    response = client.post(
+        "/v1/batches",
+        headers=AUTH_A,
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    )
     assert response.get_json()["completion_window"] == "24h"
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"endpoint": "/v1/chat/completions"}, "input_file_id", "Missing required"),
-    ({"input_file_id": 5, "endpoint": "/v1/chat/completions"}, "input_file_id", "string"),
-    ({"input_file_id": "file-000000000000000000000000", "endpoint": "/v1/chat/completions"},
-     "input_file_id", "No such File"),
-    ({"input_file_id": "../../x", "endpoint": "/v1/chat/completions"}, "input_file_id",
-     "No such File"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/images/generations"}, "endpoint",
-     "Supported values"),
-    ({"input_file_id": "FILE"}, "endpoint", "Missing required"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "completion_window": "48h"},
-     "completion_window", "24h"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": []},
-     "metadata", "object"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": {"a": 1}},
-     "metadata.a", "expected a string"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions",
-      "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": {"k" * 65: "v"}},
-     "metadata", "64"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": {"k": "v" * 513}},
-     "metadata.k", "512"),
-    ({"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "priority": 1},
-     "priority", "Unknown parameter"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"endpoint": "/v1/chat/completions"}, "input_file_id", "Missing required"),
+        ({"input_file_id": 5, "endpoint": "/v1/chat/completions"}, "input_file_id", "string"),
+        (
+            {"input_file_id": "file-000000000000000000000000", "endpoint": "/v1/chat/completions"},
+            "input_file_id",
+            "No such File",
+        ),
+        (
+            {"input_file_id": "../../x", "endpoint": "/v1/chat/completions"},
+            "input_file_id",
+            "No such File",
+        ),
+        (
+            {"input_file_id": "FILE", "endpoint": "/v1/images/generations"},
+            "endpoint",
+            "Supported values",
+        ),
+        ({"input_file_id": "FILE"}, "endpoint", "Missing required"),
+        (
+            {
+                "input_file_id": "FILE",
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "48h",
+            },
+            "completion_window",
+            "24h",
+        ),
+        (
+            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": []},
+            "metadata",
+            "object",
+        ),
+        (
+            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "metadata": {"a": 1}},
+            "metadata.a",
+            "expected a string",
+        ),
+        (
+            {
+                "input_file_id": "FILE",
+                "endpoint": "/v1/chat/completions",
+                "metadata": {f"k{i}": "v" for i in range(17)},
+            },
+            "metadata",
+            "at most 16",
+        ),
+        (
+            {
+                "input_file_id": "FILE",
+                "endpoint": "/v1/chat/completions",
+                "metadata": {"k" * 65: "v"},
+            },
+            "metadata",
+            "64",
+        ),
+        (
+            {
+                "input_file_id": "FILE",
+                "endpoint": "/v1/chat/completions",
+                "metadata": {"k": "v" * 513},
+            },
+            "metadata.k",
+            "512",
+        ),
+        (
+            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "priority": 1},
+            "priority",
+            "Unknown parameter",
+        ),
+    ],
+)
 def test_create_refusals(client, file_id, body, param, words):
     body = {k: (file_id if v == "FILE" else v) for k, v in body.items()}
-    assert_envelope(client.post("/v1/batches", headers=AUTH_A, json=body), 400, words,
-                    param=param)
+    assert_envelope(client.post("/v1/batches", headers=AUTH_A, json=body), 400, words, param=param)
 
 
 @pytest.mark.parametrize("data", [b"", b"not json", b"[1]", b'"x"'])
 def test_create_body_must_be_a_json_object(client, data):
-    response = client.post("/v1/batches", headers=AUTH_A, data=data,
-                           content_type="application/json")
+    response = client.post(
+        "/v1/batches", headers=AUTH_A, data=data, content_type="application/json"
+    )
     assert_envelope(response, 400)
 
 
@@ -85,8 +162,9 @@ def test_input_over_request_cap_is_refused(make_app):
     client = app.test_client()
     file_id = upload(client, echo_lines(5)).get_json()["id"]
     client = make_app(max_requests=4).test_client()
-    assert_envelope(create_batch(client, file_id), 400, "over the limit of 4",
-                    param="input_file_id")
+    assert_envelope(
+        create_batch(client, file_id), 400, "over the limit of 4", param="input_file_id"
+    )
 
 
 def test_other_projects_file_cannot_be_used(client, file_id):
@@ -118,8 +196,9 @@ def test_list_newest_first_with_paging(client, file_id):
     assert [b["id"] for b in page["data"]] == ids[::-1][:2] and page["has_more"] is True
     seen, after = [], None
     while True:
-        page = client.get("/v1/batches?limit=2" + (f"&after={after}" if after else ""),
-                          headers=AUTH_A).get_json()
+        page = client.get(
+            "/v1/batches?limit=2" + (f"&after={after}" if after else ""), headers=AUTH_A
+        ).get_json()
         seen += [b["id"] for b in page["data"]]
         if not page["has_more"]:
             break
@@ -132,8 +211,9 @@ def test_list_newest_first_with_paging(client, file_id):
 
 def test_cancel_before_running_and_repeat(client, file_id):
     batch_id = create_batch(client, file_id).get_json()["id"]
-    response = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A,
-                           content_type="application/json")
+    response = client.post(
+        f"/v1/batches/{batch_id}/cancel", headers=AUTH_A, content_type="application/json"
+    )
     assert response.status_code == 200
     cancelled = response.get_json()
     assert cancelled["status"] == "cancelling" and cancelled["cancelling_at"] is not None
@@ -143,16 +223,23 @@ def test_cancel_before_running_and_repeat(client, file_id):
 
 def test_cancel_and_retrieve_foreign_or_unknown_ids_are_404(client, file_id):
     batch_id = create_batch(client, file_id).get_json()["id"]
-    for path in (f"/v1/batches/{batch_id}", "/v1/batches/batch_000000000000000000000000",
-                 "/v1/batches/..%2F..%2Fx"):
+    for path in (
+        f"/v1/batches/{batch_id}",
+        "/v1/batches/batch_000000000000000000000000",
+        "/v1/batches/..%2F..%2Fx",
+    ):
         assert client.get(path, headers=AUTH_B).status_code == 404
     assert_envelope(client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_B), 404)
 
 
 def test_deleting_a_running_input_is_409(client, file_id):
     create_batch(client, file_id)
-    error = assert_envelope(client.delete(f"/v1/files/{file_id}", headers=AUTH_A), 409,
-                            "still validating", code="file_in_use")
+    error = assert_envelope(
+        client.delete(f"/v1/files/{file_id}", headers=AUTH_A),
+        409,
+        "still validating",
+        code="file_in_use",
+    )
     assert error["param"] == "file_id"
 
 

@@ -23,8 +23,9 @@ def test_hash_set_agrees_with_a_python_set():
 
 def test_request_body_is_forwarded_as_sent_unless_the_model_changes():
     raw = b'{"model":"alias","messages":[{"role":"user","content":"h\\u00e9"}],"n":1}'
-    custom_id, body = request_of(b'{"custom_id":"a","method":"POST","url":"/v1/chat/'
-                                 b'completions","body":' + raw + b"}", 1)
+    custom_id, body = request_of(
+        b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":' + raw + b"}", 1
+    )
     assert custom_id == "a" and body.model == "alias"
     assert body.payload_for("alias") is body.raw and body.raw == raw
     renamed = json.loads(body.payload_for("real-model"))

@@ -15,8 +15,13 @@ from zumik.cli.batch import progress_line
 
 def zumik(server, *args, timeout=60):
     env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": KEY_A, "PATH": "/usr/bin"}
-    return subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2",
-                           *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_batch_run_status_list_download(gunicorn, tmp_path):
@@ -43,14 +48,20 @@ def test_batch_run_status_list_download(gunicorn, tmp_path):
 
 
 def test_missing_key_is_a_clear_error(gunicorn):
-    result = subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "list"],
-                            capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "zumik.cli", "batch", "list"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin"},
+    )
     assert result.returncode != 0 and "OPENAI_API_KEY" in result.stderr
 
 
 def test_progress_line_shows_counts_rate_and_eta():
-    batch = {"status": "in_progress",
-             "request_counts": {"total": 100, "completed": 40, "failed": 10}}
+    batch = {
+        "status": "in_progress",
+        "request_counts": {"total": 100, "completed": 40, "failed": 10},
+    }
     line = progress_line(batch, started=0.0, now=10.0)
     assert "50/100" in line and "failed 10" in line and "5.0/s" in line and "ETA 10s" in line
 
@@ -63,8 +74,7 @@ def test_batch_run_survives_lost_answers_without_duplicates(gunicorn, tmp_path):
         proxy.drop(2)  # the upload's answer, then the retried upload's
         source = tmp_path / "prompts.jsonl"
         source.write_bytes(echo_lines(5))
-        result = zumik(Proxied(proxy.url), "run", str(source), "--out",
-                       str(tmp_path / "out.jsonl"))
+        result = zumik(Proxied(proxy.url), "run", str(source), "--out", str(tmp_path / "out.jsonl"))
         assert result.returncode == 0, result.stderr
         assert proxy.dropped == 2
         files = requests.get(server.url + "/v1/files?purpose=batch", headers=AUTH_A).json()

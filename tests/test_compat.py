@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The clients' own venv (.ci/run: python3 -m venv .venv-compat; pip install -e '.[compat]'),
 # else this interpreter when it has them.
 PYTHON = os.environ.get("ZUMIK_COMPAT_PYTHON") or next(
-    (str(p) for p in [ROOT / ".venv-compat" / "bin" / "python"] if p.exists()), sys.executable)
+    (str(p) for p in [ROOT / ".venv-compat" / "bin" / "python"] if p.exists()), sys.executable
+)
 PACKAGES = {"litellm": "litellm", "curator": "bespokelabs.curator"}
 
 
@@ -71,33 +72,66 @@ def proxy():
 
 
 def require(name: str) -> None:
-    probe = subprocess.run([PYTHON, "-c", f"import importlib.util as u, sys; "
-                            f"sys.exit(u.find_spec({PACKAGES[name]!r}) is None)"],
-                           capture_output=True)
+    probe = subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            f"import importlib.util as u, sys; sys.exit(u.find_spec({PACKAGES[name]!r}) is None)",
+        ],
+        capture_output=True,
+    )
     if probe.returncode != 0:
-        message = (f"{name} is not installed for {PYTHON}: python3 -m venv .venv-compat && "
-                   ".venv-compat/bin/pip install -e '.[compat]'")
+        message = (
+            f"{name} is not installed for {PYTHON}: python3 -m venv .venv-compat && "
+            ".venv-compat/bin/pip install -e '.[compat]'"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)  # CI installs the extra: never hide a broken client there
         pytest.skip(message)
 
 
-def run_client(script: str, server, proxy: RecordingProxy, tmp_path: Path, scenario: str
-               ) -> dict:
+def run_client(script: str, server, proxy: RecordingProxy, tmp_path: Path, scenario: str) -> dict:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TELEMETRY_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(home / "hf"),
-        "CURATOR_CACHE_DIR": str(tmp_path / "curator"), "OPENAI_API_KEY": KEY_A,
-        **{name: proxy.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-                                        "http_proxy", "https_proxy", "all_proxy")},
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "TELEMETRY_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(home / "hf"),
+        "CURATOR_CACHE_DIR": str(tmp_path / "curator"),
+        "OPENAI_API_KEY": KEY_A,
+        **{
+            name: proxy.url
+            for name in (
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "ALL_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "all_proxy",
+            )
+        },
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
     }
     done = subprocess.run(
-        [PYTHON, str(CLIENTS / script), server.url + "/v1", KEY_A, "served-model",
-         str(tmp_path), scenario], capture_output=True, text=True, env=env, timeout=240)
+        [
+            PYTHON,
+            str(CLIENTS / script),
+            server.url + "/v1",
+            KEY_A,
+            "served-model",
+            str(tmp_path),
+            scenario,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\ncompat: {script} {scenario}: {json.dumps(summary)}")
@@ -107,8 +141,7 @@ def run_client(script: str, server, proxy: RecordingProxy, tmp_path: Path, scena
 
 @pytest.fixture
 def server(gunicorn, provider):
-    return gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_RETRY_BACKOFF": "0.01"},
-                    workers=1)
+    return gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_RETRY_BACKOFF": "0.01"}, workers=1)
 
 
 @pytest.mark.parametrize("scenario", ["ok", "one_fails"])

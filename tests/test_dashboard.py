@@ -48,8 +48,12 @@ def csrf(client) -> str:
 
 
 def test_every_page_needs_a_session(client) -> None:
-    for path in ("/dashboard/", "/dashboard/files", "/dashboard/operator",
-                 "/dashboard/batches/batch_0123456789abcdef01234567"):
+    for path in (
+        "/dashboard/",
+        "/dashboard/files",
+        "/dashboard/operator",
+        "/dashboard/batches/batch_0123456789abcdef01234567",
+    ):
         response = client.get(path)
         assert response.status_code == 302 and response.location.endswith("/dashboard/signin")
     polled = client.get("/dashboard/api/batches?ids=")
@@ -119,16 +123,25 @@ def test_every_post_needs_the_csrf_token(client) -> None:
     batch_id = create_batch(client, file_id).json["id"]
     assert client.post("/dashboard/signin", data={"key": KEY_A}).status_code == 403
     sign_in(client)
-    for path in (f"/dashboard/batches/{batch_id}/cancel", f"/dashboard/files/{file_id}/delete",
-                 "/dashboard/signout"):
+    for path in (
+        f"/dashboard/batches/{batch_id}/cancel",
+        f"/dashboard/files/{file_id}/delete",
+        "/dashboard/signout",
+    ):
         assert client.post(path, data={}).status_code == 403, path
         assert client.post(path, data={"csrf_token": "forged"}).status_code == 403, path
-    refused = client.post("/dashboard/api/files", data={
-        "file": (io.BytesIO(echo_lines(1)), "x.jsonl")}, content_type="multipart/form-data")
+    refused = client.post(
+        "/dashboard/api/files",
+        data={"file": (io.BytesIO(echo_lines(1)), "x.jsonl")},
+        content_type="multipart/form-data",
+    )
     assert refused.status_code == 403
     token = csrf(client)
-    foreign = client.post(f"/dashboard/files/{file_id}/delete", data={"csrf_token": token},
-                          headers={"Origin": "https://evil.example"})
+    foreign = client.post(
+        f"/dashboard/files/{file_id}/delete",
+        data={"csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
     assert foreign.status_code == 403
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 200
     assert client.post("/dashboard/signout", data={"csrf_token": token}).status_code == 302
@@ -153,8 +166,9 @@ def test_hostile_values_are_escaped_everywhere(make_app, provider) -> None:
     provider.provider.control["error_message"] = "<script>alert('provider')</script>"
     app = make_app(start=True, upstream_url=provider.url, max_attempts=1)
     client = app.test_client()
-    lines = jsonl([request_line(HOSTILE, "ok"),
-                   request_line("<b>bold</b>", "#fail:400:1", model="gpt-x")])
+    lines = jsonl(
+        [request_line(HOSTILE, "ok"), request_line("<b>bold</b>", "#fail:400:1", model="gpt-x")]
+    )
     file_id = upload(client, lines, filename=f"{HOSTILE}.jsonl").json["id"]
     batch = create_batch(client, file_id, metadata={HOSTILE: "<script>alert(2)</script>"}).json
     record = wait_batch(client, batch["id"])
@@ -165,9 +179,15 @@ def test_hostile_values_are_escaped_everywhere(make_app, provider) -> None:
     failed = wait_batch(client, create_batch(client, bad["id"]).json["id"])
     assert failed["status"] == "failed"
     sign_in(client)
-    pages = [client.get(p).text for p in (
-        "/dashboard/", f"/dashboard/batches/{batch['id']}", "/dashboard/files",
-        f"/dashboard/batches/{failed['id']}")]
+    pages = [
+        client.get(p).text
+        for p in (
+            "/dashboard/",
+            f"/dashboard/batches/{batch['id']}",
+            "/dashboard/files",
+            f"/dashboard/batches/{failed['id']}",
+        )
+    ]
     text = "\n".join(pages)
     for raw in (HOSTILE, "<script>alert", "<b>bold</b>", "<svg onload"):
         assert raw not in text, raw
@@ -186,8 +206,10 @@ def test_a_tenant_never_reaches_another_tenants_data(client) -> None:
     token = csrf(client)
     assert client.get(f"/dashboard/batches/{batch_a}").status_code == 404
     assert client.get(f"/dashboard/files/{file_a}/content").status_code == 404
-    assert client.post(f"/dashboard/batches/{batch_a}/cancel",
-                       data={"csrf_token": token}).status_code == 404
+    assert (
+        client.post(f"/dashboard/batches/{batch_a}/cancel", data={"csrf_token": token}).status_code
+        == 404
+    )
     client.post(f"/dashboard/files/{file_a}/delete", data={"csrf_token": token})
     assert client.get(f"/v1/files/{file_a}", headers=AUTH_A).status_code == 200
     assert client.get(f"/dashboard/api/batches?ids={batch_a}").json["batches"] == {}
@@ -205,15 +227,18 @@ def test_cancel_and_delete_through_the_dashboard(make_app, provider) -> None:
     batch_id = create_batch(client, file_id).json["id"]
     sign_in(client)
     token = csrf(client)
-    busy = client.post(f"/dashboard/files/{file_id}/delete", data={"csrf_token": token},
-                       follow_redirects=True)
+    busy = client.post(
+        f"/dashboard/files/{file_id}/delete", data={"csrf_token": token}, follow_redirects=True
+    )
     assert "still" in busy.text and file_id in busy.text  # the API's 409, shown as a message
-    cancelled = client.post(f"/dashboard/batches/{batch_id}/cancel",
-                            data={"csrf_token": token}, follow_redirects=True)
+    cancelled = client.post(
+        f"/dashboard/batches/{batch_id}/cancel", data={"csrf_token": token}, follow_redirects=True
+    )
     assert "Cancelling" in cancelled.text
     assert wait_batch(client, batch_id)["status"] == "cancelled"
-    deleted = client.post(f"/dashboard/files/{file_id}/delete", data={"csrf_token": token},
-                          follow_redirects=True)
+    deleted = client.post(
+        f"/dashboard/files/{file_id}/delete", data={"csrf_token": token}, follow_redirects=True
+    )
     assert "Deleted in.jsonl" in deleted.text
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 404
 
@@ -222,13 +247,19 @@ def test_upload_through_the_dashboard_names_the_bad_line(client) -> None:
     sign_in(client)
     headers = {"X-CSRF-Token": csrf(client)}
     bad = jsonl([request_line("a"), request_line("b")]) + b"{not json\n"
-    refused = client.post("/dashboard/api/files", headers=headers, data={
-        "purpose": "batch", "file": (io.BytesIO(bad), "bad.jsonl")},
-        content_type="multipart/form-data")
+    refused = client.post(
+        "/dashboard/api/files",
+        headers=headers,
+        data={"purpose": "batch", "file": (io.BytesIO(bad), "bad.jsonl")},
+        content_type="multipart/form-data",
+    )
     assert refused.status_code == 400 and "line 3" in refused.json["error"]["message"].lower()
-    stored = client.post("/dashboard/api/files", headers=headers, data={
-        "purpose": "batch", "file": (io.BytesIO(echo_lines(4)), "good.jsonl")},
-        content_type="multipart/form-data")
+    stored = client.post(
+        "/dashboard/api/files",
+        headers=headers,
+        data={"purpose": "batch", "file": (io.BytesIO(echo_lines(4)), "good.jsonl")},
+        content_type="multipart/form-data",
+    )
     assert stored.status_code == 200 and stored.json["filename"] == "good.jsonl"
     page = client.get("/dashboard/files").text
     assert "good.jsonl" in page and "4 requests" in page and "bad.jsonl" not in page
@@ -239,18 +270,31 @@ def test_paging_and_filters_read_only_what_the_page_shows(app, client) -> None:
     store = ProjectStore(app.extensions["zumik"].settings.data_dir, "proj-a").ensure()
     file_id = upload(client, echo_lines(1)).json["id"]
     for i in range(130):
-        record = records.new_batch(f"batch_{i:024x}", now=int(time.time()) - 1000 + i,
-                                   input_file_id=file_id, endpoint="/v1/chat/completions",
-                                   window="24h", metadata={"n": str(i)}, total=10)
+        record = records.new_batch(
+            f"batch_{i:024x}",
+            now=int(time.time()) - 1000 + i,
+            input_file_id=file_id,
+            endpoint="/v1/chat/completions",
+            window="24h",
+            metadata={"n": str(i)},
+            total=10,
+        )
         store.create_batch(record, max_active=1000, max_files=10_000, max_bytes=1 << 40)
         status = records.Status.FAILED if i % 10 == 0 else records.Status.COMPLETED
         if i < 125:
-            store.update_batch(record["id"],
-                               lambda r, s=status: records.move(r, s, int(time.time())))
+            store.update_batch(
+                record["id"], lambda r, s=status: records.move(r, s, int(time.time()))
+            )
     index = StatusIndex()
     first = batch_page(store, index, "all", 1, 50)
-    assert first.counts == {"all": 130, "active": 5, "completed": 112, "failed": 13,
-                            "cancelled": 0, "expired": 0}
+    assert first.counts == {
+        "all": 130,
+        "active": 5,
+        "completed": 112,
+        "failed": 13,
+        "cancelled": 0,
+        "expired": 0,
+    }
     assert first.pages == 3 and [r["id"] for r in first.records][:1] == [f"batch_{129:024x}"]
     reads = index.reads
     again = batch_page(store, index, "failed", 2, 10)
@@ -279,8 +323,9 @@ def test_an_operator_key_sees_every_project(app, client) -> None:
 
 def test_keys_create_admin_from_the_command_line(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "zumik.cli", "--data-dir", str(tmp_path), "keys"]
-    made = subprocess.run([*run, "create", "--admin", "ops"], capture_output=True, text=True,
-                          check=True)
+    made = subprocess.run(
+        [*run, "create", "--admin", "ops"], capture_output=True, text=True, check=True
+    )
     assert made.stdout.startswith("zk_") and "operator key" in made.stderr
     listed = subprocess.run([*run, "list"], capture_output=True, text=True, check=True).stdout
     assert "ops" in listed and "admin" in listed
@@ -288,8 +333,9 @@ def test_keys_create_admin_from_the_command_line(tmp_path: Path) -> None:
 
 def test_the_session_secret_is_made_once_and_shared(tmp_path: Path) -> None:
     results: list[bytes] = []
-    threads = [threading.Thread(target=lambda: results.append(load_secret(tmp_path)))
-               for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(load_secret(tmp_path))) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -299,8 +345,14 @@ def test_the_session_secret_is_made_once_and_shared(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [".dashboard-secret"]
 
 
-@pytest.mark.parametrize("path", ["/dashboard/batches/../../etc/passwd",
-                                  "/dashboard/batches/batch_zz", "/dashboard/files/x/content"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/batches/../../etc/passwd",
+        "/dashboard/batches/batch_zz",
+        "/dashboard/files/x/content",
+    ],
+)
 def test_bad_ids_are_404_pages(client, path: str) -> None:
     sign_in(client)
     assert client.get(path).status_code == 404

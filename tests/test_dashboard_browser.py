@@ -20,11 +20,19 @@ from conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, ROOT, Server, echo_lines, jso
 from fake_provider import ProviderThread
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} is missing (.ci/run installs chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (.ci/run installs chromium)"
+)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -40,17 +48,38 @@ def provider() -> Iterator[ProviderThread]:
 @pytest.fixture(scope="module")
 def admin_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     data_dir = tmp_path_factory.mktemp("dash") / "data"
-    made = subprocess.run([sys.executable, "-m", "zumik.cli", "--data-dir", str(data_dir), "keys",
-                           "create", "--admin", "ops"], capture_output=True, text=True, check=True)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zumik.cli",
+            "--data-dir",
+            str(data_dir),
+            "keys",
+            "create",
+            "--admin",
+            "ops",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return data_dir, made.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def server(admin_key: tuple[Path, str], provider: ProviderThread) -> Iterator[Server]:
     data_dir, _ = admin_key
-    instance = Server(data_dir, {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": "2",
-                                 "ZUMIK_MAX_ATTEMPTS": "2", "ZUMIK_RETRY_BACKOFF": "0.05"},
-                      workers=2).start()
+    instance = Server(
+        data_dir,
+        {
+            "ZUMIK_UPSTREAM_URL": provider.url,
+            "ZUMIK_CONCURRENCY": "2",
+            "ZUMIK_MAX_ATTEMPTS": "2",
+            "ZUMIK_RETRY_BACKOFF": "0.05",
+        },
+        workers=2,
+    ).start()
     yield instance
     instance.stop()
 
@@ -65,8 +94,9 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser, server: Server):
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 860},
-                                  accept_downloads=True)
+    context = browser.new_context(
+        base_url=server.url, viewport={"width": 1280, "height": 860}, accept_downloads=True
+    )
     page = context.new_page()
     page.set_default_timeout(20_000)
     yield page
@@ -80,13 +110,25 @@ def sign_in(page, key: str) -> None:
     page.wait_for_url("**/dashboard/")
 
 
-def start_batch(server: Server, lines: bytes, auth: dict[str, str] = AUTH_A,
-                metadata: dict[str, str] | None = None) -> str:
-    file_id = requests.post(f"{server.url}/v1/files", headers=auth, timeout=30,
-                            files={"file": ("in.jsonl", lines)},
-                            data={"purpose": "batch"}).json()["id"]
-    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h", "metadata": metadata or {}}
+def start_batch(
+    server: Server,
+    lines: bytes,
+    auth: dict[str, str] = AUTH_A,
+    metadata: dict[str, str] | None = None,
+) -> str:
+    file_id = requests.post(
+        f"{server.url}/v1/files",
+        headers=auth,
+        timeout=30,
+        files={"file": ("in.jsonl", lines)},
+        data={"purpose": "batch"},
+    ).json()["id"]
+    body = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        "metadata": metadata or {},
+    }
     answer = requests.post(f"{server.url}/v1/batches", headers=auth, json=body, timeout=30)
     return answer.json()["id"]
 
@@ -111,8 +153,9 @@ def test_sign_in_wrong_key_then_right_key(page) -> None:
 
 def test_progress_moves_live_then_detail_and_output_download(page, server: Server) -> None:
     metadata = {"team": "search", "run": "nightly <b>42</b>"}
-    done_already = start_batch(server, echo_lines(3, model="gpt-x", prefix="d"),
-                               metadata={"purpose": "warm-up"})
+    done_already = start_batch(
+        server, echo_lines(3, model="gpt-x", prefix="d"), metadata={"purpose": "warm-up"}
+    )
     running = start_batch(server, echo_lines(80, model="gpt-x"), metadata=metadata)
     sign_in(page, KEY_A)
     page.evaluate("window.__notReloaded = true")
@@ -122,7 +165,8 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     page.wait_for_function(
         "([sel, before]) => { const el = document.querySelector(sel);"
         " return el && el.textContent !== before && /^[1-9]/.test(el.textContent); }",
-        arg=[f'tr[data-batch="{running}"] [data-field="text"]', first])
+        arg=[f'tr[data-batch="{running}"] [data-field="text"]', first],
+    )
     assert page.evaluate("window.__notReloaded") is True  # updated in place, no reload
     assert row.get_by_text("nightly <b>42</b>").count() == 1  # metadata shown as text
     assert row.locator('[data-field="rate"]').inner_text().endswith("lines/s")
@@ -197,8 +241,9 @@ def test_sign_out(page) -> None:
     assert page.url.endswith("/dashboard/signin")
 
 
-def test_operator_view_sees_every_project(page, server: Server,
-                                          admin_key: tuple[Path, str]) -> None:
+def test_operator_view_sees_every_project(
+    page, server: Server, admin_key: tuple[Path, str]
+) -> None:
     running = start_batch(server, echo_lines(60, model="gpt-x", prefix="o"), auth=AUTH_B)
     sign_in(page, admin_key[1])
     page.get_by_role("link", name="Operator").click()
@@ -207,10 +252,10 @@ def test_operator_view_sees_every_project(page, server: Server,
     state = page.locator('tr[data-provider="default"] [data-field="state"]')
     assert re.search(r"up|no reports", state.inner_text())
     projects = page.locator("section", has=page.get_by_role("heading", name="Projects"))
-    assert {"proj-a", "proj-b"} <= set(projects.locator("tbody td:first-child")
-                                               .all_inner_texts())
-    assert "free" in page.locator("section", has=page.get_by_role("heading", name="Disk"))\
-        .inner_text()
+    assert {"proj-a", "proj-b"} <= set(projects.locator("tbody td:first-child").all_inner_texts())
+    assert (
+        "free" in page.locator("section", has=page.get_by_role("heading", name="Disk")).inner_text()
+    )
     requests.post(f"{server.url}/v1/batches/{running}/cancel", headers=AUTH_B, timeout=10)
 
 
@@ -221,9 +266,9 @@ def test_a_tenant_key_gets_no_operator_view(page) -> None:
     assert response is not None and response.status == 403
 
 
-def test_operator_view_shows_the_provider_going_down(page, server: Server,
-                                                     provider: ProviderThread,
-                                                     admin_key: tuple[Path, str]) -> None:
+def test_operator_view_shows_the_provider_going_down(
+    page, server: Server, provider: ProviderThread, admin_key: tuple[Path, str]
+) -> None:
     """Last in the module: it stops the module's provider."""
     start_batch(server, echo_lines(4, model="gpt-x", prefix="u"))  # traffic: executors report
     sign_in(page, admin_key[1])

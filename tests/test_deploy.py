@@ -24,8 +24,9 @@ SITE = ROOT / "docs" / "deploy" / "nginx-zumik.conf"
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
-                                      else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if found is None:
         pytest.skip("nginx is not installed (.ci/run installs it); this test needs it")
     return found
@@ -39,15 +40,35 @@ def run_nginx(server, tmp_path: Path) -> Iterator[tuple[str, str]]:
     port = free_port()
     work = tmp_path / "nginx"
     work.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                    "-keyout", str(work / "key.pem"),
-                    "-out", str(work / "cert.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(work / "key.pem"),
+            "-out",
+            str(work / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     site = SITE.read_text()
-    for old, new in (("127.0.0.1:8080", f"127.0.0.1:{server.port}"),
-                     ("listen 443 ssl", f"listen 127.0.0.1:{port} ssl"),
-                     ("/etc/ssl/zumik/fullchain.pem", str(work / "cert.pem")),
-                     ("/etc/ssl/zumik/privkey.pem", str(work / "key.pem"))):
+    for old, new in (
+        ("127.0.0.1:8080", f"127.0.0.1:{server.port}"),
+        ("listen 443 ssl", f"listen 127.0.0.1:{port} ssl"),
+        ("/etc/ssl/zumik/fullchain.pem", str(work / "cert.pem")),
+        ("/etc/ssl/zumik/privkey.pem", str(work / "key.pem")),
+    ):
         assert old in site, f"the documented site no longer has {old!r}"
         site = site.replace(old, new)
     (work / "site.conf").write_text(site)
@@ -68,8 +89,11 @@ http {{
     include {work}/site.conf;
 }}
 """)
-    proc = subprocess.Popen([binary, "-c", str(work / "nginx.conf"), "-p", str(work)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [binary, "-c", str(work / "nginx.conf"), "-p", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"https://localhost:{port}"
     cert = str(work / "cert.pem")
     probe = requests.Session()
@@ -104,12 +128,14 @@ def test_upload_batch_download_through_nginx(nginx):
     session.headers.update(AUTH_A)
     content = echo_lines(12_000)  # ~1.4 MB: more than nginx's default 1 MB body limit
     assert len(content) > 1024 * 1024
-    uploaded = session.post(nginx + "/v1/files", files={"file": ("big.jsonl", content)},
-                            timeout=60)
+    uploaded = session.post(nginx + "/v1/files", files={"file": ("big.jsonl", content)}, timeout=60)
     assert uploaded.status_code == 200, uploaded.text
     file_id = uploaded.json()["id"]
-    batch = session.post(nginx + "/v1/batches", timeout=30, json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()
+    batch = session.post(
+        nginx + "/v1/batches",
+        timeout=30,
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    ).json()
     deadline = time.time() + 120
     while batch["status"] not in ("completed", "failed"):
         assert time.time() < deadline
@@ -120,8 +146,7 @@ def test_upload_batch_download_through_nginx(nginx):
     download = session.get(f"{nginx}/v1/files/{batch['output_file_id']}/content", timeout=60)
     ids = {json.loads(line)["custom_id"] for line in download.content.splitlines()}
     assert len(ids) == 12_000
-    assert session.get(nginx + "/v1/files/" + file_id + "/content",
-                       timeout=60).content == content
+    assert session.get(nginx + "/v1/files/" + file_id + "/content", timeout=60).content == content
     assert session.get(nginx + "/metrics", timeout=10).status_code == 200  # from this host
 
 
@@ -132,11 +157,30 @@ def test_cli_batch_through_nginx_to_a_provider(nginx, provider, tmp_path):
     source = tmp_path / "prompts.jsonl"
     source.write_bytes(echo_lines(300, model="provider-model"))
     out = tmp_path / "answers.jsonl"
-    env = {"PATH": os.environ["PATH"], "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": KEY_A,
-           "REQUESTS_CA_BUNDLE": cert}
-    done = subprocess.run([sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2",
-                           "run", str(source), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_BASE_URL": url + "/v1",
+        "OPENAI_API_KEY": KEY_A,
+        "REQUESTS_CA_BUNDLE": cert,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zumik.cli",
+            "batch",
+            "--interval",
+            "0.2",
+            "run",
+            str(source),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "300/300" in done.stderr and "completed" in done.stderr
     answers = [json.loads(line) for line in out.read_text().splitlines()]
@@ -152,10 +196,15 @@ def test_sdk_upload_in_parts_through_nginx(nginx, tmp_path):
     url, cert = nginx
     path = tmp_path / "big.jsonl"
     path.write_bytes(echo_lines(25_000))  # ~3 MB in two parts of 2 MB and one of ~1 MB
-    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY_A, max_retries=0,
-                           http_client=openai.DefaultHttpxClient(verify=cert, trust_env=False))
-    done = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl",
-                                              purpose="batch", part_size=2 * 1024 * 1024)
+    client = openai.OpenAI(
+        base_url=url + "/v1",
+        api_key=KEY_A,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=cert, trust_env=False),
+    )
+    done = client.uploads.upload_file_chunked(
+        file=path, mime_type="application/jsonl", purpose="batch", part_size=2 * 1024 * 1024
+    )
     assert done.status == "completed" and done.file is not None
     assert done.file.bytes == path.stat().st_size > 2 * 1024 * 1024
     assert client.files.content(done.file.id).content == path.read_bytes()

@@ -38,10 +38,17 @@ def documents(text: str) -> tuple[list[Any], str]:
 
 def prepare(url: str) -> dict[str, str]:
     """A batch input, a finished batch over it and its output: the ids the docs leave blank."""
-    file_id = requests.post(url + "/v1/files", headers=AUTH_A, files={
-        "file": ("requests.jsonl", echo_lines(2))}, data={"purpose": "batch"}).json()["id"]
-    batch = requests.post(url + "/v1/batches", headers=AUTH_A, json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()
+    file_id = requests.post(
+        url + "/v1/files",
+        headers=AUTH_A,
+        files={"file": ("requests.jsonl", echo_lines(2))},
+        data={"purpose": "batch"},
+    ).json()["id"]
+    batch = requests.post(
+        url + "/v1/batches",
+        headers=AUTH_A,
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    ).json()
     deadline = time.time() + 30
     while batch["status"] != "completed":
         assert time.time() < deadline, batch
@@ -52,13 +59,23 @@ def prepare(url: str) -> dict[str, str]:
 
 def run_block(block: str, url: str, ids: dict[str, str], cwd: Path) -> tuple[list[Any], str]:
     for placeholder, value in (
-            ("http://127.0.0.1:8080", url), ("zk_live_...", KEY_A), ("zk_...", KEY_A),
-            ("file-9f2a...", ids["file"]), ("batch_01jy7n3q8v6m4k2x...", ids["batch"]),
-            ("<output_file_id>", ids["output"]), ("file-...", ids["file"]),
-            ("batch_...", ids["batch"])):
+        ("http://127.0.0.1:8080", url),
+        ("zk_live_...", KEY_A),
+        ("zk_...", KEY_A),
+        ("file-9f2a...", ids["file"]),
+        ("batch_01jy7n3q8v6m4k2x...", ids["batch"]),
+        ("<output_file_id>", ids["output"]),
+        ("file-...", ids["file"]),
+        ("batch_...", ids["batch"]),
+    ):
         block = block.replace(placeholder, value)
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, text=True,
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, (block, done.stderr)
     docs, rest = documents(done.stdout)
     errors = [d for d in docs if isinstance(d, dict) and "error" in d and d["error"]]
@@ -82,7 +99,7 @@ def test_docs_curl_examples_run_as_written(server, tmp_path):
 
     (uploaded,), _ = output_of("  -F purpose=batch \\\n")
     assert uploaded["object"] == "file" and uploaded["filename"] == "requests.jsonl"
-    content, _ = output_of("/content \\\n  -H \"Authorization")
+    content, _ = output_of('/content \\\n  -H "Authorization')
     assert [line["custom_id"] for line in content] == ["r0", "r1"]
     (created,), _ = output_of('-d \'{"input_file_id"')
     assert created["status"] == "validating" and created["completion_window"] == "24h"
@@ -105,8 +122,7 @@ def test_docs_curl_examples_run_as_written(server, tmp_path):
     assert "# TYPE zumik_" in output_of("/metrics")[1]
     embedded, _ = output_of("embeddings.jsonl")
     assert [line["custom_id"] for line in embedded] == ["doc-1", "doc-2"]
-    vectors = [item["embedding"] for line in embedded
-               for item in line["response"]["body"]["data"]]
+    vectors = [item["embedding"] for line in embedded for item in line["response"]["body"]["data"]]
     assert len(vectors) == 3 and all(len(v) == 32 for v in vectors)
     (deleted,), _ = output_of("-X DELETE")
     assert deleted == {"id": ids["file"], "object": "file", "deleted": True}

@@ -45,8 +45,11 @@ def test_files_surface_through_the_sdk(server, tmp_path):
     assert client.files.retrieve(first.id).id == first.id
     assert client.files.wait_for_processing(first.id).status == "processed"
     assert client.files.content(first.id).content == echo_lines(4)
-    expiring = client.files.create(file=("x.jsonl", echo_lines(1)), purpose="batch",
-                                   expires_after={"anchor": "created_at", "seconds": 3600})
+    expiring = client.files.create(
+        file=("x.jsonl", echo_lines(1)),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     assert expiring.expires_at == expiring.created_at + 3600
     deleted = client.files.delete(first.id)
     assert deleted.deleted is True and deleted.id == first.id
@@ -66,8 +69,12 @@ def test_batch_flow_through_the_sdk(server, provider):
     client = sdk(server)
     content = echo_lines(25, model="m-upstream")
     input_file = client.files.create(file=("in.jsonl", content), purpose="batch")
-    batch = client.batches.create(input_file_id=input_file.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h", metadata={"run": "e2e"})
+    batch = client.batches.create(
+        input_file_id=input_file.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"run": "e2e"},
+    )
     assert batch.status == "validating" and batch.request_counts.total == 25
     done = wait(client, batch.id)
     assert done.status == "completed" and done.metadata == {"run": "e2e"}
@@ -80,8 +87,9 @@ def test_batch_flow_through_the_sdk(server, provider):
     with pytest.raises(openai.NotFoundError):
         sdk(server, KEY_B).batches.retrieve(batch.id)
     with pytest.raises(openai.BadRequestError) as info:
-        client.batches.create(input_file_id=input_file.id, endpoint="/v1/audio/speech",
-                              completion_window="24h")
+        client.batches.create(
+            input_file_id=input_file.id, endpoint="/v1/audio/speech", completion_window="24h"
+        )
     assert info.value.param == "endpoint"
 
 
@@ -90,14 +98,17 @@ def test_cancel_and_quota_through_the_sdk(server, provider):
 
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.5})
     client = sdk(server)
-    input_file = client.files.create(file=("in.jsonl", echo_lines(300, model="m")),
-                                     purpose="batch")
-    batches = [client.batches.create(input_file_id=input_file.id,
-                                     endpoint="/v1/chat/completions", completion_window="24h")
-               for _ in range(3)]
+    input_file = client.files.create(file=("in.jsonl", echo_lines(300, model="m")), purpose="batch")
+    batches = [
+        client.batches.create(
+            input_file_id=input_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        for _ in range(3)
+    ]
     with pytest.raises(openai.RateLimitError) as info:
-        client.batches.create(input_file_id=input_file.id, endpoint="/v1/chat/completions",
-                              completion_window="24h")
+        client.batches.create(
+            input_file_id=input_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
     assert info.value.code == "quota_exceeded"
     with pytest.raises(openai.ConflictError):
         client.files.delete(input_file.id)
@@ -112,8 +123,10 @@ def test_cancel_and_quota_through_the_sdk(server, provider):
 
 
 ENDPOINT_BODIES = {
-    "/v1/chat/completions": ({"messages": [{"role": "user", "content": "hi there"}]},
-                             "ChatCompletion"),
+    "/v1/chat/completions": (
+        {"messages": [{"role": "user", "content": "hi there"}]},
+        "ChatCompletion",
+    ),
     "/v1/responses": ({"input": "hi there"}, "Response"),
     "/v1/embeddings": ({"input": ["hi there", "second text"]}, "CreateEmbeddingResponse"),
     "/v1/completions": ({"prompt": "hi there"}, "Completion"),
@@ -126,9 +139,13 @@ def sdk_type(name: str):
     from openai.types.chat import ChatCompletion
     from openai.types.responses import Response
 
-    return {"ChatCompletion": ChatCompletion, "Response": Response, "Completion": Completion,
-            "CreateEmbeddingResponse": CreateEmbeddingResponse,
-            "ModerationCreateResponse": ModerationCreateResponse}[name]
+    return {
+        "ChatCompletion": ChatCompletion,
+        "Response": Response,
+        "Completion": Completion,
+        "CreateEmbeddingResponse": CreateEmbeddingResponse,
+        "ModerationCreateResponse": ModerationCreateResponse,
+    }[name]
 
 
 @pytest.mark.parametrize("endpoint", list(ENDPOINT_BODIES))
@@ -139,17 +156,32 @@ def test_every_endpoint_through_the_sdk(server, provider, endpoint):
 
     client = sdk(server)
     body, type_name = ENDPOINT_BODIES[endpoint]
-    lines = [{"custom_id": f"{model}-{i}", "method": "POST", "url": endpoint,
-              "body": {"model": model, **body}} for model in ("served", "zumik-echo")
-             for i in range(2)]
-    failing = {"custom_id": "fails", "method": "POST", "url": endpoint,
-               "body": {"model": "served", **json.loads(json.dumps(body).replace(
-                   "hi there", "#fail:400:9 bad"))}}
+    lines = [
+        {
+            "custom_id": f"{model}-{i}",
+            "method": "POST",
+            "url": endpoint,
+            "body": {"model": model, **body},
+        }
+        for model in ("served", "zumik-echo")
+        for i in range(2)
+    ]
+    failing = {
+        "custom_id": "fails",
+        "method": "POST",
+        "url": endpoint,
+        "body": {
+            "model": "served",
+            **json.loads(json.dumps(body).replace("hi there", "#fail:400:9 bad")),
+        },
+    }
     content = "".join(json.dumps(x) + "\n" for x in [*lines[:2], failing]).encode()
     batch = client.batches.create(
         input_file_id=client.files.create(file=("p.jsonl", content), purpose="batch").id,
-        endpoint=endpoint, completion_window="24h",
-        output_expires_after={"anchor": "created_at", "seconds": 3600})
+        endpoint=endpoint,
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     done = wait(client, batch.id)
     assert done.status == "completed" and done.model == "served"
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
@@ -161,12 +193,17 @@ def test_every_endpoint_through_the_sdk(server, provider, endpoint):
     assert output_file.expires_at == output_file.created_at + 3600
     path = endpoint.removeprefix("/v1")
     assert requests.get(provider.url.replace("/v1", "/_stats")).json()["by_path"] == {
-        "/v1" + path: 3}
+        "/v1" + path: 3
+    }
     echo_file = client.files.create(
-        file=("e.jsonl", "".join(json.dumps(x) + "\n" for x in lines[2:]).encode()),
-        purpose="batch")
-    echoed = wait(client, client.batches.create(input_file_id=echo_file.id, endpoint=endpoint,
-                                                completion_window="24h").id)
+        file=("e.jsonl", "".join(json.dumps(x) + "\n" for x in lines[2:]).encode()), purpose="batch"
+    )
+    echoed = wait(
+        client,
+        client.batches.create(
+            input_file_id=echo_file.id, endpoint=endpoint, completion_window="24h"
+        ).id,
+    )
     assert echoed.request_counts.completed == 2 and echoed.error_file_id is None
     for raw in client.files.content(echoed.output_file_id).text.splitlines():
         sdk_type(type_name).model_validate(json.loads(raw)["response"]["body"])

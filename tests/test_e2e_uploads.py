@@ -19,21 +19,24 @@ from zumik.storage.versioned import VersionedDoc
 
 
 def sdk(server, key: str = KEY_A) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0,
-                         _strict_response_validation=True)
+    return openai.OpenAI(
+        base_url=server.url + "/v1", api_key=key, max_retries=0, _strict_response_validation=True
+    )
 
 
 def run_batch(client: openai.OpenAI, file_id: str, lines: int) -> None:
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
-                                  completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     deadline = time.time() + 60
     while batch.status not in ("completed", "failed", "cancelled", "expired"):
         assert time.time() < deadline, batch
         time.sleep(0.1)
         batch = client.batches.retrieve(batch.id)
     assert batch.status == "completed", batch
-    results = [json.loads(line) for line in
-               client.files.content(batch.output_file_id).text.splitlines()]
+    results = [
+        json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()
+    ]
     assert sorted(r["custom_id"] for r in results) == sorted(f"r{i}" for i in range(lines))
     assert all(r["error"] is None for r in results)
 
@@ -47,33 +50,51 @@ def test_upload_file_chunked_then_batch(server, tmp_path):
     client = sdk(server)
     path = tmp_path / "requests.jsonl"
     path.write_bytes(echo_lines(400))
-    done = client.uploads.upload_file_chunked(file=path, mime_type="application/jsonl",
-                                              purpose="batch", part_size=9_000,
-                                              md5=hashlib.md5(path.read_bytes()).hexdigest())
+    done = client.uploads.upload_file_chunked(
+        file=path,
+        mime_type="application/jsonl",
+        purpose="batch",
+        part_size=9_000,
+        md5=hashlib.md5(path.read_bytes()).hexdigest(),
+    )
     assert done.status == "completed" and done.filename == "requests.jsonl"
     assert done.file is not None and done.file.bytes == path.stat().st_size
     assert client.files.content(done.file.id).content == path.read_bytes()
     run_batch(client, done.file.id, 400)
-    in_memory = client.uploads.upload_file_chunked(file=echo_lines(3), filename="m.jsonl",
-                                                   bytes=len(echo_lines(3)),
-                                                   mime_type="application/jsonl",
-                                                   purpose="batch")
+    in_memory = client.uploads.upload_file_chunked(
+        file=echo_lines(3),
+        filename="m.jsonl",
+        bytes=len(echo_lines(3)),
+        mime_type="application/jsonl",
+        purpose="batch",
+    )
     assert in_memory.file is not None and in_memory.file.filename == "m.jsonl"
 
 
 def test_parallel_out_of_order_parts_then_batch(server):
     client = sdk(server)
     content = echo_lines(600)
-    upload = client.uploads.create(bytes=len(content), filename="parallel.jsonl",
-                                   mime_type="application/jsonl", purpose="batch")
+    upload = client.uploads.create(
+        bytes=len(content),
+        filename="parallel.jsonl",
+        mime_type="application/jsonl",
+        purpose="batch",
+    )
     assert upload.status == "pending" and upload.expires_at == upload.created_at + 3600
-    chunks = [content[i:i + 4_000] for i in range(0, len(content), 4_000)]
+    chunks = [content[i : i + 4_000] for i in range(0, len(content), 4_000)]
     order = list(range(len(chunks)))
     random.Random(16).shuffle(order)
     with ThreadPoolExecutor(8) as pool:
-        parts = dict(zip(order, pool.map(
-            lambda i: client.uploads.parts.create(upload_id=upload.id, data=chunks[i]), order),
-            strict=True))
+        parts = dict(
+            zip(
+                order,
+                pool.map(
+                    lambda i: client.uploads.parts.create(upload_id=upload.id, data=chunks[i]),
+                    order,
+                ),
+                strict=True,
+            )
+        )
     assert all(p.object == "upload.part" and p.upload_id == upload.id for p in parts.values())
     with pytest.raises(openai.NotFoundError):
         sdk(server, KEY_B).uploads.complete(upload.id, part_ids=[parts[0].id])
@@ -84,8 +105,9 @@ def test_parallel_out_of_order_parts_then_batch(server):
     with pytest.raises(openai.BadRequestError) as late:
         client.uploads.parts.create(upload_id=upload.id, data=b"more")
     assert late.value.code == "upload_completed"
-    other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl",
-                                  purpose="batch")
+    other = client.uploads.create(
+        bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="batch"
+    )
     assert client.uploads.cancel(other.id).status == "cancelled"
 
 
@@ -97,11 +119,14 @@ def test_server_killed_while_assembling_then_complete_again(gunicorn, tmp_path):
     server = gunicorn(data_dir=data)
     client = sdk(server)
     content = echo_lines(20_000, prefix="k" * 300)  # ~8 MB: assembly takes a moment
-    upload = client.uploads.create(bytes=len(content), filename="k.jsonl",
-                                   mime_type="application/jsonl", purpose="batch")
+    upload = client.uploads.create(
+        bytes=len(content), filename="k.jsonl", mime_type="application/jsonl", purpose="batch"
+    )
     half = len(content) // 2
-    part_ids = [client.uploads.parts.create(upload_id=upload.id, data=piece).id
-                for piece in (content[:half], content[half:])]
+    part_ids = [
+        client.uploads.parts.create(upload_id=upload.id, data=piece).id
+        for piece in (content[:half], content[half:])
+    ]
     files = data / "proj-a" / "files"
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.uploads.complete, upload.id, part_ids=part_ids)

@@ -23,10 +23,13 @@ BODIES = {
 }
 
 
-def line(custom_id: str, endpoint: str, text: str = "hello", model: str = "m1",
-         **body) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": endpoint,
-            "body": {"model": model, **BODIES[endpoint](text), **body}}
+def line(custom_id: str, endpoint: str, text: str = "hello", model: str = "m1", **body) -> dict:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": endpoint,
+        "body": {"model": model, **BODIES[endpoint](text), **body},
+    }
 
 
 def run(client, lines: list[dict], endpoint: str, **extra) -> dict:
@@ -74,19 +77,25 @@ def test_the_echo_model_answers_every_endpoint_in_its_own_shape(make_app):
     for endpoint in SUPPORTED_ENDPOINTS:
         lines = [line("a", endpoint, "the quick fox", "zumik-echo")]
         if endpoint == "/v1/embeddings":
-            lines.append(line("b", endpoint, "x", "zumik-echo", encoding_format="base64",
-                              dimensions=8))
+            lines.append(
+                line("b", endpoint, "x", "zumik-echo", encoding_format="base64", dimensions=8)
+            )
         batch = run(client, lines, endpoint)
         assert batch["status"] == "completed" and batch["error_file_id"] is None, batch
-        answers[endpoint] = {x["custom_id"]: x["response"]["body"]
-                             for x in output_lines(client, batch["output_file_id"])}
+        answers[endpoint] = {
+            x["custom_id"]: x["response"]["body"]
+            for x in output_lines(client, batch["output_file_id"])
+        }
     chat = answers["/v1/chat/completions"]["a"]
     assert chat["object"] == "chat.completion"
     assert chat["choices"][0]["message"]["content"] == "the quick fox"
     response = answers["/v1/responses"]["a"]
     assert response["object"] == "response" and response["status"] == "completed"
-    assert response["output"][0]["content"][0] == {"type": "output_text",
-                                                   "text": "the quick fox", "annotations": []}
+    assert response["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "the quick fox",
+        "annotations": [],
+    }
     assert set(response["usage"]) >= {"input_tokens", "output_tokens", "total_tokens"}
     completion = answers["/v1/completions"]["a"]
     assert completion["object"] == "text_completion"
@@ -128,8 +137,10 @@ def test_per_endpoint_validation_names_the_line_and_the_field(client, good, chan
 
 def test_every_line_must_target_the_batch_endpoint(make_app):
     client = make_app(start=True).test_client()
-    lines = [line("a", "/v1/embeddings", model="zumik-echo"),
-             line("b", "/v1/chat/completions", model="zumik-echo")]
+    lines = [
+        line("a", "/v1/embeddings", model="zumik-echo"),
+        line("b", "/v1/chat/completions", model="zumik-echo"),
+    ]
     batch = run(client, lines, "/v1/embeddings")
     assert batch["status"] == "failed"
     assert [(e["line"], e["code"]) for e in batch["errors"]["data"]] == [(2, "invalid_url")]
@@ -138,8 +149,9 @@ def test_every_line_must_target_the_batch_endpoint(make_app):
 def test_an_embeddings_file_holds_a_bounded_number_of_inputs(make_app):
     client = make_app(max_embedding_inputs=5).test_client()
     fits = [line(f"{i}", "/v1/embeddings") for i in range(2)]  # 2 inputs each
-    assert upload(client, jsonl(fits + [line("x", "/v1/embeddings", input="one")])
-                  ).status_code == 200
+    assert (
+        upload(client, jsonl(fits + [line("x", "/v1/embeddings", input="one")])).status_code == 200
+    )
     response = upload(client, jsonl(fits + [line("x", "/v1/embeddings")]))
     assert response.status_code == 400
     error = response.get_json()["error"]
@@ -158,8 +170,9 @@ provider = "local"
 model = "bge-small"
 ''')
     settings = load_settings({"ZUMIK_CONFIG": str(config)})
-    client = make_app(start=True, providers=settings.providers, models=settings.models,
-                      retry_backoff=0.01).test_client()
+    client = make_app(
+        start=True, providers=settings.providers, models=settings.models, retry_backoff=0.01
+    ).test_client()
     lines = [line(f"{i}", "/v1/embeddings", f"doc {i}", "embed.small") for i in range(3)]
     batch = run(client, lines, "/v1/embeddings")
     assert batch["request_counts"]["completed"] == 3 and batch["model"] == "embed.small"
@@ -180,8 +193,9 @@ def test_models_and_openapi_list_the_batch_endpoints(client):
     echo = next(m for m in models["data"] if m["id"] == "zumik-echo")
     assert echo["endpoints"] == list(SUPPORTED_ENDPOINTS)
     document = client.get("/openapi.json").get_json()
-    create = document["paths"]["/v1/batches"]["post"]["requestBody"]["content"][
-        "application/json"]["schema"]["properties"]
+    create = document["paths"]["/v1/batches"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]["properties"]
     assert create["endpoint"]["enum"] == list(SUPPORTED_ENDPOINTS)
     assert create["output_expires_after"]["properties"]["seconds"]["maximum"] == 2592000
 
@@ -192,8 +206,7 @@ def test_rate_limit_estimates_read_every_endpoints_prompt():
     from zumik.execution.limits import estimate_tokens
 
     text = "x" * 400
-    shapes = [{"messages": [{"role": "user", "content": text}]}, {"input": text},
-              {"prompt": text}]
+    shapes = [{"messages": [{"role": "user", "content": text}]}, {"input": text}, {"prompt": text}]
     assert [estimate_tokens(body) for body in shapes] == [101, 101, 101]
     assert estimate_tokens({"input": text, "max_output_tokens": 50}) == 151
     assert estimate_tokens({"input": [text, text]}) > 200

@@ -51,7 +51,8 @@ def test_full_run_writes_every_line_once(make_app, provider):
     assert sample["response"]["request_id"].startswith("req-")
     usage = batch["usage"]
     assert usage["input_tokens"] > 0 and usage["total_tokens"] == sum(
-        x["response"]["body"]["usage"]["total_tokens"] for x in lines)
+        x["response"]["body"]["usage"]["total_tokens"] for x in lines
+    )
     meta = client.get(f"/v1/files/{batch['output_file_id']}", headers=AUTH_A).get_json()
     assert meta["purpose"] == "batch_output"
     assert meta["expires_at"] == meta["created_at"] + 86400
@@ -65,16 +66,20 @@ def test_full_run_writes_every_line_once(make_app, provider):
 def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
     # other lines keep the provider answering meanwhile: each failure here is the line's own
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
-    client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
-                      max_attempts=3, concurrency=4).test_client()
-    content = jsonl([
-        request_line("ok", "fine", "m1"),
-        request_line("bad", "#fail:400:99", "m1"),
-        request_line("flaky", "#fail:500:2", "m1"),
-        request_line("down", "#fail:503:99", "m1"),
-        request_line("reset", "#fail:reset:1", "m1"),
-        request_line("garbage", "#fail:badjson:99", "m1"),
-    ] + [request_line(f"more{i}", f"more {i}", "m1") for i in range(60)])
+    client = make_app(
+        start=True, upstream_url=provider.url, retry_backoff=0.01, max_attempts=3, concurrency=4
+    ).test_client()
+    content = jsonl(
+        [
+            request_line("ok", "fine", "m1"),
+            request_line("bad", "#fail:400:99", "m1"),
+            request_line("flaky", "#fail:500:2", "m1"),
+            request_line("down", "#fail:503:99", "m1"),
+            request_line("reset", "#fail:reset:1", "m1"),
+            request_line("garbage", "#fail:badjson:99", "m1"),
+        ]
+        + [request_line(f"more{i}", f"more {i}", "m1") for i in range(60)]
+    )
     _, batch_id = run_batch(client, content)
     batch = wait_batch(client, batch_id)
     assert batch["status"] == "completed"
@@ -82,8 +87,7 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
     out = {x["custom_id"]: x for x in output_lines(client, batch["output_file_id"])}
     assert {"ok", "flaky", "reset"} <= set(out)  # successes only, as OpenAI writes them
     assert not {"bad", "down", "garbage"} & set(out) and len(out) == 63
-    assert all(x["error"] is None and x["response"]["status_code"] == 200
-               for x in out.values())
+    assert all(x["error"] is None and x["response"]["status_code"] == 200 for x in out.values())
     lines = {x["custom_id"]: x for x in output_lines(client, batch["error_file_id"])}
     assert set(lines) == {"bad", "down", "garbage"}
     # an HTTP error answer keeps its status code and the provider's JSON body, error null
@@ -100,10 +104,17 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
 
 def test_timeouts_are_retried_then_reported(make_app, provider):
     """A line that times out while the provider answers the others fails on its own."""
-    requests.post(provider.url.replace("/v1", "/_control"),
-                  json={"hang_seconds": 5, "latency": 0.05})
-    client = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01,
-                      request_timeout=0.3, max_attempts=2, concurrency=2).test_client()
+    requests.post(
+        provider.url.replace("/v1", "/_control"), json={"hang_seconds": 5, "latency": 0.05}
+    )
+    client = make_app(
+        start=True,
+        upstream_url=provider.url,
+        retry_backoff=0.01,
+        request_timeout=0.3,
+        max_attempts=2,
+        concurrency=2,
+    ).test_client()
     lines = [request_line("slow", "#fail:hang:9", "m1")]
     lines += [request_line(f"ok{i}", f"fine {i}", "m1") for i in range(30)]
     _, batch_id = run_batch(client, jsonl(lines))
@@ -116,14 +127,17 @@ def test_timeouts_are_retried_then_reported(make_app, provider):
 
 def test_unroutable_model_fails_validation_with_lines(make_app):
     client = make_app(start=True).test_client()
-    content = jsonl([request_line("a"), request_line("b", model="gpt-nope"),
-                     request_line("c", model="other")])
+    content = jsonl(
+        [request_line("a"), request_line("b", model="gpt-nope"), request_line("c", model="other")]
+    )
     _, batch_id = run_batch(client, content)
     batch = wait_batch(client, batch_id)
     assert batch["status"] == "failed" and isinstance(batch["failed_at"], int)
     errors = batch["errors"]["data"]
     assert [(e["line"], e["code"], e["param"]) for e in errors] == [
-        (2, "model_not_found", "body.model"), (3, "model_not_found", "body.model")]
+        (2, "model_not_found", "body.model"),
+        (3, "model_not_found", "body.model"),
+    ]
     assert "gpt-nope" in errors[0]["message"]
     assert batch["output_file_id"] is None
 
@@ -135,8 +149,9 @@ def test_cancel_stops_within_two_seconds_and_keeps_what_finished(make_app, provi
     wait_batch(client, batch_id, statuses=("in_progress",))
     time.sleep(1.0)
     started = time.time()
-    response = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A,
-                           content_type="application/json")
+    response = client.post(
+        f"/v1/batches/{batch_id}/cancel", headers=AUTH_A, content_type="application/json"
+    )
     assert response.get_json()["status"] == "cancelling"
     batch = wait_batch(client, batch_id, timeout=10)
     assert batch["status"] == "cancelled" and time.time() - started < 2.0
@@ -149,8 +164,9 @@ def test_cancel_stops_within_two_seconds_and_keeps_what_finished(make_app, provi
 def test_completion_window_expiry(make_app, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
     now = [time.time()]
-    client = make_app(start=True, clock=lambda: now[0], upstream_url=provider.url,
-                      concurrency=2).test_client()
+    client = make_app(
+        start=True, clock=lambda: now[0], upstream_url=provider.url, concurrency=2
+    ).test_client()
     _, batch_id = run_batch(client, echo_lines(40, model="m1"))
     wait_batch(client, batch_id, statuses=("in_progress",))
     time.sleep(0.6)
@@ -160,12 +176,10 @@ def test_completion_window_expiry(make_app, provider):
     done = output_lines(client, batch["output_file_id"])
     expired = output_lines(client, batch["error_file_id"])
     assert all(x["error"] is None for x in done)
-    assert all(x["response"] is None and x["error"]["code"] == "batch_expired"
-               for x in expired)
+    assert all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in expired)
     ids = [x["custom_id"] for x in done + expired]
     assert len(ids) == 40 == len(set(ids)) and 0 < len(expired) < 40
-    assert batch["request_counts"] == {"total": 40, "completed": len(done),
-                                       "failed": len(expired)}
+    assert batch["request_counts"] == {"total": 40, "completed": len(done), "failed": len(expired)}
 
 
 def test_resume_from_a_journal_with_a_torn_tail(make_app, provider):
@@ -175,10 +189,13 @@ def test_resume_from_a_journal_with_a_torn_tail(make_app, provider):
     zumik = app.extensions["zumik"]
     batch = zumik.store("proj-a").batch(batch_id)
     # an earlier claim (epoch 1) finished r0..r9, then died mid-write of r10
-    lines = [journal.entry_bytes(i + 1, error_line(f"r{i}", "earlier", "from the first claim"))
-             for i in range(10)]
+    lines = [
+        journal.entry_bytes(i + 1, error_line(f"r{i}", "earlier", "from the first claim"))
+        for i in range(10)
+    ]
     batch.segment_path(1).write_bytes(
-        b"".join(lines) + b'11\t{"id":"batch_req_x","custom_id":"r10","resp')
+        b"".join(lines) + b'11\t{"id":"batch_req_x","custom_id":"r10","resp'
+    )
     batch.lease_path(1).write_text(json.dumps({"epoch": 1}))
     batch.update(lambda record: record.update(status="in_progress"))
     asyncio.run(drive(zumik.executor))
@@ -196,8 +213,7 @@ def test_resume_from_a_journal_with_a_torn_tail(make_app, provider):
 def test_run_once_takes_a_batch_of_each_project_first(make_app, provider):
     app = make_app(upstream_url=provider.url)
     client = app.test_client()
-    batch_ids = [run_batch(client, echo_lines(5, model="m1", prefix=f"b{i}-"))[1]
-                 for i in range(2)]
+    batch_ids = [run_batch(client, echo_lines(5, model="m1", prefix=f"b{i}-"))[1] for i in range(2)]
     file_id = upload(client, echo_lines(5, model="m1"), auth=AUTH_B).get_json()["id"]
     batch_ids.append(create_batch(client, file_id, auth=AUTH_B).get_json()["id"])
     executor = app.extensions["zumik"].executor
@@ -254,7 +270,8 @@ def test_aborts_at_every_step_lose_no_concurrency_slot(make_app, provider):
                     await asyncio.sleep(0)
                 unstarted_senders_aborted += sum(
                     inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED
-                    for task in run.senders)
+                    for task in run.senders
+                )
                 run.abort()  # handed back; the next claim needs every slot again
                 await asyncio.wait(set(executor.tasks))
                 assert executor.scheduler.in_use == 0 and not executor.scheduler.projects

@@ -18,9 +18,16 @@ def post(server, path: str, auth, **kwargs):
 
 def start(server, content: bytes, auth) -> str:
     file_id = post(server, "/v1/files", auth, files={"file": ("in.jsonl", content)})["id"]
-    return post(server, "/v1/batches", auth, json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions",
-        "completion_window": "24h"})["id"]
+    return post(
+        server,
+        "/v1/batches",
+        auth,
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    )["id"]
 
 
 def status(server, batch_id: str, auth) -> dict:
@@ -30,8 +37,7 @@ def status(server, batch_id: str, auth) -> dict:
 def test_a_small_batch_is_not_stuck_behind_ten_big_ones(gunicorn, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url}, workers=2)
-    big = [start(server, echo_lines(3000, model="m", prefix=f"a{i}-"), AUTH_A)
-           for i in range(10)]
+    big = [start(server, echo_lines(3000, model="m", prefix=f"a{i}-"), AUTH_A) for i in range(10)]
     deadline = time.time() + 30
     while sum(status(server, b, AUTH_A)["request_counts"]["completed"] for b in big) < 500:
         assert time.time() < deadline, "project A's batches should be running"
@@ -43,11 +49,21 @@ def test_a_small_batch_is_not_stuck_behind_ten_big_ones(gunicorn, provider):
         time.sleep(0.05)
     took = time.time() - started
     # not finished: in_progress, or still validating where a loaded machine has not claimed it
-    running = [b for b in big
-               if status(server, b, AUTH_A)["status"] in ("validating", "in_progress")]
-    print("\nfairness:", json.dumps({"big_batches": 10, "big_lines": 3000, "latency_s": 0.05,
-                                     "small_batch_s": round(took, 2),
-                                     "big_still_running": len(running)}))
+    running = [
+        b for b in big if status(server, b, AUTH_A)["status"] in ("validating", "in_progress")
+    ]
+    print(
+        "\nfairness:",
+        json.dumps(
+            {
+                "big_batches": 10,
+                "big_lines": 3000,
+                "latency_s": 0.05,
+                "small_batch_s": round(took, 2),
+                "big_still_running": len(running),
+            }
+        ),
+    )
     for batch_id in big:
         post(server, f"/v1/batches/{batch_id}/cancel", AUTH_A)
     assert len(running) == 10, "none of A's batches may finish before B's"

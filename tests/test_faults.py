@@ -21,9 +21,16 @@ def api(server, method: str, path: str, **kwargs):
 
 def start_batch(server, content: bytes) -> str:
     file_id = api(server, "POST", "/v1/files", files={"file": ("in.jsonl", content)}).json()["id"]
-    return api(server, "POST", "/v1/batches", json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions",
-        "completion_window": "24h"}).json()["id"]
+    return api(
+        server,
+        "POST",
+        "/v1/batches",
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    ).json()["id"]
 
 
 def wait_done(server, batch_id: str, timeout: float = 120.0) -> dict:
@@ -51,9 +58,14 @@ def check_exactly_once(server, batch: dict, total: int, provider) -> dict:
     ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     resent = sum(count - 1 for count in stats["by_content"].values())
-    report = {"lines": total, "output_lines": len(ids), "lost": total - len(set(ids)),
-              "duplicated": len(ids) - len(set(ids)), "resent_upstream": resent,
-              "upstream_requests": stats["requests"]}
+    report = {
+        "lines": total,
+        "output_lines": len(ids),
+        "lost": total - len(set(ids)),
+        "duplicated": len(ids) - len(set(ids)),
+        "resent_upstream": resent,
+        "upstream_requests": stats["requests"],
+    }
     print("\nfault report:", json.dumps(report))
     assert report["lost"] == 0 and report["duplicated"] == 0
     assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
@@ -113,8 +125,11 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
     """gunicorn recycles a worker after --max-requests requests: the batch moves on to the
     new worker with nothing lost, duplicated or sent twice."""
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
-    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
-           "GUNICORN_CMD_ARGS": "--max-requests 5"}
+    env = {
+        "ZUMIK_UPSTREAM_URL": provider.url,
+        "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+        "GUNICORN_CMD_ARGS": "--max-requests 5",
+    }
     server = gunicorn(env, workers=1)
     first_pid = server.worker_pids()
     total = 600
@@ -131,14 +146,19 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
 
 def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
-    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
-           "ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "2"}
+    env = {
+        "ZUMIK_UPSTREAM_URL": provider.url,
+        "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+        "ZUMIK_CLAIM_MODE": "lease",
+        "ZUMIK_LEASE_SECONDS": "2",
+    }
     data_dir = tmp_path / "shared"
     first = gunicorn(env, workers=1, data_dir=data_dir)
     second = gunicorn(env, workers=1, data_dir=data_dir)
     total = 500
-    batch_ids = [start_batch(first, echo_lines(total, model="m", prefix=f"b{i}-"))
-                 for i in range(2)]
+    batch_ids = [
+        start_batch(first, echo_lines(total, model="m", prefix=f"b{i}-")) for i in range(2)
+    ]
     time.sleep(1.5)
     holders = set()
     for batch_id in batch_ids:
@@ -154,20 +174,43 @@ def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
         assert batch["request_counts"]["completed"] == total
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     resent = stats["requests"] - 2 * total  # (both batches carry the same contents)
-    print("\nfault report:", json.dumps({"fault": "lease takeover", "lines": 2 * total,
-                                       "lost": 0, "duplicated": 0, "resent_upstream": resent}))
+    print(
+        "\nfault report:",
+        json.dumps(
+            {
+                "fault": "lease takeover",
+                "lines": 2 * total,
+                "lost": 0,
+                "duplicated": 0,
+                "resent_upstream": resent,
+            }
+        ),
+    )
     assert resent <= CONCURRENCY  # only the killed instance's in-flight requests
 
 
 def test_provider_faults_mid_batch(gunicorn, provider):
-    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_RETRY_BACKOFF": "0.05",
-           "ZUMIK_REQUEST_TIMEOUT": "1", "ZUMIK_MAX_ATTEMPTS": "4"}
+    env = {
+        "ZUMIK_UPSTREAM_URL": provider.url,
+        "ZUMIK_RETRY_BACKOFF": "0.05",
+        "ZUMIK_REQUEST_TIMEOUT": "1",
+        "ZUMIK_MAX_ATTEMPTS": "4",
+    }
     requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 3})
     server = gunicorn(env, workers=2)
     # every transient fault is ridden out; a line the provider keeps refusing (500) while it
     # answers the others fails on its own after its attempts
-    kinds = ["#fail:429:2 #ra:0.2", "#fail:500:1", "#fail:502:3", "#fail:reset:2",
-             "#fail:hang:1", "#fail:badjson:1", "#fail:500:9", "#fail:503:2", "fine"]
+    kinds = [
+        "#fail:429:2 #ra:0.2",
+        "#fail:500:1",
+        "#fail:502:3",
+        "#fail:reset:2",
+        "#fail:hang:1",
+        "#fail:badjson:1",
+        "#fail:500:9",
+        "#fail:503:2",
+        "fine",
+    ]
     lines = [request_line(f"x{i}", f"{kinds[i % len(kinds)]} n{i}", "m") for i in range(162)]
     batch_id = start_batch(server, jsonl(lines))
     batch = wait_done(server, batch_id, timeout=90)
@@ -185,17 +228,29 @@ def test_provider_faults_mid_batch(gunicorn, provider):
             assert entry["error"] is None and entry["response"]["status_code"] == 200
     assert batch["request_counts"]["failed"] == 18
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
-    print("\nfault report:", json.dumps({"fault": "provider faults", "lines": 162,
-                                       "output_lines": len(out), "failed_as_meant": len(failed),
-                                       "upstream_requests": stats["requests"]}))
+    print(
+        "\nfault report:",
+        json.dumps(
+            {
+                "fault": "provider faults",
+                "lines": 162,
+                "output_lines": len(out),
+                "failed_as_meant": len(failed),
+                "upstream_requests": stats["requests"],
+            }
+        ),
+    )
 
 
 def test_provider_restart_mid_batch_fails_no_line(gunicorn, provider):
     """The provider is killed for 20 s, then answers 503 for 15 s while "loading the model":
     its lines wait and resume; 0 failed, every line exactly once."""
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
-    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
-           "ZUMIK_PROVIDER_PROBE_MAX": "2"}
+    env = {
+        "ZUMIK_UPSTREAM_URL": provider.url,
+        "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+        "ZUMIK_PROVIDER_PROBE_MAX": "2",
+    }
     server = gunicorn(env, workers=2)
     total = 600
     batch_id = start_batch(server, echo_lines(total, model="m"))
@@ -206,18 +261,29 @@ def test_provider_restart_mid_batch_fails_no_line(gunicorn, provider):
     batch = wait_done(server, batch_id, timeout=150)
     report = check_exactly_once(server, batch, total, provider)
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
-    print("provider restart:", json.dumps({"down_s": 20, "unavailable_s": 15,
-                                           "batch_after_outage_s": round(time.time() - started),
-                                           "probes_answered_503": stats["statuses"].get("503"),
-                                           **report}))
+    print(
+        "provider restart:",
+        json.dumps(
+            {
+                "down_s": 20,
+                "unavailable_s": 15,
+                "batch_after_outage_s": round(time.time() - started),
+                "probes_answered_503": stats["statuses"].get("503"),
+                **report,
+            }
+        ),
+    )
     assert stats["statuses"].get("503", 0) >= 1  # probed while loading
     metrics = requests.get(server.url + "/metrics").text
     assert "zumik_provider_downs_total" in metrics and "zumik_provider_up{" in metrics
 
 
 def test_provider_down_past_a_short_window_expires_the_batch(gunicorn, provider):
-    env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_COMPLETION_WINDOW": "6",
-           "ZUMIK_PROVIDER_PROBE_MAX": "1"}
+    env = {
+        "ZUMIK_UPSTREAM_URL": provider.url,
+        "ZUMIK_COMPLETION_WINDOW": "6",
+        "ZUMIK_PROVIDER_PROBE_MAX": "1",
+    }
     server = gunicorn(env, workers=1)
     provider.outage(600.0)  # never comes back within the test
     batch_id = start_batch(server, echo_lines(20, model="m"))

@@ -25,8 +25,11 @@ from zumik.storage import fsutil
 
 def data_files(settings) -> list[str]:
     root = settings.data_dir
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not p.name.endswith(".lock"))
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.endswith(".lock")
+    )
 
 
 def assert_envelope(response, status: int, *words: str, param=None, code=None):
@@ -55,21 +58,43 @@ def test_upload_returns_file_object(client):
 
 def test_purpose_defaults_to_batch_and_others_are_refused(client):
     assert upload(client, echo_lines(1)).get_json()["purpose"] == "batch"
-    error = assert_envelope(upload(client, echo_lines(1), purpose="fine-tune"), 400,
-                            "fine-tune", "batch", param="purpose")
+    error = assert_envelope(
+        upload(client, echo_lines(1), purpose="fine-tune"),
+        400,
+        "fine-tune",
+        "batch",
+        param="purpose",
+    )
     assert error["code"] == "invalid_value"
 
 
 def test_expires_after_sets_expires_at(client):
-    body = upload(client, echo_lines(1), **{"expires_after[anchor]": "created_at",
-                                            "expires_after[seconds]": "3600"}).get_json()
+    body = upload(
+        client,
+        echo_lines(1),
+        **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"},
+    ).get_json()
     assert body["expires_at"] == body["created_at"] + 3600
-    assert_envelope(upload(client, echo_lines(1), **{"expires_after[anchor]": "created_at",
-                                                     "expires_after[seconds]": "10"}),
-                    400, "between", param="expires_after.seconds")
-    assert_envelope(upload(client, echo_lines(1), **{"expires_after[anchor]": "last_used",
-                                                     "expires_after[seconds]": "3600"}),
-                    400, "created_at", param="expires_after.anchor")
+    assert_envelope(
+        upload(
+            client,
+            echo_lines(1),
+            **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "10"},
+        ),
+        400,
+        "between",
+        param="expires_after.seconds",
+    )
+    assert_envelope(
+        upload(
+            client,
+            echo_lines(1),
+            **{"expires_after[anchor]": "last_used", "expires_after[seconds]": "3600"},
+        ),
+        400,
+        "created_at",
+        param="expires_after.anchor",
+    )
 
 
 def test_filename_is_reduced_to_basename(client):
@@ -83,13 +108,20 @@ def test_filename_is_reduced_to_basename(client):
 
 def test_json_body_upload(client):
     content = echo_lines(2).decode()
-    response = client.post("/v1/files", headers=AUTH_A,
-                           json={"content": content, "filename": "mem.jsonl", "purpose": "batch"})
+    response = client.post(
+        "/v1/files",
+        headers=AUTH_A,
+        json={"content": content, "filename": "mem.jsonl", "purpose": "batch"},
+    )
     assert response.status_code == 200
     file_id = response.get_json()["id"]
     assert client.get(f"/v1/files/{file_id}/content", headers=AUTH_A).data == content.encode()
-    assert_envelope(client.post("/v1/files", headers=AUTH_A, json={"filename": "x"}), 400,
-                    "content", param="content")
+    assert_envelope(
+        client.post("/v1/files", headers=AUTH_A, json={"filename": "x"}),
+        400,
+        "content",
+        param="content",
+    )
 
 
 def test_crlf_and_bom_are_accepted(client):
@@ -108,11 +140,17 @@ BAD_FILES = [
     (jsonl([{**request_line("a"), "method": "GET"}]), "POST", "invalid_value"),
     (jsonl([{**request_line("a"), "url": "/v1/audio/speech"}]), "/v1/audio/speech", "invalid_url"),
     (jsonl([{**request_line("a"), "body": "x"}]), "body", "invalid_value"),
-    (jsonl([{**request_line("a"), "body": {"messages": [{"role": "user"}]}}]), "model",
-     "invalid_request"),
+    (
+        jsonl([{**request_line("a"), "body": {"messages": [{"role": "user"}]}}]),
+        "model",
+        "invalid_request",
+    ),
     (jsonl([request_line("a", stream=True)]), "stream", "streaming_unsupported"),
-    (jsonl([request_line("a")]) + b"\n" + jsonl([request_line("b")]), "Line 2",
-     "invalid_json_line"),
+    (
+        jsonl([request_line("a")]) + b"\n" + jsonl([request_line("b")]),
+        "Line 2",
+        "invalid_json_line",
+    ),
     (b"\xff\xfe\x00\n", "UTF-8", "invalid_json_line"),
     (b'{"custom_id": NaN}\n', "Line 1", "invalid_json_line"),
 ]
@@ -130,8 +168,9 @@ def test_line_and_request_limits(make_app, settings):
     client = make_app(max_line_bytes=300, max_requests=3).test_client()
     long_line = jsonl([request_line("a", "x" * 400)])
     assert_envelope(upload(client, long_line), 400, "Line 1", "300", code="line_too_long")
-    assert_envelope(upload(client, echo_lines(4)), 400, "Line 4", "more than 3",
-                    code="too_many_requests")
+    assert_envelope(
+        upload(client, echo_lines(4)), 400, "Line 4", "more than 3", code="too_many_requests"
+    )
     assert upload(client, echo_lines(3)).status_code == 200
 
 
@@ -145,9 +184,13 @@ def test_upload_size_limit(make_app, settings):
 
 def test_oversized_content_length_is_refused_before_reading(make_app):
     client = make_app(max_upload_bytes=100).test_client()
-    response = client.post("/v1/files", headers=AUTH_A, data=b"",
-                           content_type="multipart/form-data; boundary=x",
-                           environ_overrides={"CONTENT_LENGTH": "999999999"})
+    response = client.post(
+        "/v1/files",
+        headers=AUTH_A,
+        data=b"",
+        content_type="multipart/form-data; boundary=x",
+        environ_overrides={"CONTENT_LENGTH": "999999999"},
+    )
     assert_envelope(response, 413, "too large", code="request_too_large")
 
 
@@ -172,19 +215,29 @@ def test_byte_quota_counts_and_frees_on_delete(make_app):
 
 def test_multipart_refusals(client, settings):
     before = data_files(settings)
-    no_file = client.post("/v1/files", headers=AUTH_A, data={"purpose": "batch"},
-                          content_type="multipart/form-data")
+    no_file = client.post(
+        "/v1/files", headers=AUTH_A, data={"purpose": "batch"}, content_type="multipart/form-data"
+    )
     assert_envelope(no_file, 400, "Missing the 'file' part", param="file")
     wrong_type = client.post("/v1/files", headers=AUTH_A, data=b"abc", content_type="text/plain")
     assert_envelope(wrong_type, 400, "Content-Type")
-    truncated = client.post("/v1/files", headers=AUTH_A,
-                            data=b'--XX\r\nContent-Disposition: form-data; name="file"; '
-                                 b'filename="a.jsonl"\r\n\r\n{"custom_id"',
-                            content_type="multipart/form-data; boundary=XX")
+    truncated = client.post(
+        "/v1/files",
+        headers=AUTH_A,
+        data=b'--XX\r\nContent-Disposition: form-data; name="file"; '
+        b'filename="a.jsonl"\r\n\r\n{"custom_id"',
+        content_type="multipart/form-data; boundary=XX",
+    )
     assert_envelope(truncated, 400, "Malformed multipart")
-    twice = client.post("/v1/files", headers=AUTH_A, data={"purpose": ["batch", "batch"],
-                        "file": (__import__("io").BytesIO(echo_lines(1)), "a.jsonl")},
-                        content_type="multipart/form-data")
+    twice = client.post(
+        "/v1/files",
+        headers=AUTH_A,
+        data={
+            "purpose": ["batch", "batch"],
+            "file": (__import__("io").BytesIO(echo_lines(1)), "a.jsonl"),
+        },
+        content_type="multipart/form-data",
+    )
     assert_envelope(twice, 400, "twice", param="purpose")
     assert data_files(settings) == before
 
@@ -206,8 +259,9 @@ def test_list_pages_in_both_orders(client):
     assert client.get("/v1/files?purpose=batch_output", headers=AUTH_A).get_json()["data"] == []
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=10001", "limit=x", "order=up",
-                                   "after=../x", "colour=red"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=10001", "limit=x", "order=up", "after=../x", "colour=red"]
+)
 def test_list_bad_parameters(client, query):
     assert_envelope(client.get(f"/v1/files?{query}", headers=AUTH_A), 400)
 
@@ -230,15 +284,20 @@ def test_retrieve_content_range_and_delete(client):
 
 def test_other_projects_files_are_invisible(client):
     file_id = upload(client, echo_lines(1)).get_json()["id"]
-    for method, path in (("get", f"/v1/files/{file_id}"), ("get", f"/v1/files/{file_id}/content"),
-                         ("delete", f"/v1/files/{file_id}")):
+    for method, path in (
+        ("get", f"/v1/files/{file_id}"),
+        ("get", f"/v1/files/{file_id}/content"),
+        ("delete", f"/v1/files/{file_id}"),
+    ):
         assert_envelope(getattr(client, method)(path, headers=AUTH_B), 404)
     assert client.get("/v1/files", headers=AUTH_B).get_json()["data"] == []
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 200
 
 
-@pytest.mark.parametrize("file_id", ["..%2F..%2Fkeys.json", "file-../../x", "file-0123",
-                                     "%2e%2e", "file-ZZZZZZZZZZZZZZZZZZZZZZZZ"])
+@pytest.mark.parametrize(
+    "file_id",
+    ["..%2F..%2Fkeys.json", "file-../../x", "file-0123", "%2e%2e", "file-ZZZZZZZZZZZZZZZZZZZZZZZZ"],
+)
 def test_traversal_ids_are_404(client, file_id):
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 404
 
@@ -246,8 +305,11 @@ def test_traversal_ids_are_404(client, file_id):
 def test_expired_file_is_gone(make_app):
     now = [1_800_000_000.0]
     client = make_app(clock=lambda: now[0]).test_client()
-    file_id = upload(client, echo_lines(1), **{"expires_after[anchor]": "created_at",
-                                               "expires_after[seconds]": "3600"}).get_json()["id"]
+    file_id = upload(
+        client,
+        echo_lines(1),
+        **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"},
+    ).get_json()["id"]
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 200
     now[0] += 3601
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).status_code == 404
@@ -272,7 +334,8 @@ def test_stale_temp_files_and_orphans_are_swept(make_app, settings):
     other_host.write_bytes(b"another host's upload, its pid means nothing here")
     make_app()
     assert sorted(p.name for p in files_dir.iterdir()) == sorted(
-        [mine.name, other_host.name, publishing.name])
+        [mine.name, other_host.name, publishing.name]
+    )
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(client):
@@ -293,8 +356,9 @@ def test_a_relative_data_dir_serves_content(tmp_path, monkeypatch):
     """The quick start's default ``./data``: content must come from the working directory,
     not from wherever the package is installed."""
     monkeypatch.chdir(tmp_path)
-    app = create_app(load_settings({}, data_dir=Path("data"), api_keys={"key-a": "proj-a"}),
-                     start_executor=False)
+    app = create_app(
+        load_settings({}, data_dir=Path("data"), api_keys={"key-a": "proj-a"}), start_executor=False
+    )
     client = app.test_client()
     file_id = upload(client, echo_lines(2)).get_json()["id"]
     content = client.get(f"/v1/files/{file_id}/content", headers=AUTH_A)

@@ -25,8 +25,9 @@ def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (line.partition(":") for line in header_lines)}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)
+    }
     return int(status_line.split()[1]), headers, body
 
 
@@ -40,20 +41,30 @@ def server(tmp_path_factory):
 
 CASES = {
     "URL over the request-line limit": (
-        b"GET /v1/files?" + b"a" * 6000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414,
-        "uri_too_long"),
+        b"GET /v1/files?" + b"a" * 6000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+        414,
+        "uri_too_long",
+    ),
     "101 headers": (
-        b"GET /v1/files HTTP/1.1\r\n" + HOST
-        + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n", 431,
-        "headers_too_large"),
+        b"GET /v1/files HTTP/1.1\r\n"
+        + HOST
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+        + b"\r\n",
+        431,
+        "headers_too_large",
+    ),
     "a 9 KB header": (
-        b"GET /v1/files HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 9000 + b"\r\n\r\n", 431,
-        "headers_too_large"),
+        b"GET /v1/files HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 9000 + b"\r\n\r\n",
+        431,
+        "headers_too_large",
+    ),
     "malformed request line": (b"GARBAGE\r\n\r\n", 400, "invalid_http_request"),
     "bad HTTP version": (b"GET / HTTP/9.x\r\n" + HOST + b"\r\n", 400, "invalid_http_request"),
     "Content-Length superscript two": (
-        b"POST /v1/batches HTTP/1.1\r\n" + HOST + "Content-Length: ²\r\n".encode()
-        + b"\r\n{}", 400, "invalid_http_request"),
+        b"POST /v1/batches HTTP/1.1\r\n" + HOST + "Content-Length: ²\r\n".encode() + b"\r\n{}",
+        400,
+        "invalid_http_request",
+    ),
 }
 
 
@@ -80,24 +91,32 @@ def test_streamed_json_upload_over_the_cap_is_413_saying_multipart(server):
         yield json.dumps({"content": content})[:2500].encode()
         yield json.dumps({"content": content})[2500:].encode()
 
-    response = requests.post(server.url + "/v1/files", data=chunks(), timeout=10, headers={
-        "Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"})
+    response = requests.post(
+        server.url + "/v1/files",
+        data=chunks(),
+        timeout=10,
+        headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"},
+    )
     assert response.status_code == 413, response.text
     error = response.json()["error"]
     assert error["code"] == "request_too_large" and "multipart/form-data" in error["message"]
-    assert requests.get(server.url + "/v1/files", headers=AUTH_A,
-                        timeout=10).json()["data"] == []
+    assert requests.get(server.url + "/v1/files", headers=AUTH_A, timeout=10).json()["data"] == []
 
 
 def test_streamed_json_body_over_the_cap_is_413_not_silently_truncated(server):
     """Werkzeug stops reading a chunked body at ``max_content_length`` without a word; the
     valid JSON at its head must not be taken for the whole body."""
+
     def chunks():
         yield b'{"input_file_id": "file-000000000000000000000000", "endpoint": "/v1/x"}'
         for _ in range(40):
             yield b" " * 32768  # 1.25 MiB of trailing whitespace: over ZUMIK_MAX_JSON_BYTES
 
-    response = requests.post(server.url + "/v1/batches", data=chunks(), timeout=10, headers={
-        "Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"})
+    response = requests.post(
+        server.url + "/v1/batches",
+        data=chunks(),
+        timeout=10,
+        headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"},
+    )
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "request_too_large"

@@ -24,9 +24,11 @@ def depth(value) -> int:
 
 
 tricky_text = st.text(alphabet='[]{}"\\ab', max_size=6)
-nested = st.recursive(st.none() | st.integers() | tricky_text,
-                      lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(tricky_text, inner, max_size=2), max_leaves=30)
+nested = st.recursive(
+    st.none() | st.integers() | tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_text, inner, max_size=2),
+    max_leaves=30,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -55,13 +57,18 @@ def test_typed_decodes_refuse_a_lone_surrogate_even_in_a_field_they_skip(escape,
     """The fast paths (``check_request``, ``target_of``, ``request_of``) rely on this: a line
     with a lone surrogate escape anywhere fails msgspec's decode and goes to ``parse_line``,
     which names the field; an escaped pair decodes (an emoji is fine)."""
-    doc = {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
-           "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
+    doc = {
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    }
     text = json.dumps(doc)
-    line = {"custom_id": text.replace('"r1"', f'"r1{escape}"'),
-            "skipped field": '{"note": "' + escape + '", ' + text[1:],
-            "body field": text.replace('"body": {', '"body": {"note": "' + escape + '", ')
-            }[where].encode()
+    line = {
+        "custom_id": text.replace('"r1"', f'"r1{escape}"'),
+        "skipped field": '{"note": "' + escape + '", ' + text[1:],
+        "body field": text.replace('"body": {', '"body": {"note": "' + escape + '", '),
+    }[where].encode()
     for decode in (check_request, target_of, request_of):
         with pytest.raises(LineError):
             decode(line, 1)
@@ -87,13 +94,21 @@ def test_a_batch_over_a_file_stored_before_the_rule_fails_instead_of_looping(mak
     valid file's content; the batch must end ``failed`` naming each line, promptly."""
     client = make_app(start=True).test_client()
     stored = upload(client, jsonl([request_line(f"r{i}") for i in range(4)])).get_json()
-    legacy = b"\n".join([
-        json.dumps(request_line("ok")).encode(),
-        json.dumps(request_line("\ud800")).encode(),                 # custom_id
-        json.dumps(request_line("c", "hi \udfff")).encode(),        # message content
-        json.dumps(request_line("d")).encode()[:-2] + b',"x":' + b"[" * 3000 + b"]" * 3000
-        + b"}}",                                                     # 3,000 deep
-    ]) + b"\n"
+    legacy = (
+        b"\n".join(
+            [
+                json.dumps(request_line("ok")).encode(),
+                json.dumps(request_line("\ud800")).encode(),  # custom_id
+                json.dumps(request_line("c", "hi \udfff")).encode(),  # message content
+                json.dumps(request_line("d")).encode()[:-2]
+                + b',"x":'
+                + b"[" * 3000
+                + b"]" * 3000
+                + b"}}",  # 3,000 deep
+            ]
+        )
+        + b"\n"
+    )
     (settings.data_dir / "proj-a" / "files" / f"{stored['id']}.data").write_bytes(legacy)
     batch = create_batch(client, stored["id"]).get_json()
     record = wait_batch(client, batch["id"], timeout=20)

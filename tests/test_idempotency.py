@@ -46,8 +46,12 @@ def test_a_key_reused_for_another_request_is_refused(client, tmp_path):
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\tinside"])
 def test_malformed_keys_are_refused(client, key):
-    response = client.post("/v1/files", headers=keyed(key), data={
-        "file": (io.BytesIO(echo_lines(1)), "a.jsonl")}, content_type="multipart/form-data")
+    response = client.post(
+        "/v1/files",
+        headers=keyed(key),
+        data={"file": (io.BytesIO(echo_lines(1)), "a.jsonl")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 400
     assert response.get_json()["error"]["param"] == "Idempotency-Key"
     assert file_count(client) == 0
@@ -113,14 +117,20 @@ def sdk(proxy: DroppingProxy) -> openai.OpenAI:
 def test_sdk_retried_upload_with_a_key_stores_one_file(proxied):
     client = sdk(proxied)
     proxied.drop(1)
-    created = client.files.create(file=("in.jsonl", echo_lines(5)), purpose="batch",
-                                  extra_headers={"Idempotency-Key": "upload-1"})
+    created = client.files.create(
+        file=("in.jsonl", echo_lines(5)),
+        purpose="batch",
+        extra_headers={"Idempotency-Key": "upload-1"},
+    )
     assert proxied.dropped == 1  # the first answer was lost; the SDK retried
     assert [f.id for f in client.files.list()] == [created.id]
     proxied.drop(1)  # a fresh client: its first request opens the connection that is dropped
-    batch = sdk(proxied).batches.create(input_file_id=created.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h",
-                                  extra_headers={"Idempotency-Key": "batch-1"})
+    batch = sdk(proxied).batches.create(
+        input_file_id=created.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        extra_headers={"Idempotency-Key": "batch-1"},
+    )
     assert proxied.dropped == 2
     assert [b.id for b in client.batches.list()] == [batch.id]
 

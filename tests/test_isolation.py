@@ -21,12 +21,21 @@ def test_project_b_cannot_reach_project_a(client, settings):
     }
     statuses = {name: response.status_code for name, response in attempts.items()}
     # Zumik's Batches page: an input_file_id unknown in this project is a 400
-    assert statuses == {"retrieve file": 404, "file content": 404, "delete file": 404,
-                        "retrieve batch": 404, "cancel batch": 404, "use as input": 400}
-    assert all(set(r.get_json()["error"]) == {"message", "type", "param", "code"}
-               for r in attempts.values())
+    assert statuses == {
+        "retrieve file": 404,
+        "file content": 404,
+        "delete file": 404,
+        "retrieve batch": 404,
+        "cancel batch": 404,
+        "use as input": 400,
+    }
+    assert all(
+        set(r.get_json()["error"]) == {"message", "type", "param", "code"}
+        for r in attempts.values()
+    )
     assert client.get("/v1/files", headers=AUTH_B).get_json()["data"] == []
     assert client.get("/v1/batches", headers=AUTH_B).get_json()["data"] == []
     assert snapshot(settings.data_dir / "proj-a") == before
-    assert client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["status"] == \
-        "validating"
+    assert (
+        client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["status"] == "validating"
+    )

@@ -13,9 +13,18 @@ from zumik.storage.batchhandle import BatchHandle
 
 def ok_line(custom_id: str, tokens: int = 3, provider: str = "p") -> bytes:
     body = {"usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1}}
-    return json.dumps({"id": "batch_req_1", "custom_id": custom_id, "response": {
-        "status_code": 200, "request_id": None, "body": body}, "error": None,
-        "provider": provider}).encode() + b"\n"
+    return (
+        json.dumps(
+            {
+                "id": "batch_req_1",
+                "custom_id": custom_id,
+                "response": {"status_code": 200, "request_id": None, "body": body},
+                "error": None,
+                "provider": provider,
+            }
+        ).encode()
+        + b"\n"
+    )
 
 
 def test_line_set_is_a_set_of_line_numbers():
@@ -31,12 +40,16 @@ def test_line_set_is_a_set_of_line_numbers():
 
 def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path):
     first = tmp_path / "batch_x.1.jsonl"
-    first.write_bytes(journal.entry_bytes(1, ok_line("a", 5)) +
-                      journal.entry_bytes(2, error_line("b", "timeout", "slow")) +
-                      b'3\t{"id":"batch_req_1","custom_id":"c","resp')
+    first.write_bytes(
+        journal.entry_bytes(1, ok_line("a", 5))
+        + journal.entry_bytes(2, error_line("b", "timeout", "slow"))
+        + b'3\t{"id":"batch_req_1","custom_id":"c","resp'
+    )
     (tmp_path / "batch_x.2.jsonl").write_bytes(
-        journal.entry_bytes(1, ok_line("a", 100)) +  # sent again by a later claim: ignored
-        journal.entry_bytes(3, ok_line("c", 7)) + b"garbage without a tab\n")
+        journal.entry_bytes(1, ok_line("a", 100))  # sent again by a later claim: ignored
+        + journal.entry_bytes(3, ok_line("c", 7))
+        + b"garbage without a tab\n"
+    )
     segments = BatchHandle(tmp_path, tmp_path, "batch_x").segments()
     assert [p.name for p in segments] == ["batch_x.1.jsonl", "batch_x.2.jsonl"]
     progress = journal.recover(segments, repair=True)
@@ -48,8 +61,17 @@ def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path)
 
 def http_error_line(custom_id: str, status: int = 400) -> bytes:
     body = {"error": {"message": "bad", "type": "invalid_request_error", "code": None}}
-    return json.dumps({"id": "batch_req_2", "custom_id": custom_id, "response": {
-        "status_code": status, "request_id": "r", "body": body}, "error": None}).encode() + b"\n"
+    return (
+        json.dumps(
+            {
+                "id": "batch_req_2",
+                "custom_id": custom_id,
+                "response": {"status_code": status, "request_id": "r", "body": body},
+                "error": None,
+            }
+        ).encode()
+        + b"\n"
+    )
 
 
 def test_the_classifier_fails_http_errors_and_answerless_lines():
@@ -67,13 +89,20 @@ def merged_ids(path) -> list[str]:
 
 def test_merge_writes_each_line_once_successes_to_output_failures_to_errors(tmp_path):
     (tmp_path / "batch_x.1.jsonl").write_bytes(
-        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(1, error_line("a", "x", "y")))
+        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(1, error_line("a", "x", "y"))
+    )
     (tmp_path / "batch_x.2.jsonl").write_bytes(
-        journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(3, ok_line("c")) +
-        journal.entry_bytes(4, http_error_line("d")))
+        journal.entry_bytes(2, ok_line("b"))
+        + journal.entry_bytes(3, ok_line("c"))
+        + journal.entry_bytes(4, http_error_line("d"))
+    )
     out, err = tmp_path / "out", tmp_path / "err"
-    merged = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
-                           prices={"p": (1_000_000.0, 0.0)})
+    merged = journal.merge(
+        BatchHandle(tmp_path, tmp_path, "batch_x").segments(),
+        out,
+        err,
+        prices={"p": (1_000_000.0, 0.0)},
+    )
     summary = merged.summary
     assert merged_ids(out) == ["b", "c"]
     assert merged_ids(err) == ["a", "d"]
@@ -85,9 +114,11 @@ def test_merge_writes_each_line_once_successes_to_output_failures_to_errors(tmp_
 
 def test_merge_combined_puts_every_line_in_the_output(tmp_path):
     (tmp_path / "batch_x.1.jsonl").write_bytes(
-        journal.entry_bytes(1, ok_line("a")) + journal.entry_bytes(2, http_error_line("b")))
+        journal.entry_bytes(1, ok_line("a")) + journal.entry_bytes(2, http_error_line("b"))
+    )
     out, err = tmp_path / "out", tmp_path / "err"
-    merged = journal.merge(BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err,
-                           combined=True)
+    merged = journal.merge(
+        BatchHandle(tmp_path, tmp_path, "batch_x").segments(), out, err, combined=True
+    )
     assert merged_ids(out) == ["a", "b"] and merged_ids(err) == ["b"]
     assert (merged.summary.completed, merged.summary.failed) == (1, 1)

@@ -27,8 +27,11 @@ def test_sweeper_expires_outputs_records_and_inputs(make_app, settings):
     client = app.test_client()
     shared_input = upload(client, echo_lines(2)).get_json()["id"]
     lone_input = upload(client, echo_lines(2)).get_json()["id"]
-    timed = upload(client, echo_lines(1), **{"expires_after[anchor]": "created_at",
-                                             "expires_after[seconds]": "7200"}).get_json()["id"]
+    timed = upload(
+        client,
+        echo_lines(1),
+        **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "7200"},
+    ).get_json()["id"]
     first = wait_batch(client, create_batch(client, shared_input).get_json()["id"])
     lone = wait_batch(client, create_batch(client, lone_input).get_json()["id"])
     janitor = Janitor(settings, clock=lambda: now[0])
@@ -38,8 +41,7 @@ def test_sweeper_expires_outputs_records_and_inputs(make_app, settings):
     assert client.get(f"/v1/files/{timed}", headers=AUTH_A).status_code == 404
     now[0] += DAY  # output files are due (ZUMIK_OUTPUT_TTL)
     for batch in (first, lone):
-        assert client.get(f"/v1/files/{batch['output_file_id']}",
-                          headers=AUTH_A).status_code == 404
+        assert client.get(f"/v1/files/{batch['output_file_id']}", headers=AUTH_A).status_code == 404
     assert janitor.sweep()["files"] == 2
     # a newer batch still uses the shared input when the first batch's record expires
     now[0] += 5 * DAY
@@ -53,16 +55,22 @@ def test_sweeper_expires_outputs_records_and_inputs(make_app, settings):
     assert client.get(f"/v1/batches/{second['id']}", headers=AUTH_A).status_code == 200
     files_left = sorted(p.name for p in (settings.data_dir / "proj-a" / "files").iterdir())
     assert files_left == sorted([f"{shared_input}.json", f"{shared_input}.data"])
-    batch_files = [p.name for p in (settings.data_dir / "proj-a" / "batches").iterdir()
-                   if first["id"] in p.name]
+    batch_files = [
+        p.name
+        for p in (settings.data_dir / "proj-a" / "batches").iterdir()
+        if first["id"] in p.name
+    ]
     assert batch_files == []
 
 
 @contextlib.contextmanager
 def tiny_filesystem(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
     try:
@@ -99,8 +107,7 @@ def test_disk_full_during_upload(make_app, tmp_path):
 def test_disk_full_during_a_batch_pauses_then_resumes(make_app, provider, tmp_path):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05}, timeout=5)
     with tiny_filesystem(tmp_path / "tiny", "4m") as tiny:
-        app = make_app(data_dir=tiny / "data", upstream_url=provider.url, concurrency=8,
-                       start=True)
+        app = make_app(data_dir=tiny / "data", upstream_url=provider.url, concurrency=8, start=True)
         executor = app.extensions["zumik"].executor
         executor.pause_seconds = 0.5
         client = app.test_client()
@@ -145,9 +152,11 @@ def test_start_up_sweeps_dead_writers_temps_in_the_data_dir_itself(make_app, set
     (settings.data_dir / ".metrics").mkdir()
     dead = 2**22 + 12345  # above the default pid_max: no such process
     host = fsutil.host_id()  # temp names record their host and pid (fsutil.temp_path)
-    stale = [settings.data_dir / f".tmp-{host}@{dead}-health-abc",
-             settings.data_dir / f".tmp-{host}@{dead}-k",
-             settings.data_dir / ".metrics" / f".tmp-{host}@{dead}-m"]
+    stale = [
+        settings.data_dir / f".tmp-{host}@{dead}-health-abc",
+        settings.data_dir / f".tmp-{host}@{dead}-k",
+        settings.data_dir / ".metrics" / f".tmp-{host}@{dead}-m",
+    ]
     for path in stale:
         path.write_bytes(b"x")
     live = settings.data_dir / f".tmp-{host}@{os.getpid()}-mine"

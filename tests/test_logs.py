@@ -34,8 +34,13 @@ def test_request_and_batch_logs_are_json_with_ids(make_app):
         logging.getLogger("zumik").removeHandler(handler)
     lines = [json.loads(JsonFormatter().format(r)) for r in records]
     requests_logged = [x for x in lines if x["logger"] == "zumik.access"]
-    assert any(x["path"] == "/v1/files" and x["status"] == 200 and x["project"] == "proj-a"
-               and x["request_id"].startswith("req_") for x in requests_logged)
+    assert any(
+        x["path"] == "/v1/files"
+        and x["status"] == 200
+        and x["project"] == "proj-a"
+        and x["request_id"].startswith("req_")
+        for x in requests_logged
+    )
     batch_events = [x for x in lines if x.get("batch_id") == batch_id]
     assert [x["status"] for x in batch_events if "status" in x][:1] == ["validating"]
     assert batch_events[-1]["status"] == "completed"

@@ -25,23 +25,38 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_sum_across_workers(gunicorn, provider):
     server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url})
-    file_id = requests.post(server.url + "/v1/files", headers=AUTH_A, timeout=10, files={
-        "file": ("a.jsonl", echo_lines(50, model="m"))}).json()["id"]
-    batch_ids = [requests.post(server.url + "/v1/batches", headers=AUTH_A, timeout=10, json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()["id"]
-        for _ in range(4)]
+    file_id = requests.post(
+        server.url + "/v1/files",
+        headers=AUTH_A,
+        timeout=10,
+        files={"file": ("a.jsonl", echo_lines(50, model="m"))},
+    ).json()["id"]
+    batch_ids = [
+        requests.post(
+            server.url + "/v1/batches",
+            headers=AUTH_A,
+            timeout=10,
+            json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+        ).json()["id"]
+        for _ in range(4)
+    ]
     deadline = time.time() + 60
     while time.time() < deadline:
-        statuses = {requests.get(f"{server.url}/v1/batches/{b}", headers=AUTH_A,
-                                 timeout=10).json()["status"] for b in batch_ids}
+        statuses = {
+            requests.get(f"{server.url}/v1/batches/{b}", headers=AUTH_A, timeout=10).json()[
+                "status"
+            ]
+            for b in batch_ids
+        }
         if statuses == {"completed"}:
             break
         time.sleep(0.2)
     assert statuses == {"completed"}
     time.sleep(2.5)  # every executor flushes its counters at least every 2 s
     text = requests.get(server.url + "/metrics", timeout=10).text
-    assert metric(text, "zumik_lines_total", provider="default", model="m",
-                  outcome="completed") == 200
+    assert (
+        metric(text, "zumik_lines_total", provider="default", model="m", outcome="completed") == 200
+    )
     assert metric(text, "zumik_upstream_latency_seconds_count", provider="default") == 200
     assert metric(text, "zumik_batches_finished_total", status="completed") == 4
     stored = sorted(p.name for p in (server.data_dir / "proj-a" / "files").iterdir())
@@ -55,8 +70,10 @@ def test_metrics_sum_across_workers(gunicorn, provider):
 def test_user_supplied_label_values_cannot_grow_metrics_without_bound():
     metrics = Metrics()
     for i in range(MAX_SERIES + 500):
-        metrics.inc("zumik_lines_total", (("provider", "default"), ("model", f"m{i}"),
-                                          ("outcome", "completed")))
+        metrics.inc(
+            "zumik_lines_total",
+            (("provider", "default"), ("model", f"m{i}"), ("outcome", "completed")),
+        )
     counters = metrics.snapshot()["counters"]
     assert len(counters) == MAX_SERIES + 1
     other = [v for k, v in counters.items() if '"_other"' in k]
@@ -92,7 +109,9 @@ def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
         opened, _OPENED = _OPENED, None
     project = str(zumik.settings.data_dir / "proj-a")
     assert [p for p in opened if p.startswith(project)] == [  # the newest version: 1, and
-        f"{project}/batches/{active}.json", f"{project}/batches/{active}.v2.json"]  # no 2
+        f"{project}/batches/{active}.json",
+        f"{project}/batches/{active}.v2.json",
+    ]  # no 2
     assert metric(text, "zumik_batches", status="validating") == 1
     assert metric(text, "zumik_batches", status="completed") == 0  # a gauge of active ones
     assert metric(text, "zumik_batches_finished_total", status="completed") == 20
@@ -105,11 +124,13 @@ def test_metrics_needs_the_token_when_one_is_set(gunicorn):
     refused = requests.get(server.url + "/metrics", timeout=10)
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "invalid_api_key"
-    wrong = requests.get(server.url + "/metrics", timeout=10,
-                         headers={"Authorization": "Bearer key-a"})  # a tenant key is not it
+    wrong = requests.get(
+        server.url + "/metrics", timeout=10, headers={"Authorization": "Bearer key-a"}
+    )  # a tenant key is not it
     assert wrong.status_code == 401
-    allowed = requests.get(server.url + "/metrics", timeout=10,
-                           headers={"Authorization": "Bearer scrape-secret"})
+    allowed = requests.get(
+        server.url + "/metrics", timeout=10, headers={"Authorization": "Bearer scrape-secret"}
+    )
     assert allowed.status_code == 200 and "# TYPE zumik_batches gauge" in allowed.text
 
 

@@ -27,8 +27,16 @@ from zumik.api.auth import create_key, list_keys, revoke_key
 CONCURRENCY = 8
 CLUSTER: list[Cluster] = []
 TERMINAL = ("completed", "failed", "cancelled", "expired")
-RANK = {"validating": 0, "in_progress": 1, "finalizing": 2, "cancelling": 2, "completed": 3,
-        "failed": 3, "cancelled": 3, "expired": 3}
+RANK = {
+    "validating": 0,
+    "in_progress": 1,
+    "finalizing": 2,
+    "cancelling": 2,
+    "completed": 3,
+    "failed": 3,
+    "cancelled": 3,
+    "expired": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +52,22 @@ def cluster() -> Cluster:
 @pytest.fixture(scope="module")
 def upstream():
     from fake_provider import ProviderThread
+
     thread = ProviderThread().start()
     yield thread
     thread.stop()
 
 
 def base_env(upstream, **extra: str) -> dict[str, str]:
-    return {"ZUMIK_UPSTREAM_URL": upstream.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY),
-            "ZUMIK_CLAIM_MODE": "lease", "ZUMIK_LEASE_SECONDS": "2", "ZUMIK_MAX_FILES": "1000",
-            "ZUMIK_MAX_ACTIVE_BATCHES": "64", **extra}
+    return {
+        "ZUMIK_UPSTREAM_URL": upstream.url,
+        "ZUMIK_CONCURRENCY": str(CONCURRENCY),
+        "ZUMIK_CLAIM_MODE": "lease",
+        "ZUMIK_LEASE_SECONDS": "2",
+        "ZUMIK_MAX_FILES": "1000",
+        "ZUMIK_MAX_ACTIVE_BATCHES": "64",
+        **extra,
+    }
 
 
 def control(upstream, **knobs) -> None:
@@ -65,14 +80,28 @@ def api(host: Host, method: str, path: str, auth=AUTH_A, **kwargs) -> requests.R
 
 
 def upload(host: Host, content: bytes, auth=AUTH_A) -> requests.Response:
-    return api(host, "POST", "/v1/files", auth, files={"file": ("in.jsonl", content)},
-               data={"purpose": "batch"})
+    return api(
+        host,
+        "POST",
+        "/v1/files",
+        auth,
+        files={"file": ("in.jsonl", content)},
+        data={"purpose": "batch"},
+    )
 
 
 def start_batch(host: Host, content: bytes) -> str:
     file_id = upload(host, content).json()["id"]
-    response = api(host, "POST", "/v1/batches", json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+    response = api(
+        host,
+        "POST",
+        "/v1/batches",
+        json={
+            "input_file_id": file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
@@ -97,8 +126,15 @@ def wait_terminal(host: Host, batch_id: str, timeout: float = 60.0) -> dict:
         for path in sorted(folder.glob(f"{batch_id}.*")):
             print("FILE", path.name, path.read_bytes()[:300])
         for other in CLUSTER[0].hosts.values():
-            print("METRICS", other.name, [line for line in requests.get(
-                other.url + "/metrics", timeout=10).text.splitlines() if "inflight" in line])
+            print(
+                "METRICS",
+                other.name,
+                [
+                    line
+                    for line in requests.get(other.url + "/metrics", timeout=10).text.splitlines()
+                    if "inflight" in line
+                ],
+            )
     raise AssertionError(f"batch {batch_id} stuck: {status(host, batch_id)}")
 
 
@@ -112,8 +148,7 @@ def output_ids(host: Host, file_id: str | None) -> list[str]:
 def holder(cluster: Cluster, batch_id: str) -> str | None:
     """Which host ("a" or "b") holds the batch's newest lease, when host names tell."""
     folder = cluster.data_dir("a") / "proj-a" / "batches"
-    leases = sorted(folder.glob(f"{batch_id}.lease.*"),
-                    key=lambda p: int(p.name.rsplit(".", 1)[1]))
+    leases = sorted(folder.glob(f"{batch_id}.lease.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
     if not leases:
         return None
     text = leases[-1].read_text(errors="replace")
@@ -163,8 +198,9 @@ def test_files_and_batches_visible_across_hosts(cluster, upstream):
 def test_quota_holds_across_hosts(cluster, upstream):
     a, b = cluster.ensure(base_env(upstream, ZUMIK_MAX_FILES="5"))
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda i: upload((a, b)[i % 2], echo_lines(3), AUTH_B).status_code,
-                                range(16)))
+        answers = list(
+            pool.map(lambda i: upload((a, b)[i % 2], echo_lines(3), AUTH_B).status_code, range(16))
+        )
     stored = api(a, "GET", "/v1/files", AUTH_B).json()["data"]
     assert answers.count(200) == 5 and len(stored) == 5, answers
     for meta in stored:
@@ -175,8 +211,10 @@ def test_sigkill_of_one_host_mid_batch_exactly_once(cluster, upstream):
     control(upstream, latency=0.05)
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
     total = 400
-    batch_ids = [start_batch(hosts["ab"[i % 2]], echo_lines(total, model="m", prefix=f"k{i}-"))
-                 for i in range(4)]
+    batch_ids = [
+        start_batch(hosts["ab"[i % 2]], echo_lines(total, model="m", prefix=f"k{i}-"))
+        for i in range(4)
+    ]
     for batch_id in batch_ids:
         wait_running(hosts, batch_id)
     hosts["a"].stop(signal.SIGKILL)  # the whole host: master, workers, their executors
@@ -189,9 +227,18 @@ def test_sigkill_of_one_host_mid_batch_exactly_once(cluster, upstream):
         assert sorted(ids) == sorted(f"k{i}-{n}" for n in range(total))  # each exactly once
     stats = requests.get(upstream.url.replace("/v1", "/_stats"), timeout=10).json()
     resent = stats["requests"] - 4 * total
-    print("\nmulti-host report:", json.dumps({
-        "fault": "SIGKILL host a", "batches": 4, "lines": 4 * total,
-        "finished_after_s": round(took, 1), "resent_upstream": resent}))
+    print(
+        "\nmulti-host report:",
+        json.dumps(
+            {
+                "fault": "SIGKILL host a",
+                "batches": 4,
+                "lines": 4 * total,
+                "finished_after_s": round(took, 1),
+                "resent_upstream": resent,
+            }
+        ),
+    )
     assert resent <= 2 * CONCURRENCY  # at most what host a (2 workers) had in flight
     control(upstream, latency=0.0)
 
@@ -212,15 +259,22 @@ def test_cancel_through_the_other_host(cluster, upstream):
     control(upstream, latency=0.0)
 
 
-def watch_statuses(hosts: dict[str, Host], batch_id: str, stop: threading.Event,
-                   seen: list[tuple[str, str]]) -> None:
+def watch_statuses(
+    hosts: dict[str, Host], batch_id: str, stop: threading.Event, seen: list[tuple[str, str]]
+) -> None:
     """Poll both hosts (keeping their caches warm, as users polling do) and note each status."""
     while not stop.is_set():
         for name, host in hosts.items():
             with contextlib.suppress(requests.RequestException):
                 response = api(host, "GET", f"/v1/batches/{batch_id}")
-                seen.append((name, response.json()["status"] if response.status_code == 200
-                             else f"HTTP {response.status_code}"))
+                seen.append(
+                    (
+                        name,
+                        response.json()["status"]
+                        if response.status_code == 200
+                        else f"HTTP {response.status_code}",
+                    )
+                )
         time.sleep(0.01)
 
 
@@ -243,8 +297,9 @@ def test_cancel_racing_completion_across_hosts(cluster, upstream):
                 runner = holder(cluster, batch_id) or runner
                 probe = hosts[runner or "a"]
                 record = status(probe, batch_id)
-                if (record["request_counts"]["completed"] >= total * (attempt % 3) // 3
-                        or record["status"] in ("finalizing", *TERMINAL)):
+                if record["request_counts"]["completed"] >= total * (attempt % 3) // 3 or record[
+                    "status"
+                ] in ("finalizing", *TERMINAL):
                     break
             other = hosts["b" if runner == "a" else "a"]
             api(other, "POST", f"/v1/batches/{batch_id}/cancel")
@@ -268,8 +323,9 @@ def test_ten_concurrent_cancels_through_the_other_host(cluster, upstream):
     control(upstream, latency=0.05)
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
     lines = 3000  # long enough that none can finish before all ten are running and cancelled
-    batch_ids = [start_batch(hosts["a"], echo_lines(lines, model="m", prefix=f"t{i}-"))
-                 for i in range(10)]
+    batch_ids = [
+        start_batch(hosts["a"], echo_lines(lines, model="m", prefix=f"t{i}-")) for i in range(10)
+    ]
     for batch_id in batch_ids:
         wait_running(hosts, batch_id, lines=1)
 
@@ -296,9 +352,11 @@ def test_restarting_host_keeps_the_other_hosts_temp_files(cluster, upstream):
     go_on = threading.Event()  # each half > 1 MiB, what the server reads at a time
     first, second = echo_lines(12_000, prefix="x"), echo_lines(12_000, prefix="y")
     boundary = "zumikboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"in.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="in.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     length = len(head) + len(first) + len(second) + len(tail)
     result: dict[str, tuple[int, bytes]] = {}
@@ -306,8 +364,11 @@ def test_restarting_host_keeps_the_other_hosts_temp_files(cluster, upstream):
     def send() -> None:  # one upload whose second half waits for go_on
         connection = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
         connection.putrequest("POST", "/v1/files")
-        for key, value in {**AUTH_A, "Content-Length": str(length),
-                           "Content-Type": f"multipart/form-data; boundary={boundary}"}.items():
+        for key, value in {
+            **AUTH_A,
+            "Content-Length": str(length),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }.items():
             connection.putheader(key, value)
         connection.endheaders()
         connection.send(head + first)
@@ -321,8 +382,9 @@ def test_restarting_host_keeps_the_other_hosts_temp_files(cluster, upstream):
     sender.start()
     try:
         deadline = time.time() + 20
-        while not files_dir.exists() or not any(n.startswith(".tmp-")
-                                                for n in os.listdir(files_dir)):
+        while not files_dir.exists() or not any(
+            n.startswith(".tmp-") for n in os.listdir(files_dir)
+        ):
             assert time.time() < deadline, "the upload never started its temp file"
             time.sleep(0.05)
         b.stop()
@@ -345,23 +407,27 @@ def test_layout_is_one_folder_on_both_mounts(cluster):
     probe.unlink()
 
 
-def test_keys_edited_on_both_hosts_at_once_all_count_and_a_revoke_is_seen_at_once(cluster,
-                                                                                    upstream):
+def test_keys_edited_on_both_hosts_at_once_all_count_and_a_revoke_is_seen_at_once(
+    cluster, upstream
+):
     """``zumik keys`` run on both hosts at once keeps every key, and a key revoked on one host
     is refused by the other on its very next request (no cache timeout in between)."""
     a, b = cluster.ensure(base_env(upstream))
     with ThreadPoolExecutor(4) as pool:
-        keys = list(pool.map(lambda i: create_key(cluster.data_dir("ab"[i % 2]), f"team{i}"),
-                             range(12)))
+        keys = list(
+            pool.map(lambda i: create_key(cluster.data_dir("ab"[i % 2]), f"team{i}"), range(12))
+        )
     for data_dir in (cluster.data_dir("a"), cluster.data_dir("b")):
         assert len(list_keys(data_dir)) == 12
     for key in keys:
         for host in (a, b):
-            assert api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}
-                       ).status_code == 200
+            assert (
+                api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
+            )
     for i, key in enumerate(keys[:6]):
         assert api(b, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
         revoke_key(cluster.data_dir("ab"[i % 2]), key)
         for host in (a, b):
-            assert api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}
-                       ).status_code == 401, f"revoked key still accepted by {host.name}"
+            assert (
+                api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 401
+            ), f"revoked key still accepted by {host.name}"

@@ -20,8 +20,12 @@ from schemathesis.specs.openapi.checks import (
 from zumik.api.openapi import DOCUMENT
 
 schema = schemathesis.openapi.from_dict(DOCUMENT)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(app):
@@ -31,8 +35,12 @@ def test_every_route_is_documented_and_every_documented_route_exists(app):
             continue  # the dashboard's pages are HTML for people, not API routes
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         routes |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
-    documented = {(path, method) for path, item in DOCUMENT["paths"].items()
-                  for method in item if method != "parameters"}
+    documented = {
+        (path, method)
+        for path, item in DOCUMENT["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
     assert routes == documented
     assert app.test_client().get("/openapi.json").get_json() == DOCUMENT
 
@@ -42,16 +50,23 @@ def live(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("schemathesis") / "data", {}).start()
     import requests
 
-    file_id = requests.post(server.url + "/v1/files", headers=AUTH_A, timeout=10,
-                            files={"file": ("a.jsonl", echo_lines(2))}).json()["id"]
-    requests.post(server.url + "/v1/batches", headers=AUTH_A, timeout=10,
-                  json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"})
+    file_id = requests.post(
+        server.url + "/v1/files",
+        headers=AUTH_A,
+        timeout=10,
+        files={"file": ("a.jsonl", echo_lines(2))},
+    ).json()["id"]
+    requests.post(
+        server.url + "/v1/batches",
+        headers=AUTH_A,
+        timeout=10,
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    )
     yield server
     server.stop()
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case, live):
     case.call_and_validate(base_url=live.url, headers=AUTH_A, checks=CHECKS)

@@ -28,8 +28,12 @@ from zumik.execution.upstream import retry_after
 from zumik.ops.metrics import provider_states
 from zumik.settings import load_settings
 
-FAST = {"retry_backoff": 0.02, "provider_down_seconds": 0.3, "provider_probe_max": 0.3,
-        "provider_down_failures": 3}
+FAST = {
+    "retry_backoff": 0.02,
+    "provider_down_seconds": 0.3,
+    "provider_probe_max": 0.3,
+    "provider_down_failures": 3,
+}
 
 
 def control(provider, **knobs):
@@ -60,8 +64,12 @@ def test_an_outage_is_waited_out_without_failing_a_line(make_app, provider):
     app = make_app(start=True, upstream_url=provider.url, concurrency=4, max_attempts=2, **FAST)
     client = app.test_client()
     batch_id = start(client, echo_lines(150, model="m"))
-    while client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()[
-            "request_counts"]["completed"] < 20:
+    while (
+        client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["request_counts"][
+            "completed"
+        ]
+        < 20
+    ):
         time.sleep(0.05)
     provider.outage(2.0, 1.5)  # killed for 2 s, then "loading the model" for 1.5 s
     batch = wait_batch(client, batch_id, timeout=60)
@@ -77,14 +85,22 @@ def test_an_outage_is_waited_out_without_failing_a_line(make_app, provider):
     executor.metrics.flush(executor.settings.data_dir)
     [state] = provider_states(executor.settings.data_dir)
     assert state["provider"] == "default" and state["up"] is True and state["downs"] >= 1
-    assert {"in_flight", "held", "concurrency_limit", "rate_limited", "retries",
-            "latency_ewma_s", "wait_seconds"} <= set(state)
+    assert {
+        "in_flight",
+        "held",
+        "concurrency_limit",
+        "rate_limited",
+        "retries",
+        "latency_ewma_s",
+        "wait_seconds",
+    } <= set(state)
 
 
 def test_a_poison_line_fails_alone_after_its_attempts(make_app, provider):
     control(provider, latency=0.01)
-    client = make_app(start=True, upstream_url=provider.url, concurrency=4, max_attempts=3,
-                      **FAST).test_client()
+    client = make_app(
+        start=True, upstream_url=provider.url, concurrency=4, max_attempts=3, **FAST
+    ).test_client()
     lines = [request_line(f"r{i}", f"message {i}", "m") for i in range(40)]
     lines[17] = request_line("poison", "#fail:500:999", "m")
     batch = wait_batch(client, start(client, jsonl(lines)), timeout=60)
@@ -96,8 +112,9 @@ def test_a_poison_line_fails_alone_after_its_attempts(make_app, provider):
 
 
 def test_a_provider_down_past_the_window_expires_the_batch(make_app, provider):
-    app = make_app(start=True, upstream_url=provider.url, concurrency=4, completion_window=4,
-                   **FAST)
+    app = make_app(
+        start=True, upstream_url=provider.url, concurrency=4, completion_window=4, **FAST
+    )
     client = app.test_client()
     provider.outage(120.0)
     batch = wait_batch(client, start(client, echo_lines(12, model="m")), timeout=30)
@@ -110,11 +127,14 @@ def test_a_provider_down_past_the_window_expires_the_batch(make_app, provider):
 
 def test_hostile_answers_end_in_a_decision(make_app, provider):
     control(provider, big_bytes=3 << 20)
-    client = make_app(start=True, upstream_url=provider.url, max_attempts=2,
-                      max_response_bytes=1 << 20, **FAST).test_client()
+    client = make_app(
+        start=True, upstream_url=provider.url, max_attempts=2, max_response_bytes=1 << 20, **FAST
+    ).test_client()
     kinds = ["big", "gzipbomb", "deep", "deep200", "retryafter", "resetheader"]
-    content = jsonl([request_line(kind, f"#hostile:{kind}", "m") for kind in kinds] +
-                    [request_line(f"after{i}", f"fine {i}", "m") for i in range(5)])
+    content = jsonl(
+        [request_line(kind, f"#hostile:{kind}", "m") for kind in kinds]
+        + [request_line(f"after{i}", f"fine {i}", "m") for i in range(5)]
+    )
     started = time.time()
     batch = wait_batch(client, start(client, content), timeout=60)
     assert batch["status"] == "completed"
@@ -134,8 +154,19 @@ def test_hostile_answers_end_in_a_decision(make_app, provider):
 
 
 def test_header_parsing_never_raises():
-    for value in ("soon, maybe tomorrow", "nan", "inf", "-inf", "1e999", "9" * 5000, "",
-                  "Wed, 99 Foo 2026 99:99:99 GMT", "\udcff", "0x10", "Mon, 01 Jan 0001"):
+    for value in (
+        "soon, maybe tomorrow",
+        "nan",
+        "inf",
+        "-inf",
+        "1e999",
+        "9" * 5000,
+        "",
+        "Wed, 99 Foo 2026 99:99:99 GMT",
+        "\udcff",
+        "0x10",
+        "Mon, 01 Jan 0001",
+    ):
         seconds = retry_after({"retry-after": value, "retry-after-ms": value})
         assert seconds is None or 0 <= seconds <= 300
         reset = parse_reset(value)
@@ -164,8 +195,7 @@ def test_an_unexpected_exception_fails_the_line_with_internal_error(make_app, pr
     assert len(lines) == 6
     assert {x["error"]["code"] for x in lines.values()} == {"internal_error"}
     counters = executor.metrics.snapshot()["counters"]
-    assert any("zumik_line_errors_total" in key and value == 6
-               for key, value in counters.items())
+    assert any("zumik_line_errors_total" in key and value == 6 for key, value in counters.items())
 
 
 def test_a_corrupted_input_line_is_an_internal_error_not_a_loop(make_app, provider):
@@ -199,15 +229,16 @@ def second_provider():
 
 
 def test_lines_fall_through_to_a_live_candidate_while_a_provider_is_down(
-        make_app, provider, second_provider, tmp_path):
+    make_app, provider, second_provider, tmp_path
+):
     from test_routing import write_config
 
     control(provider, unavailable_seconds=600)  # alpha, auto.safe's first, answers 503
     control(second_provider, latency=0.05)
-    settings = load_settings({"ZUMIK_CONFIG": write_config(tmp_path, provider,
-                                                           second_provider)})
-    app = make_app(start=True, providers=settings.providers, models=settings.models,
-                   concurrency=4, **FAST)
+    settings = load_settings({"ZUMIK_CONFIG": write_config(tmp_path, provider, second_provider)})
+    app = make_app(
+        start=True, providers=settings.providers, models=settings.models, concurrency=4, **FAST
+    )
     client = app.test_client()
     content = jsonl([request_line(f"s{i}", f"x{i}", "auto.safe") for i in range(40)])
     batch = wait_batch(client, start(client, content), timeout=60)

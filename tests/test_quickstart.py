@@ -21,9 +21,14 @@ def test_quick_start_defaults_end_to_end(tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "zumik.cli", "serve", "--port",
-                                   str(port)], cwd=tmp_path, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "zumik.cli", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 30
@@ -37,10 +42,24 @@ def test_quick_start_defaults_end_to_end(tmp_path):
         key = re.search(r"zk_[A-Za-z0-9_-]+", log.read_text()).group(0)
         (tmp_path / "requests.jsonl").write_bytes(echo_lines(20))
         done = subprocess.run(
-            [sys.executable, "-m", "zumik.cli", "batch", "--interval", "0.2", "run",
-             "requests.jsonl", "--out", "results.jsonl"], cwd=tmp_path, capture_output=True,
-            text=True, timeout=60,
-            env={**env, "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": key})
+            [
+                sys.executable,
+                "-m",
+                "zumik.cli",
+                "batch",
+                "--interval",
+                "0.2",
+                "run",
+                "requests.jsonl",
+                "--out",
+                "results.jsonl",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": key},
+        )
         assert done.returncode == 0, done.stderr
         assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 20
         assert (tmp_path / "data" / "default" / "files").is_dir()  # ./data, as documented

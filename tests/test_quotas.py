@@ -47,8 +47,10 @@ def test_results_count_and_a_project_over_its_byte_quota_is_refused(make_app):
         assert error["code"] == "quota_exceeded"
         assert f"stores {size} of 20000 bytes" in error["message"]
     small = upload(client, echo_lines(1))
-    assert small.status_code == 400 and f"stores {size} of 20000 bytes" in \
-        small.get_json()["error"]["message"]
+    assert (
+        small.status_code == 400
+        and f"stores {size} of 20000 bytes" in small.get_json()["error"]["message"]
+    )
     # freeing space lets the project work again
     assert client.delete(f"/v1/files/{output['id']}", headers=AUTH_A).status_code == 200
     assert create_batch(client, file_id).status_code == 200
@@ -67,9 +69,16 @@ def test_running_batches_hold_file_slots_for_their_results(make_app):
     assert "stores 1 of 3 files (+2 held for the results of running batches)" in message
     second = create_batch(client, file_id)
     assert second.status_code == 400 and "needs 2 more" in second.get_json()["error"]["message"]
-    session = client.post("/v1/uploads", headers=AUTH_A, json={
-        "bytes": 10, "filename": "later.jsonl", "mime_type": "application/jsonl",
-        "purpose": "batch"})  # an Uploads API session counts as a file: no slot for it
+    session = client.post(
+        "/v1/uploads",
+        headers=AUTH_A,
+        json={
+            "bytes": 10,
+            "filename": "later.jsonl",
+            "mime_type": "application/jsonl",
+            "purpose": "batch",
+        },
+    )  # an Uploads API session counts as a file: no slot for it
     assert session.status_code == 400
     assert session.get_json()["error"]["code"] == "quota_exceeded"
     run_batches(app)  # the batch publishes its output (no failures: no error file)
@@ -79,8 +88,7 @@ def test_running_batches_hold_file_slots_for_their_results(make_app):
     assert create_batch(client, file_id).status_code == 400
 
 
-def test_an_input_shows_when_it_will_be_reclaimed_and_records_expire_at_once(make_app,
-                                                                           settings):
+def test_an_input_shows_when_it_will_be_reclaimed_and_records_expire_at_once(make_app, settings):
     now = [1_800_000_000.0]
     app = make_app(clock=lambda: now[0])
     client = app.test_client()
@@ -95,10 +103,11 @@ def test_an_input_shows_when_it_will_be_reclaimed_and_records_expire_at_once(mak
     second = create_batch(client, file_id).get_json()["id"]  # in use again: no expiry
     assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).get_json()["expires_at"] is None
     run_batches(app)
-    second_ended = client.get(f"/v1/batches/{second}",
-                              headers=AUTH_A).get_json()["completed_at"]
-    assert client.get(f"/v1/files/{file_id}", headers=AUTH_A).get_json()["expires_at"] == \
-        second_ended + settings.batch_ttl
+    second_ended = client.get(f"/v1/batches/{second}", headers=AUTH_A).get_json()["completed_at"]
+    assert (
+        client.get(f"/v1/files/{file_id}", headers=AUTH_A).get_json()["expires_at"]
+        == second_ended + settings.batch_ttl
+    )
     # the first record is gone the second its TTL passes, before any sweep
     now[0] = ended + settings.batch_ttl
     assert client.get(f"/v1/batches/{first}", headers=AUTH_A).status_code == 404

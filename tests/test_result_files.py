@@ -59,15 +59,15 @@ def assert_agree(batch: dict, out: list[dict], err: list[dict]) -> None:
 
 def test_all_failed_batch_completes_with_only_an_error_file(make_app, provider):
     client = make_app(start=True, upstream_url=provider.url).test_client()
-    batch = run(client, jsonl([request_line(f"r{i}", f"#fail:400:9 n{i}", "m1")
-                               for i in range(3)]))
+    batch = run(client, jsonl([request_line(f"r{i}", f"#fail:400:9 n{i}", "m1") for i in range(3)]))
     assert batch["status"] == "completed" and batch["output_file_id"] is None
     out, err = files(client, batch)
     assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
     assert_agree(batch, out, err)
     assert all(x["response"]["status_code"] == 400 and x["error"] is None for x in err)
-    assert err[0]["response"]["body"] == {"error": {"message": "injected 400", "type": "test",
-                                                    "param": None, "code": None}}
+    assert err[0]["response"]["body"] == {
+        "error": {"message": "injected 400", "type": "test", "param": None, "code": None}
+    }
     assert err[0]["response"]["request_id"].startswith("req-")
 
 
@@ -81,8 +81,9 @@ def test_none_failed_batch_has_no_error_file(make_app):
 
 
 def test_a_failure_without_a_readable_answer_has_an_error_and_no_response(make_app, provider):
-    client = make_app(start=True, upstream_url=provider.url, max_attempts=2,
-                      retry_backoff=0.01).test_client()
+    client = make_app(
+        start=True, upstream_url=provider.url, max_attempts=2, retry_backoff=0.01
+    ).test_client()
     batch = run(client, jsonl([request_line("a", "#fail:badjson:9", "m1")]))
     out, err = files(client, batch)
     assert out == [] and batch["output_file_id"] is None
@@ -92,10 +93,10 @@ def test_a_failure_without_a_readable_answer_has_an_error_and_no_response(make_a
 
 
 def test_combined_mode_keeps_one_output_file_with_every_line(make_app, provider):
-    client = make_app(start=True, upstream_url=provider.url, result_files="combined"
-                      ).test_client()
-    batch = run(client, jsonl([request_line("ok", "fine", "m1"),
-                               request_line("bad", "#fail:400:9", "m1")]))
+    client = make_app(start=True, upstream_url=provider.url, result_files="combined").test_client()
+    batch = run(
+        client, jsonl([request_line("ok", "fine", "m1"), request_line("bad", "#fail:400:9", "m1")])
+    )
     out, err = files(client, batch)
     assert sorted(x["custom_id"] for x in out) == ["bad", "ok"]
     assert [x["custom_id"] for x in err] == ["bad"]
@@ -113,14 +114,17 @@ def test_result_files_setting_is_checked():
 def test_cancel_keeps_counts_and_files_in_agreement(make_app, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
     client = make_app(start=True, upstream_url=provider.url, concurrency=4).test_client()
-    lines = [request_line(f"r{i}", f"#fail:400:9 n{i}" if i % 3 == 0 else f"n{i}", "m1")
-             for i in range(60)]
+    lines = [
+        request_line(f"r{i}", f"#fail:400:9 n{i}" if i % 3 == 0 else f"n{i}", "m1")
+        for i in range(60)
+    ]
     file_id = upload(client, jsonl(lines)).get_json()["id"]
     batch_id = create_batch(client, file_id).get_json()["id"]
     wait_batch(client, batch_id, statuses=("in_progress",))
     time.sleep(0.8)
-    cancel = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A,
-                         content_type="application/json")
+    cancel = client.post(
+        f"/v1/batches/{batch_id}/cancel", headers=AUTH_A, content_type="application/json"
+    )
     assert cancel.get_json()["status"] == "cancelling"
     batch = wait_batch(client, batch_id)
     assert batch["status"] == "cancelled"
@@ -131,22 +135,27 @@ def test_cancel_keeps_counts_and_files_in_agreement(make_app, provider):
 
 def test_output_expires_after_applies_to_output_and_error_files(make_app, provider):
     client = make_app(start=True, upstream_url=provider.url).test_client()
-    batch = run(client, jsonl([request_line("ok", "fine", "m1"),
-                               request_line("bad", "#fail:400:9", "m1")]),
-                output_expires_after={"anchor": "created_at", "seconds": 7200})
+    batch = run(
+        client,
+        jsonl([request_line("ok", "fine", "m1"), request_line("bad", "#fail:400:9", "m1")]),
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
     for file_id in (batch["output_file_id"], batch["error_file_id"]):
         meta = client.get(f"/v1/files/{file_id}", headers=AUTH_A).get_json()
         assert meta["expires_at"] == meta["created_at"] + 7200
 
 
-@pytest.mark.parametrize(("value", "param"), [
-    ({"anchor": "created_at", "seconds": 3599}, "output_expires_after.seconds"),
-    ({"anchor": "created_at", "seconds": 2592001}, "output_expires_after.seconds"),
-    ({"anchor": "created_at", "seconds": "3600"}, "output_expires_after.seconds"),
-    ({"anchor": "last_active_at", "seconds": 3600}, "output_expires_after.anchor"),
-    ({"anchor": "created_at", "seconds": 3600, "x": 1}, "output_expires_after.x"),
-    ("1h", "output_expires_after"),
-])
+@pytest.mark.parametrize(
+    ("value", "param"),
+    [
+        ({"anchor": "created_at", "seconds": 3599}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": 2592001}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "3600"}, "output_expires_after.seconds"),
+        ({"anchor": "last_active_at", "seconds": 3600}, "output_expires_after.anchor"),
+        ({"anchor": "created_at", "seconds": 3600, "x": 1}, "output_expires_after.x"),
+        ("1h", "output_expires_after"),
+    ],
+)
 def test_output_expires_after_is_checked(client, value, param):
     file_id = upload(client, echo_lines(1)).get_json()["id"]
     response = create_batch(client, file_id, output_expires_after=value)
@@ -168,19 +177,40 @@ def test_a_cancel_answered_cancelling_is_final(make_app):
     batch.update(lambda r: move(r, Status.IN_PROGRESS, int(time.time())))
     claim = Claimer("flock", 30.0).try_claim(batch)
     assert claim is not None
-    done = b"".join(journal.entry_bytes(i + 1, json.dumps({
-        "id": f"batch_req_{i}", "custom_id": f"r{i}", "error": None, "response": {
-            "status_code": 200, "request_id": None, "body": {"usage": {"total_tokens": 2}}}
-    }).encode() + b"\n") for i in range(3))
+    done = b"".join(
+        journal.entry_bytes(
+            i + 1,
+            json.dumps(
+                {
+                    "id": f"batch_req_{i}",
+                    "custom_id": f"r{i}",
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": None,
+                        "body": {"usage": {"total_tokens": 2}},
+                    },
+                }
+            ).encode()
+            + b"\n",
+        )
+        for i in range(3)
+    )
     batch.segment_path(claim.epoch).write_bytes(done)
     cancel = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A)
     assert cancel.get_json()["status"] == "cancelling"
 
     async def finalize_as_done() -> None:
         async with aiohttp.ClientSession() as session:
-            run = BatchRun(settings=zumik.settings, router=zumik.router,
-                           upstream=Upstream(session), clock=time.time, store=store,
-                           claim=claim, scheduler=FairScheduler(1))
+            run = BatchRun(
+                settings=zumik.settings,
+                router=zumik.router,
+                upstream=Upstream(session),
+                clock=time.time,
+                store=store,
+                claim=claim,
+                scheduler=FairScheduler(1),
+            )
             final = RunOutcome.DONE.final_status
             assert final is Status.COMPLETED
             await asyncio.to_thread(run._finalize, final)

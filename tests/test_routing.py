@@ -69,12 +69,18 @@ candidates = [{{ provider = "alpha", model = "first" }}, {{ provider = "beta", m
     return str(config)
 
 
-def test_mixed_batch_routes_each_line_to_its_provider(make_app, provider, second_provider,
-                                                      tmp_path):
+def test_mixed_batch_routes_each_line_to_its_provider(
+    make_app, provider, second_provider, tmp_path
+):
     config = write_config(tmp_path, provider, second_provider)
     settings = load_settings({"ZUMIK_CONFIG": config})
-    app = make_app(start=True, config=settings.config, providers=settings.providers,
-                   models=settings.models, retry_backoff=0.01)
+    app = make_app(
+        start=True,
+        config=settings.config,
+        providers=settings.providers,
+        models=settings.models,
+        retry_backoff=0.01,
+    )
     client = app.test_client()
     aliases = ["code.fast", "chat.big", "auto.cheapest"]
     lines = [request_line(f"l{i}", f"q{i}", aliases[i % 3]) for i in range(30)]
@@ -82,16 +88,21 @@ def test_mixed_batch_routes_each_line_to_its_provider(make_app, provider, second
     batch = wait_batch(client, create_batch(client, file_id).get_json()["id"])
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 30
     out = {x["custom_id"]: x for x in output_lines(client, batch["output_file_id"])}
-    expected = {"code.fast": ("alpha", "qwen"), "chat.big": ("beta", "llama"),
-                "auto.cheapest": ("beta", "tiny")}
+    expected = {
+        "code.fast": ("alpha", "qwen"),
+        "chat.big": ("beta", "llama"),
+        "auto.cheapest": ("beta", "tiny"),
+    }
     for i in range(30):
         name, model = expected[aliases[i % 3]]
         assert out[f"l{i}"]["provider"] == name
         assert out[f"l{i}"]["response"]["body"]["model"] == model
     assert stats(provider)["by_model"] == {"qwen": 10}
     assert stats(second_provider)["by_model"] == {"llama": 10, "tiny": 10}
-    assert stats(provider)["headers"][-1] == {"authorization": "Bearer alpha-secret",
-                                              "x-team": "research"}
+    assert stats(provider)["headers"][-1] == {
+        "authorization": "Bearer alpha-secret",
+        "x-team": "research",
+    }
     cost = batch["cost"]
     assert cost is not None and cost["total"] == pytest.approx(cost["input"] + cost["output"])
     assert cost["total"] > 0
@@ -99,15 +110,18 @@ def test_mixed_batch_routes_each_line_to_its_provider(make_app, provider, second
     assert {m["id"] for m in models["data"]} == {"zumik-echo", *aliases, "auto.safe"}
 
 
-def test_fallback_moves_on_when_the_first_provider_is_down(make_app, provider,
-                                                           second_provider, tmp_path):
+def test_fallback_moves_on_when_the_first_provider_is_down(
+    make_app, provider, second_provider, tmp_path
+):
     control(provider, overload_above=-1)  # alpha answers 429 to everything
     config = write_config(tmp_path, provider, second_provider)
     settings = load_settings({"ZUMIK_CONFIG": config})
-    client = make_app(start=True, providers=settings.providers, models=settings.models,
-                      retry_backoff=0.01).test_client()
-    file_id = upload(client, jsonl([request_line(f"s{i}", f"x{i}", "auto.safe")
-                                    for i in range(5)])).get_json()["id"]
+    client = make_app(
+        start=True, providers=settings.providers, models=settings.models, retry_backoff=0.01
+    ).test_client()
+    file_id = upload(
+        client, jsonl([request_line(f"s{i}", f"x{i}", "auto.safe") for i in range(5)])
+    ).get_json()["id"]
     batch = wait_batch(client, create_batch(client, file_id).get_json()["id"])
     out = output_lines(client, batch["output_file_id"])
     assert {x["provider"] for x in out} == {"beta"} and all(x["error"] is None for x in out)
@@ -115,14 +129,16 @@ def test_fallback_moves_on_when_the_first_provider_is_down(make_app, provider,
     assert stats(second_provider)["by_model"] == {"second": 5}
 
 
-def test_unknown_model_without_default_provider_fails_validation(make_app, provider,
-                                                                 second_provider, tmp_path):
-    settings = load_settings({"ZUMIK_CONFIG": write_config(tmp_path, provider,
-                                                           second_provider)})
-    client = make_app(start=True, providers=settings.providers,
-                      models=settings.models).test_client()
-    file_id = upload(client, jsonl([request_line("a", "x", "code.fast"),
-                                    request_line("b", "x", "gpt-4o")])).get_json()["id"]
+def test_unknown_model_without_default_provider_fails_validation(
+    make_app, provider, second_provider, tmp_path
+):
+    settings = load_settings({"ZUMIK_CONFIG": write_config(tmp_path, provider, second_provider)})
+    client = make_app(
+        start=True, providers=settings.providers, models=settings.models
+    ).test_client()
+    file_id = upload(
+        client, jsonl([request_line("a", "x", "code.fast"), request_line("b", "x", "gpt-4o")])
+    ).get_json()["id"]
     batch = wait_batch(client, create_batch(client, file_id).get_json()["id"])
     assert batch["status"] == "failed"
     assert [(e["line"], e["code"]) for e in batch["errors"]["data"]] == [(2, "model_not_found")]
@@ -190,8 +206,9 @@ def test_rpm_limit_holds_at_the_provider(provider):
 
 def test_aimd_backs_off_an_overloaded_provider(provider):
     control(provider, overload_above=4, latency=0.02)
-    config = ProviderConfig("p", provider.url, max_concurrency=32, max_attempts=20,
-                            retry_backoff=0.01)
+    config = ProviderConfig(
+        "p", provider.url, max_concurrency=32, max_attempts=20, retry_backoff=0.01
+    )
     outcomes, upstream = run(send_many(config, [body(f"a{i}") for i in range(200)]))
     assert all(o.ok for o in outcomes)
     limits = upstream.limits["p"]
@@ -212,10 +229,12 @@ def test_ratelimit_headers_pause_the_provider():
         slept.append(seconds)
         now[0] += seconds
 
-    limits = ProviderLimits(ProviderConfig("p", "http://x/v1"), clock=lambda: now[0],
-                            sleep=fake_sleep)
-    limits.on_success(0, None, {"x-ratelimit-remaining-requests": "0",
-                                "x-ratelimit-reset-requests": "2s"})
+    limits = ProviderLimits(
+        ProviderConfig("p", "http://x/v1"), clock=lambda: now[0], sleep=fake_sleep
+    )
+    limits.on_success(
+        0, None, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    )
 
     async def go():
         await limits.acquire(body("x"))
@@ -229,11 +248,14 @@ def test_aimd_report(provider, capsys):
     """The figure for the notes: rejections drawn by 200 requests against a provider that
     takes 4 at a time, with AIMD (max_concurrency 32)."""
     control(provider, overload_above=4, latency=0.02)
-    config = ProviderConfig("p", provider.url, max_concurrency=32, max_attempts=50,
-                            retry_backoff=0.01)
+    config = ProviderConfig(
+        "p", provider.url, max_concurrency=32, max_attempts=50, retry_backoff=0.01
+    )
     outcomes, upstream = run(send_many(config, [body(f"b{i}") for i in range(200)]))
     rejected = stats(provider)["statuses"].get("429", 0)
     with capsys.disabled():
-        print(f"\nAIMD: 200 requests, 429s drawn {rejected}, decreases "
-              f"{upstream.limits['p'].decreases}, final limit {upstream.limits['p'].limit:.1f}")
+        print(
+            f"\nAIMD: 200 requests, 429s drawn {rejected}, decreases "
+            f"{upstream.limits['p'].decreases}, final limit {upstream.limits['p'].limit:.1f}"
+        )
     assert all(o.ok for o in outcomes) and rejected < 150

@@ -48,8 +48,10 @@ def test_a_freed_slot_goes_to_the_project_then_the_batch_with_fewest_in_flight()
         for _ in range(4):
             await scheduler.acquire("a", "a1")  # project a's big batch holds every slot
         got: list[str] = []
-        tasks = [asyncio.create_task(waiter(scheduler, p, b, got))
-                 for p, b in [("a", "a1"), ("a", "a2"), ("a", "a2"), ("b", "b1"), ("b", "b1")]]
+        tasks = [
+            asyncio.create_task(waiter(scheduler, p, b, got))
+            for p, b in [("a", "a1"), ("a", "a2"), ("a", "a2"), ("b", "b1"), ("b", "b1")]
+        ]
         await settle()
         scheduler.release("a", "a1")
         await settle()

@@ -20,20 +20,29 @@ def test_defaults_match_the_contract():
 
 def test_environment_and_toml(tmp_path):
     config = tmp_path / "zumik.toml"
-    config.write_text('[server]\nmax_files = 7\nconcurrency = 5\n')
-    s = load_settings({"ZUMIK_CONFIG": str(config), "ZUMIK_CONCURRENCY": "9",
-                       "ZUMIK_API_KEYS": "k1=p1, k2=p2", "ZUMIK_DATA_DIR": "/srv/z"})
+    config.write_text("[server]\nmax_files = 7\nconcurrency = 5\n")
+    s = load_settings(
+        {
+            "ZUMIK_CONFIG": str(config),
+            "ZUMIK_CONCURRENCY": "9",
+            "ZUMIK_API_KEYS": "k1=p1, k2=p2",
+            "ZUMIK_DATA_DIR": "/srv/z",
+        }
+    )
     assert s.max_files == 7 and s.concurrency == 9
     assert s.api_keys == {"k1": "p1", "k2": "p2"} and s.data_dir == Path("/srv/z")
 
 
-@pytest.mark.parametrize(("env", "words"), [
-    ({"ZUMIK_MAX_FILES": "lots"}, "positive number"),
-    ({"ZUMIK_MAX_FILES": "0"}, "positive number"),
-    ({"ZUMIK_API_KEYS": "justakey"}, "key=project"),
-    ({"ZUMIK_CLAIM_MODE": "magic"}, "claim_mode"),
-    ({"ZUMIK_CONFIG": "/nonexistent.toml"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ZUMIK_MAX_FILES": "lots"}, "positive number"),
+        ({"ZUMIK_MAX_FILES": "0"}, "positive number"),
+        ({"ZUMIK_API_KEYS": "justakey"}, "key=project"),
+        ({"ZUMIK_CLAIM_MODE": "magic"}, "claim_mode"),
+        ({"ZUMIK_CONFIG": "/nonexistent.toml"}, "does not exist"),
+    ],
+)
 def test_bad_settings_name_the_problem(env, words):
     with pytest.raises(ConfigError, match=words):
         load_settings(env)
@@ -54,11 +63,16 @@ def test_route_config_errors(tmp_path, monkeypatch):
     cases = [
         ('[models."a"]\nprovider = "ghost"\n', "unknown provider 'ghost'"),
         ('[providers.p]\nbase_url = "ftp://x"\n', "not an http"),
-        ('[providers.p]\nbase_url = "http://x/v1"\napi_key_env = "ZK_MISSING_VAR"\n',
-         "ZK_MISSING_VAR is not set"),
+        (
+            '[providers.p]\nbase_url = "http://x/v1"\napi_key_env = "ZK_MISSING_VAR"\n',
+            "ZK_MISSING_VAR is not set",
+        ),
         ('[providers.p]\nbase_url = "http://x/v1"\nrpm = -1\n', "rpm must be a positive"),
-        ('[providers.p]\nbase_url = "http://x/v1"\n[models."a"]\nstrategy = "best"\n'
-         'candidates = [{provider = "p"}]\n', "strategy must be one of"),
+        (
+            '[providers.p]\nbase_url = "http://x/v1"\n[models."a"]\nstrategy = "best"\n'
+            'candidates = [{provider = "p"}]\n',
+            "strategy must be one of",
+        ),
     ]
     monkeypatch.delenv("ZK_MISSING_VAR", raising=False)
     for text, words in cases:

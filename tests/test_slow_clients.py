@@ -59,8 +59,9 @@ def victim_times(target: Target, during: Callable[[], None], rounds: int = 6) ->
         for _ in range(rounds):
             started = time.monotonic()
             try:
-                response = session.get(target.url + "/v1/files", headers=AUTH_B,
-                                       timeout=VICTIM_DEADLINE + 1)
+                response = session.get(
+                    target.url + "/v1/files", headers=AUTH_B, timeout=VICTIM_DEADLINE + 1
+                )
                 assert response.status_code == 200, response.text
                 times.append(time.monotonic() - started)
             except requests.Timeout:
@@ -94,7 +95,9 @@ def header_drip(target: Target) -> Callable[[], Callable[[], None]]:
             thread.join(5)
             for sock in socks:
                 sock.close()
+
         return finish
+
     return start
 
 
@@ -105,29 +108,37 @@ def stalled_transfers(target: Target, file_id: str) -> Callable[[], Callable[[],
     def start() -> Callable[[], None]:
         socks = []
         upload = target.connect()
-        upload.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                       + KEY_A.encode() + b"\r\nContent-Type: multipart/form-data; boundary=b"
-                       b"\r\nContent-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: "
-                       b"form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n")
+        upload.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEY_A.encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=b"
+            b"\r\nContent-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: "
+            b'form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+        )
         socks.append(upload)
         for _ in range(ATTACKERS):
             sock = target.connect(rcvbuf=4096)
-            sock.sendall(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: Bearer {KEY_A}\r\n\r\n".encode())
+            sock.sendall(
+                f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {KEY_A}\r\n\r\n".encode()
+            )
             socks.append(sock)
 
         def finish() -> None:
             for sock in socks:
                 sock.close()
+
         return finish
+
     return start
 
 
 def big_file(target: Target) -> str:
     """A ~10 MB batch file of project A: larger than what socket buffers hold."""
     content = jsonl([request_line(f"r{i}", "x" * 1200) for i in range(8000)])
-    response = target.session().post(target.url + "/v1/files", headers=AUTH_A, timeout=60,
-                                     files={"file": ("big.jsonl", content)})
+    response = target.session().post(
+        target.url + "/v1/files", headers=AUTH_A, timeout=60, files={"file": ("big.jsonl", content)}
+    )
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
@@ -180,8 +191,9 @@ def test_zumik_serve_cuts_slow_clients_off_at_its_limits(gunicorn):
     """Each limit, shortened to 1 s, closes its kind of slow connection within a few seconds:
     a head still dripping (on a new or a kept-alive connection), a stalled upload (no temp
     file left), a body sent below the minimum rate, and a download nobody reads."""
-    server = gunicorn({"ZUMIK_HEADER_TIMEOUT": "1", "ZUMIK_CLIENT_TIMEOUT": "1",
-                       "ZUMIK_CLIENT_MIN_RATE": "1000"})
+    server = gunicorn(
+        {"ZUMIK_HEADER_TIMEOUT": "1", "ZUMIK_CLIENT_TIMEOUT": "1", "ZUMIK_CLIENT_MIN_RATE": "1000"}
+    )
     target = Target(server.url)
     file_id = big_file(target)
     head = target.connect()
@@ -193,17 +205,22 @@ def test_zumik_serve_cuts_slow_clients_off_at_its_limits(gunicorn):
         answer += kept.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in answer
     kept.sendall(b"GET /v1/files HTTP/1.1\r\n")
-    upload_head = (b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                   + KEY_A.encode() + b"\r\nContent-Type: multipart/form-data; boundary=b"
-                   b"\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; "
-                   b"name=\"file\"; filename=\"a.jsonl\"\r\n\r\n")
+    upload_head = (
+        b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + KEY_A.encode()
+        + b"\r\nContent-Type: multipart/form-data; boundary=b"
+        b"\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+        b'name="file"; filename="a.jsonl"\r\n\r\n'
+    )
     stalled = target.connect()
     stalled.sendall(upload_head)
     dripping = target.connect()
     dripping.sendall(upload_head)
     download = target.connect(rcvbuf=4096)
-    download.sendall(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
-                     f"Authorization: Bearer {KEY_A}\r\n\r\n".encode())
+    download.sendall(
+        f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {KEY_A}\r\n\r\n".encode()
+    )
     stop = threading.Event()
 
     def drip() -> None:

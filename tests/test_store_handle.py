@@ -30,7 +30,10 @@ def test_every_file_of_a_batch_is_named_by_its_handle(store):
         batch.lease_path(epoch).write_bytes(b"{}")
     store.batch(OTHER).segment_path(1).write_bytes(b"")  # another batch's: not ours
     assert [p.name for p in batch.segments()] == [
-        f"{BATCH}.1.jsonl", f"{BATCH}.2.jsonl", f"{BATCH}.10.jsonl"]
+        f"{BATCH}.1.jsonl",
+        f"{BATCH}.2.jsonl",
+        f"{BATCH}.10.jsonl",
+    ]
     assert [epoch for epoch, _ in batch.leases()] == [1, 2, 10]
     with batch.run_lock():
         pass

@@ -20,24 +20,36 @@ CONTENT = echo_lines(60)
 
 
 def create(client, nbytes: int = len(CONTENT), auth=AUTH_A, **extra):
-    return client.post("/v1/uploads", headers=auth, json={
-        "bytes": nbytes, "filename": "big.jsonl", "mime_type": "application/jsonl",
-        "purpose": "batch", **extra})
+    return client.post(
+        "/v1/uploads",
+        headers=auth,
+        json={
+            "bytes": nbytes,
+            "filename": "big.jsonl",
+            "mime_type": "application/jsonl",
+            "purpose": "batch",
+            **extra,
+        },
+    )
 
 
 def add_part(client, upload_id: str, data: bytes, auth=AUTH_A):
-    return client.post(f"/v1/uploads/{upload_id}/parts", headers=auth,
-                       data={"data": (io.BytesIO(data), "upload")},
-                       content_type="multipart/form-data")
+    return client.post(
+        f"/v1/uploads/{upload_id}/parts",
+        headers=auth,
+        data={"data": (io.BytesIO(data), "upload")},
+        content_type="multipart/form-data",
+    )
 
 
 def complete(client, upload_id: str, part_ids: list[str], auth=AUTH_A, **extra):
-    return client.post(f"/v1/uploads/{upload_id}/complete", headers=auth,
-                       json={"part_ids": part_ids, **extra})
+    return client.post(
+        f"/v1/uploads/{upload_id}/complete", headers=auth, json={"part_ids": part_ids, **extra}
+    )
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def send_parts(client, upload_id: str, chunks: list[bytes]) -> list[str]:
@@ -51,8 +63,11 @@ def uploads_dir(settings, project: str = "proj-a") -> Path:
 
 
 def stored(settings, project: str = "proj-a") -> list[str]:
-    return sorted(p.name for p in (settings.data_dir / project).rglob("*") if p.is_file()
-                  and not p.name.endswith(".lock"))
+    return sorted(
+        p.name
+        for p in (settings.data_dir / project).rglob("*")
+        if p.is_file() and not p.name.endswith(".lock")
+    )
 
 
 def test_parts_in_any_order_assemble_into_a_file(client, settings):
@@ -77,8 +92,12 @@ def test_parts_in_any_order_assemble_into_a_file(client, settings):
     assert client.get(f"/v1/files/{file['id']}", headers=AUTH_A).get_json() == file
     assert client.get(f"/v1/files/{file['id']}/content", headers=AUTH_A).data == CONTENT
     left = sorted(p.name for p in uploads_dir(settings).iterdir())  # the record's versions
-    assert left[0] == up["id"] + ".json" and all(  # (zumik.versioned), no part
-        n.startswith(up["id"] + ".v") and n.endswith(".json") for n in left[1:])
+    assert (
+        left[0] == up["id"] + ".json"
+        and all(  # (zumik.versioned), no part
+            n.startswith(up["id"] + ".v") and n.endswith(".json") for n in left[1:]
+        )
+    )
     again = complete(client, up["id"], part_ids)  # a retried complete: the same upload
     assert again.status_code == 200 and again.get_json() == finished
     assert len(client.get("/v1/files", headers=AUTH_A).get_json()["data"]) == 1
@@ -96,8 +115,9 @@ def test_size_mismatch_is_a_clear_400_and_the_upload_stays_usable(client):
     assert f"bytes={len(CONTENT)}" in error["message"]
     last = add_part(client, up["id"], chunks[-1]).get_json()["id"]
     unknown = complete(client, up["id"], [*part_ids, "part_" + "0" * 24])
-    assert unknown.status_code == 400 and "No part part_000" in unknown.get_json()["error"][
-        "message"]
+    assert (
+        unknown.status_code == 400 and "No part part_000" in unknown.get_json()["error"]["message"]
+    )
     done = complete(client, up["id"], [*part_ids, last])
     assert done.status_code == 200 and done.get_json()["status"] == "completed"
 
@@ -189,9 +209,11 @@ def test_other_projects_uploads_are_404_and_untouched(client, settings):
     up = create(client).get_json()
     part_ids = send_parts(client, up["id"], [CONTENT])
     before = {p: p.read_bytes() for p in uploads_dir(settings).iterdir()}
-    for response in (add_part(client, up["id"], b"x", auth=AUTH_B),
-                     complete(client, up["id"], part_ids, auth=AUTH_B),
-                     client.post(f"/v1/uploads/{up['id']}/cancel", headers=AUTH_B)):
+    for response in (
+        add_part(client, up["id"], b"x", auth=AUTH_B),
+        complete(client, up["id"], part_ids, auth=AUTH_B),
+        client.post(f"/v1/uploads/{up['id']}/cancel", headers=AUTH_B),
+    ):
         assert response.status_code == 404
         assert response.get_json()["error"]["message"] == f"No such Upload object: {up['id']}"
     assert {p: p.read_bytes() for p in uploads_dir(settings).iterdir()} == before
@@ -230,17 +252,20 @@ def test_a_complete_repeated_after_a_crash_makes_no_second_file(client, settings
     assert list(uploads_dir(settings).glob("*.part_*")) == []
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"bytes": "12"}, "bytes"),
-    ({"bytes": 0}, "bytes"),
-    ({"bytes": True}, "bytes"),
-    ({"filename": None}, "filename"),
-    ({"filename": "a\x00b"}, "filename"),
-    ({"mime_type": ""}, "mime_type"),
-    ({"purpose": "assistants"}, "purpose"),
-    ({"expires_after": {"anchor": "created_at", "seconds": 5}}, "expires_after.seconds"),
-    ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"bytes": "12"}, "bytes"),
+        ({"bytes": 0}, "bytes"),
+        ({"bytes": True}, "bytes"),
+        ({"filename": None}, "filename"),
+        ({"filename": "a\x00b"}, "filename"),
+        ({"mime_type": ""}, "mime_type"),
+        ({"purpose": "assistants"}, "purpose"),
+        ({"expires_after": {"anchor": "created_at", "seconds": 5}}, "expires_after.seconds"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_create_refuses_bad_fields(client, body, param):
     response = create(client, **{"bytes": len(CONTENT), **body})
     assert response.status_code == 400, response.text

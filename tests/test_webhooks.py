@@ -33,8 +33,11 @@ from zumik.webhooks import outbox
 from zumik.webhooks import registry as webhooks
 from zumik.webhooks.delivery import Deliverer
 
-FAST = {"ZUMIK_WEBHOOK_POLL_INTERVAL": "0.1", "ZUMIK_WEBHOOK_BACKOFF": "0.2",
-        "ZUMIK_WEBHOOK_MAX_BACKOFF": "0.5"}
+FAST = {
+    "ZUMIK_WEBHOOK_POLL_INTERVAL": "0.1",
+    "ZUMIK_WEBHOOK_BACKOFF": "0.2",
+    "ZUMIK_WEBHOOK_MAX_BACKOFF": "0.5",
+}
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
@@ -67,19 +70,28 @@ def api(server, method: str, path: str, **kwargs):
 
 def start_batch(server, content: bytes) -> str:
     file_id = api(server, "POST", "/v1/files", files={"file": ("in.jsonl", content)}).json()["id"]
-    return api(server, "POST", "/v1/batches", json={
-        "input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()["id"]
+    return api(
+        server,
+        "POST",
+        "/v1/batches",
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+    ).json()["id"]
 
 
 def wait_status(server, batch_id: str, statuses=TERMINAL) -> dict:
-    return wait_for(lambda: (lambda b: b if b["status"] in statuses else None)(
-        api(server, "GET", f"/v1/batches/{batch_id}").json()), 60, f"{batch_id} {statuses}")
+    return wait_for(
+        lambda: (lambda b: b if b["status"] in statuses else None)(
+            api(server, "GET", f"/v1/batches/{batch_id}").json()
+        ),
+        60,
+        f"{batch_id} {statuses}",
+    )
 
 
 def outbox_entries(data_dir: Path, project: str = "proj-a") -> dict[str, dict]:
     directory = data_dir / project / "outbox"
     found = {}
-    for name in (os.listdir(directory) if directory.exists() else []):
+    for name in os.listdir(directory) if directory.exists() else []:
         if name.startswith("wh_"):
             try:
                 found[name] = json.loads((directory / name).read_bytes())
@@ -106,11 +118,16 @@ def receivers():
 def test_signature_is_what_the_sdk_verifies():
     sdk = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
     old, new = webhooks.new_secret(), webhooks.new_secret()
-    body = b'{"id":"evt_1","object":"event","type":"batch.completed","created_at":1,' \
-           b'"data":{"id":"batch_1"}}'
+    body = (
+        b'{"id":"evt_1","object":"event","type":"batch.completed","created_at":1,'
+        b'"data":{"id":"batch_1"}}'
+    )
     now = int(time.time())
-    headers = {"webhook-id": "wh_1", "webhook-timestamp": str(now),
-               "webhook-signature": webhooks.signature_header([new, old], "wh_1", now, body)}
+    headers = {
+        "webhook-id": "wh_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": webhooks.signature_header([new, old], "wh_1", now, body),
+    }
     assert headers["webhook-signature"].count("v1,") == 2
     for secret in (old, new):  # either secret verifies a header signed by both
         event = sdk.webhooks.unwrap(body, headers, secret=secret)
@@ -128,8 +145,14 @@ def test_signature_is_what_the_sdk_verifies():
 
 def test_cli_add_list_rotate_remove(tmp_path, capsys):
     data = tmp_path / "data"
-    endpoint_id, secret = add_endpoint(capsys, data, "proj-a", "https://hooks.example/zumik",
-                                       "--events", "batch.completed,batch.failed")
+    endpoint_id, secret = add_endpoint(
+        capsys,
+        data,
+        "proj-a",
+        "https://hooks.example/zumik",
+        "--events",
+        "batch.completed,batch.failed",
+    )
     assert endpoint_id.startswith("we_") and secret.startswith("whsec_")
     assert oct((data / "webhooks.json").stat().st_mode & 0o777) == "0o600"
     code, out = zumik(capsys, data, "webhooks", "list")
@@ -137,9 +160,13 @@ def test_cli_add_list_rotate_remove(tmp_path, capsys):
     assert "batch.completed,batch.failed; 1 active secret(s); 0 pending" in out[1]
     assert "no delivery yet" in out[2]
     assert secret not in "\n".join(out)  # shown once, never listed
-    for bad in (["proj-a", "ftp://x/y"], ["proj-a", "http:///nohost"], ["proj-a", "not a url"],
-                ["../evil", "http://127.0.0.1/"],
-                ["proj-a", "http://127.0.0.1/", "--events", "batch.done"]):
+    for bad in (
+        ["proj-a", "ftp://x/y"],
+        ["proj-a", "http:///nohost"],
+        ["proj-a", "not a url"],
+        ["../evil", "http://127.0.0.1/"],
+        ["proj-a", "http://127.0.0.1/", "--events", "batch.done"],
+    ):
         assert zumik(capsys, data, "webhooks", "add", *bad)[0] == 2
     code, out = zumik(capsys, data, "webhooks", "rotate", endpoint_id, "--grace", "600")
     assert code == 0 and out[0].startswith("whsec_") and out[0] != secret
@@ -160,20 +187,25 @@ def test_one_claim_per_entry_and_dead_claims_come_back(tmp_path):
     directory = data / "proj-a" / "outbox"
     directory.mkdir(parents=True)
     for i in range(200):
-        (directory / f"wh_{i:032x}.json").write_text(json.dumps({
-            "webhook_id": f"wh_{i:032x}", "next_at": 0}))
+        (directory / f"wh_{i:032x}.json").write_text(
+            json.dumps({"webhook_id": f"wh_{i:032x}", "next_at": 0})
+        )
     results: list[list[outbox.Claimed]] = [[], []]
     boxes = [outbox.Outbox(data, lease=60), outbox.Outbox(data, lease=60)]
-    threads = [threading.Thread(target=lambda i=i: results[i].extend(boxes[i].claim_due(500)))
-               for i in range(2)]
+    threads = [
+        threading.Thread(target=lambda i=i: results[i].extend(boxes[i].claim_due(500)))
+        for i in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     names = [c.entry["webhook_id"] for r in results for c in r]
     assert len(names) == 200 == len(set(names))
-    dead = directory / f"{names[0]}{outbox.CLAIM_MARK}{int(time.time() * 1000)}-999999999-" \
-                       f"{outbox.HOST}"
+    dead = (
+        directory / f"{names[0]}{outbox.CLAIM_MARK}{int(time.time() * 1000)}-999999999-"
+        f"{outbox.HOST}"
+    )
     results[0][0].path.rename(dead)  # as if its holder (no such pid) had been killed
     old = directory / f"{names[1]}{outbox.CLAIM_MARK}1000-1-otherhost"  # lease long gone
     results[0][1].path.rename(old)
@@ -190,8 +222,9 @@ def test_a_claim_of_a_killed_but_unreaped_worker_comes_back_before_its_lease(tmp
     (directory / "wh_1.json").write_text(json.dumps({"webhook_id": "wh_1", "next_at": 0}))
     with unreaped_zombie() as pid:
         claim = outbox.Outbox(data, lease=3600).claim_due(1)[0]
-        claim.path.rename(directory / f"wh_1{outbox.CLAIM_MARK}{int(time.time() * 1000)}-"
-                                       f"{pid}-{outbox.HOST}")  # as the zombie's claim
+        claim.path.rename(
+            directory / f"wh_1{outbox.CLAIM_MARK}{int(time.time() * 1000)}-{pid}-{outbox.HOST}"
+        )  # as the zombie's claim
         box = outbox.Outbox(data, lease=3600)
         assert box.claim_due(1) == []  # this scan puts it back...
         assert [c.entry["webhook_id"] for c in box.claim_due(1)] == ["wh_1"]
@@ -205,8 +238,7 @@ def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):
     receiver.secrets = [secret]
     app = make_app()  # no executor: the batch stays where it is put
     client = app.test_client()
-    batch_id = create_batch(client, upload(client, echo_lines(1)).get_json()["id"]).get_json()[
-        "id"]
+    batch_id = create_batch(client, upload(client, echo_lines(1)).get_json()["id"]).get_json()["id"]
     store = app.extensions["zumik"].store("proj-a")
     now = int(time.time())
     ended = move(store.get_batch(batch_id), Status.COMPLETED, now)
@@ -214,16 +246,18 @@ def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):
 
     async def deliver() -> None:
         stopping = asyncio.Event()
-        task = asyncio.create_task(Deliverer(settings.replace(webhook_poll_interval=0.05)).run(
-            stopping))
+        task = asyncio.create_task(
+            Deliverer(settings.replace(webhook_poll_interval=0.05)).run(stopping)
+        )
         await asyncio.sleep(0.6)
         assert receiver.seen == []  # the batch is still validating: nothing sent
         # one entry, never attempted (keyed by webhook id: a snapshot may catch the pending file
         # and the claim it is being put back from at once, both the same entry)
         entries = outbox_entries(settings.data_dir).values()
         assert list({e["webhook_id"]: e["attempts"] for e in entries}.values()) == [0]
-        await asyncio.to_thread(store.update_batch, batch_id,
-                                lambda r: move(r, Status.COMPLETED, now))  # the next finalize
+        await asyncio.to_thread(
+            store.update_batch, batch_id, lambda r: move(r, Status.COMPLETED, now)
+        )  # the next finalize
         for _ in range(100):
             if receiver.deliveries:
                 break
@@ -238,8 +272,9 @@ def test_an_entry_waits_for_its_terminal_record(make_app, receivers, settings):
 
 
 # -- delivery end to end --------------------------------------------------------------------
-def test_every_batch_event_is_delivered_once_and_verified(gunicorn, provider, receivers,
-                                                          tmp_path, capsys):
+def test_every_batch_event_is_delivered_once_and_verified(
+    gunicorn, provider, receivers, tmp_path, capsys
+):
     data = tmp_path / "data"
     receiver, other = receivers(), receivers()
     endpoint_id, secret = add_endpoint(capsys, data, "proj-a", receiver.url)
@@ -247,8 +282,10 @@ def test_every_batch_event_is_delivered_once_and_verified(gunicorn, provider, re
     _, project_b = add_endpoint(capsys, data, "proj-b", other.url)
     receiver.secrets, other.secrets = [secret], [failed_only, project_b]
     config = tmp_path / "zumik.toml"
-    config.write_text(f'[providers.fake]\nbase_url = "{provider.url}"\n'
-                      '[models."m1"]\nprovider = "fake"\nmodel = "m1"\n')
+    config.write_text(
+        f'[providers.fake]\nbase_url = "{provider.url}"\n'
+        '[models."m1"]\nprovider = "fake"\nmodel = "m1"\n'
+    )
     requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 5})
     server = gunicorn({"ZUMIK_CONFIG": str(config), **FAST})
     completed = start_batch(server, jsonl([request_line(f"c{i}", "hi", "m1") for i in range(5)]))
@@ -268,9 +305,11 @@ def test_every_batch_event_is_delivered_once_and_verified(gunicorn, provider, re
         assert event.created_at == batch[f"{batch['status']}_at"]
         assert event.id.startswith("evt_") and delivery.headers["webhook-id"].startswith("wh_")
         schema = DOCUMENT["webhooks"][event.type]["post"]["requestBody"]["content"][
-            "application/json"]["schema"]  # as /openapi.json documents it
-        assert json.loads(delivery.body).keys() == set(schema["required"]) == set(
-            schema["properties"])
+            "application/json"
+        ]["schema"]  # as /openapi.json documents it
+        assert (
+            json.loads(delivery.body).keys() == set(schema["required"]) == set(schema["properties"])
+        )
     assert len({d.headers["webhook-id"] for d in receiver.deliveries}) == 3
     only = other.deliveries[0]  # batch.failed only, and nothing from the other project
     assert only.event.type == "batch.failed" and only.verified_with == [failed_only]
@@ -290,8 +329,13 @@ def test_expired_batch_event(make_app, provider, receivers, settings):
     receiver.secrets = [secret]
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
     now = [time.time()]
-    client = make_app(start=True, clock=lambda: now[0], upstream_url=provider.url,
-                      concurrency=2, webhook_poll_interval=0.05).test_client()
+    client = make_app(
+        start=True,
+        clock=lambda: now[0],
+        upstream_url=provider.url,
+        concurrency=2,
+        webhook_poll_interval=0.05,
+    ).test_client()
     file_id = upload(client, echo_lines(20, model="m1")).get_json()["id"]
     batch_id = create_batch(client, file_id).get_json()["id"]
     wait_batch(client, batch_id, statuses=("in_progress",))
@@ -301,8 +345,11 @@ def test_expired_batch_event(make_app, provider, receivers, settings):
     wait_for(lambda: receiver.deliveries, what="the expired event")
     event = receiver.deliveries[0].event
     assert receiver.deliveries[0].verified_with == [secret]
-    assert (event.type, event.data.id, event.created_at) == ("batch.expired", batch_id,
-                                                             batch["expired_at"])
+    assert (event.type, event.data.id, event.created_at) == (
+        "batch.expired",
+        batch_id,
+        batch["expired_at"],
+    )
 
 
 def test_non_2xx_is_retried_until_the_window_closes(make_app, receivers, settings, capsys):
@@ -311,10 +358,14 @@ def test_non_2xx_is_retried_until_the_window_closes(make_app, receivers, setting
     broken_id = webhooks.add_endpoint(settings.data_dir, "proj-a", broken.url)[0].id
     flaky.secrets, flaky.fail_next = [secret], 2  # 503, 503, then 200
     broken.secrets = []  # verifies nothing: answers 400 every time
-    client = make_app(start=True, webhook_poll_interval=0.05, webhook_backoff=0.1,
-                      webhook_max_backoff=0.2, webhook_retry_window=3).test_client()
-    batch_id = create_batch(client, upload(client, echo_lines(2)).get_json()["id"]).get_json()[
-        "id"]
+    client = make_app(
+        start=True,
+        webhook_poll_interval=0.05,
+        webhook_backoff=0.1,
+        webhook_max_backoff=0.2,
+        webhook_retry_window=3,
+    ).test_client()
+    batch_id = create_batch(client, upload(client, echo_lines(2)).get_json()["id"]).get_json()["id"]
     assert wait_batch(client, batch_id)["status"] == "completed"
     wait_for(lambda: len(flaky.deliveries) == 3, what="the third attempt")
     assert len({d.headers["webhook-id"] for d in flaky.deliveries}) == 1
@@ -341,8 +392,10 @@ def test_receiver_down_then_slow_then_server_killed(gunicorn, receivers, tmp_pat
     server = gunicorn(env)
     first = start_batch(server, echo_lines(3))
     assert wait_status(server, first)["status"] == "completed"
-    entry = wait_for(lambda: [e for e in outbox_entries(data).values() if e["attempts"] >= 3],
-                     what="three failed attempts")[0]
+    entry = wait_for(
+        lambda: [e for e in outbox_entries(data).values() if e["attempts"] >= 3],
+        what="three failed attempts",
+    )[0]
     listed = zumik(capsys, data, "webhooks", "list")[1]
     assert "1 pending" in listed[1] and "failed: ClientConnectorError" in listed[2]
     receiver.start()  # back up

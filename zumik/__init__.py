@@ -20,8 +20,12 @@ from zumik.storage.store import ProjectStore, iter_projects
 __all__ = ["create_app", "Settings", "load_settings"]
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time,
-               start_executor: bool = False) -> Flask:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    start_executor: bool = False,
+) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
     from zumik import dashboard
     from zumik.api import batches, files, health, models, openapi
@@ -36,10 +40,14 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     router = Router.from_settings(settings)
     metrics = Metrics()
-    zumik = Zumik(settings=settings, clock=clock,
-                  keyring=KeyRing(settings.data_dir, settings.api_keys), router=router,
-                  executor=Executor(settings, router, clock=clock, metrics=metrics),
-                  metrics=metrics)
+    zumik = Zumik(
+        settings=settings,
+        clock=clock,
+        keyring=KeyRing(settings.data_dir, settings.api_keys),
+        router=router,
+        executor=Executor(settings, router, clock=clock, metrics=metrics),
+        metrics=metrics,
+    )
     app.extensions["zumik"] = zumik
     errors.init_app(app)
     for blueprint in (files.bp, batches.bp, models.bp, uploads_api.bp):
@@ -61,8 +69,9 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
     def guard() -> None:
         is_upload = request.endpoint == "files.create_file"
         settings = zumik.settings
-        request.max_content_length = (body_limit(settings, request.mimetype) if is_upload
-                                      else settings.max_json_bytes)
+        request.max_content_length = (
+            body_limit(settings, request.mimetype) if is_upload else settings.max_json_bytes
+        )
         if request.endpoint == "uploads_api.add_part":
             request.max_content_length = settings.max_part_bytes + (1 << 20)
         authenticate(zumik.keyring)

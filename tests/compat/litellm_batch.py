@@ -28,14 +28,25 @@ def main() -> None:
     auth = {"custom_llm_provider": "openai", "api_base": base_url, "api_key": key}
     texts = ["first", "#fail:400:99 second" if scenario == "one_fails" else "second", "third"]
     path = Path(workdir) / "litellm_requests.jsonl"
-    path.write_text("".join(json.dumps({
-        "custom_id": f"request-{i}", "method": "POST", "url": "/v1/chat/completions",
-        "body": {"model": model, "messages": [{"role": "user", "content": text}]}}) + "\n"
-        for i, text in enumerate(texts)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": f"request-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": model, "messages": [{"role": "user", "content": text}]},
+                }
+            )
+            + "\n"
+            for i, text in enumerate(texts)
+        )
+    )
     with open(path, "rb") as f:
         uploaded = litellm.create_file(file=f, purpose="batch", **auth)
-    batch = litellm.create_batch(completion_window="24h", endpoint="/v1/chat/completions",
-                                 input_file_id=uploaded.id, **auth)
+    batch = litellm.create_batch(
+        completion_window="24h", endpoint="/v1/chat/completions", input_file_id=uploaded.id, **auth
+    )
     deadline = time.time() + 60
     while batch.status not in TERMINAL and time.time() < deadline:
         time.sleep(0.2)
@@ -53,10 +64,19 @@ def main() -> None:
     failed += [x["custom_id"] for x in errors]
     succeeded = [x["custom_id"] for x in output if _batch_response_was_successful(x)]
     _, usage, _ = asyncio.run(calculate_batch_cost_and_usage(output, "openai"))
-    print(json.dumps({
-        "library": "litellm", "version": version("litellm"), "status": batch.status,
-        "request_counts": batch.request_counts.model_dump(),
-        "succeeded": succeeded, "failed": failed, "usage_total_tokens": usage.total_tokens}))
+    print(
+        json.dumps(
+            {
+                "library": "litellm",
+                "version": version("litellm"),
+                "status": batch.status,
+                "request_counts": batch.request_counts.model_dump(),
+                "succeeded": succeeded,
+                "failed": failed,
+                "usage_total_tokens": usage.total_tokens,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

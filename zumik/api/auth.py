@@ -61,8 +61,10 @@ class KeyRing:
 # -- key management (the ``zumik keys`` command) --------------------------------------------
 def _key_index(document: dict[str, Any]) -> tuple[dict[str, str], frozenset[str]]:
     """Stored keys: digest -> project, and the digests of operator keys."""
-    return ({digest: entry["project"] for digest, entry in document.items()},
-            frozenset(digest for digest, entry in document.items() if entry.get("admin")))
+    return (
+        {digest: entry["project"] for digest, entry in document.items()},
+        frozenset(digest for digest, entry in document.items() if entry.get("admin")),
+    )
 
 
 def _edit_keys(data_dir: Path, change: Any) -> Any:
@@ -75,8 +77,10 @@ def create_key(data_dir: Path, project: str, admin: bool = False) -> str:
     An ``admin`` key is also an operator key: the dashboard's operator view shows it every
     project's active batches and the providers' state. On the API it is a key of ``project``."""
     if not valid_project(project):
-        raise ValueError(f"invalid project name {project!r}: use letters, digits, '-' and '_' "
-                         "(at most 64, starting with a letter or digit)")
+        raise ValueError(
+            f"invalid project name {project!r}: use letters, digits, '-' and '_' "
+            "(at most 64, starting with a letter or digit)"
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     entry = {"project": project, "created_at": int(time.time()), "hint": key[:7] + "..."}
     if admin:
@@ -93,12 +97,17 @@ def list_keys(data_dir: Path) -> list[dict[str, Any]]:
 
 def revoke_key(data_dir: Path, key_or_id: str) -> int:
     """Revoke by the key itself or by the id ``zumik keys list`` shows. Returns how many."""
+
     def revoke(document: dict[str, Any]) -> int:
-        doomed = [d for d in document if d == hash_key(key_or_id)
-                  or (len(key_or_id) >= 8 and d.startswith(key_or_id))]
+        doomed = [
+            d
+            for d in document
+            if d == hash_key(key_or_id) or (len(key_or_id) >= 8 and d.startswith(key_or_id))
+        ]
         for digest in doomed:
             del document[digest]
         return len(doomed)
+
     return _edit_keys(data_dir, revoke)
 
 
@@ -116,8 +125,11 @@ def authenticate(keyring: KeyRing) -> str:
     """Set ``g.project`` from the request's key, or raise 401 ``invalid_api_key``."""
     key = presented_key()
     if key is None:
-        raise ApiError(401, "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
-                       code="invalid_api_key")
+        raise ApiError(
+            401,
+            "Missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+            code="invalid_api_key",
+        )
     project = keyring.project_for(key)
     if project is None:
         raise ApiError(401, "Invalid API key", code="invalid_api_key")

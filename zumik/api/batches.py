@@ -19,8 +19,13 @@ bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 log = logging.getLogger("zumik.batches")
 
 COMPLETION_WINDOWS = ("24h",)
-CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata",
-                 "output_expires_after"}
+CREATE_FIELDS = {
+    "input_file_id",
+    "endpoint",
+    "completion_window",
+    "metadata",
+    "output_expires_after",
+}
 OUTPUT_TTL_MIN, OUTPUT_TTL_MAX = 3600, 2_592_000  # OpenAI's bounds: 1 hour to 30 days
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
@@ -32,21 +37,35 @@ def check_metadata(metadata: Any) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
-        raise bad_request("'metadata' must be an object of string pairs", "metadata",
-                          "invalid_type")
+        raise bad_request(
+            "'metadata' must be an object of string pairs", "metadata", "invalid_type"
+        )
     if len(metadata) > MAX_METADATA_PAIRS:
-        raise bad_request(f"'metadata' has {len(metadata)} pairs; at most "
-                          f"{MAX_METADATA_PAIRS} are allowed", "metadata", "invalid_value")
+        raise bad_request(
+            f"'metadata' has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS} are allowed",
+            "metadata",
+            "invalid_value",
+        )
     for key, value in metadata.items():
         if len(key) > MAX_METADATA_KEY:
-            raise bad_request(f"metadata key {key[:20]!r}... is longer than {MAX_METADATA_KEY} "
-                              "characters", "metadata", "invalid_value")
+            raise bad_request(
+                f"metadata key {key[:20]!r}... is longer than {MAX_METADATA_KEY} characters",
+                "metadata",
+                "invalid_value",
+            )
         if not isinstance(value, str):
-            raise bad_request(f"Invalid type for 'metadata.{key}': expected a string, but got "
-                              f"{type(value).__name__}", f"metadata.{key}", "invalid_type")
+            raise bad_request(
+                f"Invalid type for 'metadata.{key}': expected a string, but got "
+                f"{type(value).__name__}",
+                f"metadata.{key}",
+                "invalid_type",
+            )
         if len(value) > MAX_METADATA_VALUE:
-            raise bad_request(f"'metadata.{key}' is longer than {MAX_METADATA_VALUE} characters",
-                              f"metadata.{key}", "invalid_value")
+            raise bad_request(
+                f"'metadata.{key}' is longer than {MAX_METADATA_VALUE} characters",
+                f"metadata.{key}",
+                "invalid_value",
+            )
     return metadata
 
 
@@ -57,33 +76,50 @@ def check_output_expires_after(value: Any) -> int | None:
         return None
     param = "output_expires_after"
     if not isinstance(value, dict):
-        raise bad_request(f"'{param}' must be an object with 'anchor' and 'seconds'", param,
-                          "invalid_type")
+        raise bad_request(
+            f"'{param}' must be an object with 'anchor' and 'seconds'", param, "invalid_type"
+        )
     unknown = set(value) - {"anchor", "seconds"}
     if unknown:
-        raise bad_request(f"Unknown parameter: '{param}.{sorted(unknown)[0]}'",
-                          f"{param}.{sorted(unknown)[0]}", "unknown_parameter")
+        raise bad_request(
+            f"Unknown parameter: '{param}.{sorted(unknown)[0]}'",
+            f"{param}.{sorted(unknown)[0]}",
+            "unknown_parameter",
+        )
     if value.get("anchor") != "created_at":
-        raise bad_request(f"Invalid value for '{param}.anchor': {value.get('anchor')!r}. "
-                          "Supported values are: 'created_at'", f"{param}.anchor",
-                          "invalid_value")
+        raise bad_request(
+            f"Invalid value for '{param}.anchor': {value.get('anchor')!r}. "
+            "Supported values are: 'created_at'",
+            f"{param}.anchor",
+            "invalid_value",
+        )
     seconds = value.get("seconds")
-    if not isinstance(seconds, int) or isinstance(seconds, bool) or \
-            not OUTPUT_TTL_MIN <= seconds <= OUTPUT_TTL_MAX:
-        raise bad_request(f"'{param}.seconds' must be an integer from {OUTPUT_TTL_MIN} to "
-                          f"{OUTPUT_TTL_MAX}, got {seconds!r}", f"{param}.seconds",
-                          "invalid_value")
+    if (
+        not isinstance(seconds, int)
+        or isinstance(seconds, bool)
+        or not OUTPUT_TTL_MIN <= seconds <= OUTPUT_TTL_MAX
+    ):
+        raise bad_request(
+            f"'{param}.seconds' must be an integer from {OUTPUT_TTL_MIN} to "
+            f"{OUTPUT_TTL_MAX}, got {seconds!r}",
+            f"{param}.seconds",
+            "invalid_value",
+        )
     return seconds
 
 
 def _string_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
     value = body.get(name, default)
     if value is None:
-        raise bad_request(f"Missing required parameter: '{name}'", name,
-                          "missing_required_parameter")
+        raise bad_request(
+            f"Missing required parameter: '{name}'", name, "missing_required_parameter"
+        )
     if not isinstance(value, str):
-        raise bad_request(f"Invalid type for '{name}': expected a string, but got "
-                          f"{type(value).__name__}", name, "invalid_type")
+        raise bad_request(
+            f"Invalid type for '{name}': expected a string, but got {type(value).__name__}",
+            name,
+            "invalid_type",
+        )
     return value
 
 
@@ -95,52 +131,92 @@ def create_batch() -> tuple[Response, int]:
         raise bad_request("The request body must be a JSON object")
     unknown = set(body) - CREATE_FIELDS
     if unknown:
-        raise bad_request(f"Unknown parameter(s): {', '.join(sorted(unknown))}",
-                          sorted(unknown)[0], "unknown_parameter")
+        raise bad_request(
+            f"Unknown parameter(s): {', '.join(sorted(unknown))}",
+            sorted(unknown)[0],
+            "unknown_parameter",
+        )
     input_file_id = _string_field(body, "input_file_id")
     endpoint = _string_field(body, "endpoint")
     window = _string_field(body, "completion_window", "24h")
     metadata = check_metadata(body.get("metadata"))
     output_ttl = check_output_expires_after(body.get("output_expires_after"))
     if endpoint not in SUPPORTED_ENDPOINTS:
-        raise bad_request(f"Invalid value: {endpoint!r}. Supported values are: "
-                          f"{', '.join(SUPPORTED_ENDPOINTS)}", "endpoint", "invalid_value")
+        raise bad_request(
+            f"Invalid value: {endpoint!r}. Supported values are: {', '.join(SUPPORTED_ENDPOINTS)}",
+            "endpoint",
+            "invalid_value",
+        )
     if window not in COMPLETION_WINDOWS:
-        raise bad_request(f"Invalid value for 'completion_window': {window!r}. Supported "
-                          f"values are: {', '.join(COMPLETION_WINDOWS)}", "completion_window",
-                          "invalid_value")
+        raise bad_request(
+            f"Invalid value for 'completion_window': {window!r}. Supported "
+            f"values are: {', '.join(COMPLETION_WINDOWS)}",
+            "completion_window",
+            "invalid_value",
+        )
     store = project_store().ensure()
     meta = store.get_file(input_file_id) if ids.is_file_id(input_file_id) else None
     if meta is None:
         raise bad_request(f"No such File object: {input_file_id}", "input_file_id")
     if meta.get("purpose") != "batch":
-        raise bad_request(f"File {input_file_id} has purpose {meta.get('purpose')!r}; a batch "
-                          "input must have purpose 'batch'", "input_file_id")
+        raise bad_request(
+            f"File {input_file_id} has purpose {meta.get('purpose')!r}; a batch "
+            "input must have purpose 'batch'",
+            "input_file_id",
+        )
     requests = int(meta.get("requests", 0))
     if requests == 0:
         raise bad_request(f"File {input_file_id} holds no requests", "input_file_id")
     if requests > zumik.settings.max_requests:
-        raise bad_request(f"File {input_file_id} holds {requests} requests, over the limit of "
-                          f"{zumik.settings.max_requests}; split it", "input_file_id")
+        raise bad_request(
+            f"File {input_file_id} holds {requests} requests, over the limit of "
+            f"{zumik.settings.max_requests}; split it",
+            "input_file_id",
+        )
     record = records.new_batch(
-        ids.new_id(ids.BATCH_PREFIX, zumik.clock()), now=int(zumik.clock()),
-        input_file_id=input_file_id, endpoint=endpoint, window=window, metadata=metadata,
-        total=requests, window_seconds=zumik.settings.completion_window)
+        ids.new_id(ids.BATCH_PREFIX, zumik.clock()),
+        now=int(zumik.clock()),
+        input_file_id=input_file_id,
+        endpoint=endpoint,
+        window=window,
+        metadata=metadata,
+        total=requests,
+        window_seconds=zumik.settings.completion_window,
+    )
     if output_ttl is not None:
         record["_output_ttl"] = output_ttl
-    keyed = idempotent_request(store, "batches", {
-        "input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window,
-        "metadata": metadata, **({"output_expires_after": output_ttl} if output_ttl else {})})
-    stored, replayed = store.create_batch(record, max_active=zumik.settings.max_active_batches,
-                                          max_files=zumik.settings.max_files,
-                                          max_bytes=zumik.settings.max_bytes, idempotent=keyed)
+    keyed = idempotent_request(
+        store,
+        "batches",
+        {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": window,
+            "metadata": metadata,
+            **({"output_expires_after": output_ttl} if output_ttl else {}),
+        },
+    )
+    stored, replayed = store.create_batch(
+        record,
+        max_active=zumik.settings.max_active_batches,
+        max_files=zumik.settings.max_files,
+        max_bytes=zumik.settings.max_bytes,
+        idempotent=keyed,
+    )
     response = jsonify(records.public_batch(stored))
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"
         return response, 200
-    log.info("batch %s: created", record["id"], extra={
-        "batch_id": record["id"], "project": store.project, "status": record["status"],
-        "total": requests})
+    log.info(
+        "batch %s: created",
+        record["id"],
+        extra={
+            "batch_id": record["id"],
+            "project": store.project,
+            "status": record["status"],
+            "total": requests,
+        },
+    )
     zumik.executor.wake()
     return response, 200
 
@@ -150,17 +226,24 @@ def list_batches() -> Response:
     args = request.args
     unknown = set(args) - {"after", "limit"}
     if unknown:
-        raise bad_request(f"Unknown query parameter(s): {', '.join(sorted(unknown))}",
-                          sorted(unknown)[0])
+        raise bad_request(
+            f"Unknown query parameter(s): {', '.join(sorted(unknown))}", sorted(unknown)[0]
+        )
     after = args.get("after")
     if after is not None and not ids.is_batch_id(after):
         raise bad_request(f"'after' must be a batch id, got {after!r}", "after", "invalid_value")
     limit = parse_limit(args.get("limit"), 20, 100)
     page, has_more = project_store().list_batches(after=after, limit=limit)
     data = [records.public_batch(r) for r in page]
-    return jsonify({"object": "list", "data": data,
-                    "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
 
 
 def _get(batch_id: str) -> dict[str, Any]:
@@ -184,7 +267,10 @@ def cancel_batch(batch_id: str) -> Response:
     record = handle.update(lambda r: records.request_cancel(r, int(zumik.clock())))
     if record["status"] == "cancelling":
         handle.mark_cancel()
-        log.info("batch %s: cancel requested", batch_id, extra={
-            "batch_id": batch_id, "project": store.project, "status": record["status"]})
+        log.info(
+            "batch %s: cancel requested",
+            batch_id,
+            extra={"batch_id": batch_id, "project": store.project, "status": record["status"]},
+        )
         zumik.executor.wake()
     return jsonify(records.public_batch(record))

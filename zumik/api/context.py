@@ -32,8 +32,9 @@ class Zumik:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def store(self, project: str) -> ProjectStore:
-        return ProjectStore(self.settings.data_dir, project, self.clock,
-                            batch_ttl=self.settings.batch_ttl)
+        return ProjectStore(
+            self.settings.data_dir, project, self.clock, batch_ttl=self.settings.batch_ttl
+        )
 
 
 def current() -> Zumik:
@@ -46,13 +47,19 @@ def project_store() -> ProjectStore:
     return current().store(g.project)
 
 
-def idempotent_request(store: ProjectStore, route: str,
-                       parts: dict[str, Any]) -> idempotency.IdempotentRequest | None:
+def idempotent_request(
+    store: ProjectStore, route: str, parts: dict[str, Any]
+) -> idempotency.IdempotentRequest | None:
     """The request's ``Idempotency-Key`` bound to what it asks for, or None without one."""
     key = idempotency.check_key(request.headers.get(idempotency.HEADER))
     if key is None:
         return None
     zumik = current()
     return idempotency.IdempotentRequest(
-        store.idempotency_dir, key, route, idempotency.fingerprint(parts), zumik.clock(),
-        zumik.settings.idempotency_ttl)
+        store.idempotency_dir,
+        key,
+        route,
+        idempotency.fingerprint(parts),
+        zumik.clock(),
+        zumik.settings.idempotency_ttl,
+    )

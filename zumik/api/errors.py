@@ -66,8 +66,14 @@ def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
 
 def error_body(error: ApiError) -> dict[str, dict[str, str | None]]:
     """OpenAI's error envelope for ``error``."""
-    return {"error": {"message": error.message, "type": error.type,
-                      "param": error.param, "code": error.code}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
 
 
 def envelope(error: ApiError) -> Response:
@@ -83,7 +89,10 @@ def envelope(error: ApiError) -> Response:
 
 # Each domain error's HTTP status; the one place they meet HTTP (subclasses first).
 HTTP_STATUS: tuple[tuple[type[ZumikError], int], ...] = (
-    (QuotaExceeded, 400), (NoSuchInput, 400), (TooManyActive, 429), (FileInUse, 409),
+    (QuotaExceeded, 400),
+    (NoSuchInput, 400),
+    (TooManyActive, 429),
+    (FileInUse, 409),
 )
 
 
@@ -99,12 +108,16 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
         return ApiError(404, f"Unknown route: {request.method} {request.path}", code="unknown_url")
     if status == 405:
         allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
-        return ApiError(405, f"Method {request.method} is not allowed on {request.path}; "
-                             f"allowed: {allowed}", code="method_not_allowed",
-                        headers={"Allow": allowed})
+        return ApiError(
+            405,
+            f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
     if status == 413:
-        return ApiError(413, "Request body too large: " + (exc.description or ""),
-                        code="request_too_large")
+        return ApiError(
+            413, "Request body too large: " + (exc.description or ""), code="request_too_large"
+        )
     return ApiError(status, exc.description or exc.name)
 
 
@@ -114,18 +127,27 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         sent = request.headers.get("X-Request-Id", "")[:64]
-        g.request_id = sent if sent.isascii() and sent.isprintable() and sent else \
-            "req_" + uuid.uuid4().hex
+        g.request_id = (
+            sent if sent.isascii() and sent.isprintable() and sent else "req_" + uuid.uuid4().hex
+        )
         g.started = time.perf_counter()
 
     @app.after_request
     def add_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        access.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method,
-            "path": request.path, "status": response.status_code,
-            "project": g.get("project"), "ms": round(
-                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)})
+        access.info(
+            "request",
+            extra={
+                "request_id": g.get("request_id"),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "project": g.get("project"),
+                "ms": round(
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+                ),
+            },
+        )
         return response
 
     @app.errorhandler(ApiError)
@@ -145,9 +167,20 @@ def init_app(app: Flask) -> None:
         request_id = g.get("request_id", "-")
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             log.error("request %s: disk full (%s)", request_id, exc)
-            return envelope(ApiError(507, "The server's storage is full; nothing was stored. "
-                                          "Try again later.", type="server_error",
-                                     code="insufficient_storage"))
+            return envelope(
+                ApiError(
+                    507,
+                    "The server's storage is full; nothing was stored. Try again later.",
+                    type="server_error",
+                    code="insufficient_storage",
+                )
+            )
         log.exception("request %s %s %s failed", request_id, request.method, request.path)
-        return envelope(ApiError(500, f"Internal server error (request id {request_id})",
-                                 type="server_error", code="internal_error"))
+        return envelope(
+            ApiError(
+                500,
+                f"Internal server error (request id {request_id})",
+                type="server_error",
+                code="internal_error",
+            )
+        )

@@ -40,8 +40,10 @@ def create_file() -> tuple[Response, int]:
             raise json_upload_too_large(zumik.settings) from None
         upload = receive_json(document, store.files_dir, zumik.settings)
     else:
-        raise bad_request(f"Unsupported Content-Type {mimetype or '(none)'!r}: send "
-                          "multipart/form-data with a 'file' part, or a JSON body with 'content'")
+        raise bad_request(
+            f"Unsupported Content-Type {mimetype or '(none)'!r}: send "
+            "multipart/form-data with a 'file' part, or a JSON body with 'content'"
+        )
     now = int(zumik.clock())
     meta: dict[str, Any] = {
         "id": ids.new_id(ids.FILE_PREFIX, zumik.clock()),
@@ -56,12 +58,23 @@ def create_file() -> tuple[Response, int]:
         "requests": upload.requests,
     }
     try:
-        keyed = idempotent_request(store, "files", {
-            "filename": upload.filename, "purpose": upload.purpose, "bytes": upload.bytes,
-            "expires_after": upload.expires_after})
+        keyed = idempotent_request(
+            store,
+            "files",
+            {
+                "filename": upload.filename,
+                "purpose": upload.purpose,
+                "bytes": upload.bytes,
+                "expires_after": upload.expires_after,
+            },
+        )
         stored, replayed = store.commit_upload(
-            upload.tmp, meta, max_files=zumik.settings.max_files,
-            max_bytes=zumik.settings.max_bytes, idempotent=keyed)
+            upload.tmp,
+            meta,
+            max_files=zumik.settings.max_files,
+            max_bytes=zumik.settings.max_bytes,
+            idempotent=keyed,
+        )
     finally:
         upload.tmp.unlink(missing_ok=True)
     response = jsonify(public_file(stored))
@@ -74,8 +87,9 @@ def _list_params() -> tuple[str | None, str, str | None, int]:
     args = request.args
     unknown = set(args) - {"purpose", "order", "after", "limit"}
     if unknown:
-        raise bad_request(f"Unknown query parameter(s): {', '.join(sorted(unknown))}",
-                          sorted(unknown)[0])
+        raise bad_request(
+            f"Unknown query parameter(s): {', '.join(sorted(unknown))}", sorted(unknown)[0]
+        )
     order = args.get("order", "desc")
     if order not in ("asc", "desc"):
         raise bad_request("'order' must be 'asc' or 'desc'", "order", "invalid_value")
@@ -94,13 +108,19 @@ def parse_limit(raw: str | None, default: int, maximum: int) -> int:
 @bp.get("")
 def list_files() -> Response:
     purpose, order, after, limit = _list_params()
-    page, has_more = project_store().list_files(purpose=purpose, order=order, after=after,
-                                                limit=limit)
+    page, has_more = project_store().list_files(
+        purpose=purpose, order=order, after=after, limit=limit
+    )
     data = [public_file(meta) for meta in page]
-    return jsonify({"object": "list", "data": data,
-                    "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None,
-                    "has_more": has_more})
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
 
 
 def _get_meta(file_id: str) -> dict[str, Any]:
@@ -119,15 +139,25 @@ def retrieve_file(file_id: str) -> Response:
 def file_content(file_id: str) -> Response:
     meta = _get_meta(file_id)
     path = project_store().file_data_path(meta["id"])
-    mimetype = "application/jsonl" if meta["filename"].endswith(".jsonl") or \
-        meta["purpose"] in ("batch", "batch_output") else "application/octet-stream"
+    mimetype = (
+        "application/jsonl"
+        if meta["filename"].endswith(".jsonl") or meta["purpose"] in ("batch", "batch_output")
+        else "application/octet-stream"
+    )
     try:  # a path (not a handle) gives Content-Length, ranges and sendfile
-        response = send_file(path, mimetype=mimetype, conditional=True, etag=meta["id"],
-                             last_modified=meta["created_at"], max_age=0)
+        response = send_file(
+            path,
+            mimetype=mimetype,
+            conditional=True,
+            etag=meta["id"],
+            last_modified=meta["created_at"],
+            max_age=0,
+        )
     except FileNotFoundError:  # deleted since the metadata was read
         raise not_found("File", file_id) from None
-    response.headers["Content-Disposition"] = \
+    response.headers["Content-Disposition"] = (
         f"attachment; filename*=UTF-8''{quote(meta['filename'], safe='')}"
+    )
     return response
 
 

@@ -26,9 +26,13 @@ bp = Blueprint("health", __name__)
 def healthz() -> tuple[Response, int]:
     zumik = current()
     if zumik.executor.dead:
-        raise ApiError(503, f"The batch executor of worker {os.getpid()} has died; batches "
-                            "are not being run by it. Restart the server.", type="server_error",
-                       code="executor_dead")
+        raise ApiError(
+            503,
+            f"The batch executor of worker {os.getpid()} has died; batches "
+            "are not being run by it. Restart the server.",
+            type="server_error",
+            code="executor_dead",
+        )
     probe = fsutil.temp_path(zumik.settings.data_dir, "health-")
     try:
         probe.write_bytes(b"ok")
@@ -37,8 +41,12 @@ def healthz() -> tuple[Response, int]:
         writable = False
     finally:  # a failed write can still have created the file
         probe.unlink(missing_ok=True)
-    body = {"status": "ok" if writable else "degraded", "data_dir_writable": writable,
-            "executor_running": zumik.executor.running, "pid": os.getpid()}
+    body = {
+        "status": "ok" if writable else "degraded",
+        "data_dir_writable": writable,
+        "executor_running": zumik.executor.running,
+        "pid": os.getpid(),
+    }
     return jsonify(body), 200 if writable else 503
 
 
@@ -57,12 +65,18 @@ def check_scraper(token: str | None) -> None:
     if token:
         sent = request.headers.get("Authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            raise ApiError(401, "/metrics needs 'Authorization: Bearer <ZUMIK_METRICS_TOKEN>'",
-                           code="invalid_api_key")
+            raise ApiError(
+                401,
+                "/metrics needs 'Authorization: Bearer <ZUMIK_METRICS_TOKEN>'",
+                code="invalid_api_key",
+            )
     elif not _is_loopback(request.remote_addr):
-        raise ApiError(403, "/metrics answers only clients on this host; set "
-                            "ZUMIK_METRICS_TOKEN to scrape it from elsewhere",
-                       code="forbidden")
+        raise ApiError(
+            403,
+            "/metrics answers only clients on this host; set "
+            "ZUMIK_METRICS_TOKEN to scrape it from elsewhere",
+            code="forbidden",
+        )
 
 
 @bp.get("/metrics")
@@ -70,5 +84,6 @@ def metrics() -> Response:
     zumik = current()
     check_scraper(zumik.settings.metrics_token)
     zumik.metrics.flush(zumik.settings.data_dir)
-    return Response(render(zumik.settings.data_dir, zumik.clock),
-                    mimetype="text/plain; version=0.0.4")
+    return Response(
+        render(zumik.settings.data_dir, zumik.clock), mimetype="text/plain; version=0.0.4"
+    )

@@ -19,10 +19,23 @@ def list_models() -> Response:
     data = []
     for name in router.model_names():
         route = router.routes[name]
-        data.append({"id": name, "object": "model", "created": 0, "owned_by": "zumik",
-                     "strategy": route.strategy, "endpoints": list(SUPPORTED_ENDPOINTS),
-                     "targets": [{"provider": t.provider.name, "model": t.model}
-                                 for t in route.targets]})
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "zumik",
+                "strategy": route.strategy,
+                "endpoints": list(SUPPORTED_ENDPOINTS),
+                "targets": [{"provider": t.provider.name, "model": t.model} for t in route.targets],
+            }
+        )
     default = router.default
-    return jsonify({"object": "list", "data": data, "batch_endpoints": list(SUPPORTED_ENDPOINTS),
-                    "any_model_provider": default.name if default is not None else None})
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "batch_endpoints": list(SUPPORTED_ENDPOINTS),
+            "any_model_provider": default.name if default is not None else None,
+        }
+    )

@@ -21,8 +21,9 @@ def whole_number(raw: Any, param: str, low: int, high: int, label: str | None = 
     else:
         value = None
     if value is None or not low <= value <= high:
-        raise bad_request(f"'{label or param}' must be a whole number between {low} and {high}",
-                          param, "invalid_value")
+        raise bad_request(
+            f"'{label or param}' must be a whole number between {low} and {high}",
+            param,
+            "invalid_value",
+        )
     return value
-
-

@@ -52,22 +52,29 @@ class _TempSink:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
         self.max_bytes = settings.max_upload_bytes
-        self.validator = JsonlValidator(settings.max_line_bytes, settings.max_requests,
-                                        settings.max_json_depth,
-                                        settings.max_embedding_inputs)
+        self.validator = JsonlValidator(
+            settings.max_line_bytes,
+            settings.max_requests,
+            settings.max_json_depth,
+            settings.max_embedding_inputs,
+        )
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise ApiError(413, f"File is larger than the {self.max_bytes}-byte upload limit",
-                           param="file", code="file_too_large")
+            raise ApiError(
+                413,
+                f"File is larger than the {self.max_bytes}-byte upload limit",
+                param="file",
+                code="file_too_large",
+            )
         try:
             self.validator.feed(data)
         except LineError as exc:
             raise bad_request(f"Invalid batch input file: {exc}", "file", exc.code) from None
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def finish(self) -> int:
         try:
@@ -109,17 +116,26 @@ def check_file_fields(fields: dict[str, str]) -> tuple[str, int | None]:
     (purpose, seconds or None). The one set of rules for every way a file arrives."""
     purpose = fields.get("purpose", "batch")
     if purpose not in SUPPORTED_PURPOSES:
-        raise bad_request(f"Invalid purpose {purpose!r}; supported: "
-                          f"{', '.join(SUPPORTED_PURPOSES)}", "purpose", "invalid_value")
+        raise bad_request(
+            f"Invalid purpose {purpose!r}; supported: {', '.join(SUPPORTED_PURPOSES)}",
+            "purpose",
+            "invalid_value",
+        )
     anchor = fields.get("expires_after[anchor]")
     seconds = fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
         return purpose, None
     if anchor != "created_at":
-        raise bad_request("expires_after[anchor] must be 'created_at'",
-                          "expires_after.anchor", "invalid_value")
-    value = whole_number(seconds, "expires_after.seconds", MIN_EXPIRES_SECONDS,
-                         MAX_EXPIRES_SECONDS, "expires_after[seconds]")
+        raise bad_request(
+            "expires_after[anchor] must be 'created_at'", "expires_after.anchor", "invalid_value"
+        )
+    value = whole_number(
+        seconds,
+        "expires_after.seconds",
+        MIN_EXPIRES_SECONDS,
+        MAX_EXPIRES_SECONDS,
+        "expires_after[seconds]",
+    )
     return purpose, value
 
 
@@ -147,8 +163,9 @@ def multipart_events(decoder: mp.MultipartDecoder, stream: IO[bytes]) -> Iterato
             return
 
 
-def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
-                      settings: Settings) -> Upload:
+def receive_multipart(
+    stream: IO[bytes], boundary: bytes, directory: Path, settings: Settings
+) -> Upload:
     """Stream a multipart upload into a temp file in ``directory``."""
     decoder = mp.MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK, max_parts=16)
     fields: dict[str, str] = {}
@@ -160,8 +177,10 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
         for event in multipart_events(decoder, stream):
             if isinstance(event, mp.File):
                 if event.name != "file":
-                    raise bad_request(f"Unexpected file part {event.name!r}; send the file as "
-                                      "the 'file' part", "file")
+                    raise bad_request(
+                        f"Unexpected file part {event.name!r}; send the file as the 'file' part",
+                        "file",
+                    )
                 if sink is not None:
                     raise bad_request("More than one 'file' part", "file")
                 filename = clean_filename(event.filename or "")
@@ -171,8 +190,11 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
                 if event.name == "file":
                     raise bad_request("The 'file' part must be a file (with a filename)", "file")
                 if event.name not in KNOWN_FIELDS:
-                    raise bad_request(f"Unknown form field {event.name!r}; known: file, "
-                                      f"{', '.join(KNOWN_FIELDS)}", event.name)
+                    raise bad_request(
+                        f"Unknown form field {event.name!r}; known: file, "
+                        f"{', '.join(KNOWN_FIELDS)}",
+                        event.name,
+                    )
                 if event.name in fields:
                     raise bad_request(f"Form field {event.name!r} is sent twice", event.name)
                 current, value = event.name, bytearray()
@@ -195,8 +217,7 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
     except UnicodeDecodeError:
         if sink is not None:
             sink.discard()
-        raise bad_request("A multipart header (the filename?) is not valid UTF-8",
-                          "file") from None
+        raise bad_request("A multipart header (the filename?) is not valid UTF-8", "file") from None
     except ValueError as exc:
         if sink is not None:
             sink.discard()
@@ -204,8 +225,9 @@ def receive_multipart(stream: IO[bytes], boundary: bytes, directory: Path,
     except RequestEntityTooLarge:
         if sink is not None:
             sink.discard()
-        raise ApiError(413, "A multipart header or field is too large",
-                       code="request_too_large") from None
+        raise ApiError(
+            413, "A multipart header or field is too large", code="request_too_large"
+        ) from None
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -229,10 +251,14 @@ def body_limit(settings: Settings, mimetype: str) -> int:
 
 def json_upload_too_large(settings: Settings) -> ApiError:
     """413 for a JSON-body upload over ``ZUMIK_MAX_JSON_UPLOAD_BYTES``."""
-    return ApiError(413, f"A JSON-body upload is limited to {settings.max_json_upload_bytes} "
-                         "bytes (ZUMIK_MAX_JSON_UPLOAD_BYTES); send larger files as "
-                         "multipart/form-data with a 'file' part", param="content",
-                    code="request_too_large")
+    return ApiError(
+        413,
+        f"A JSON-body upload is limited to {settings.max_json_upload_bytes} "
+        "bytes (ZUMIK_MAX_JSON_UPLOAD_BYTES); send larger files as "
+        "multipart/form-data with a 'file' part",
+        param="content",
+        code="request_too_large",
+    )
 
 
 def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
@@ -257,7 +283,7 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
     try:
         data = content.encode("utf-8", "surrogatepass")
         for start in range(0, len(data), CHUNK):
-            sink.write(data[start:start + CHUNK])
+            sink.write(data[start : start + CHUNK])
         requests = sink.finish()
     except BaseException:
         sink.discard()

@@ -32,17 +32,23 @@ def json_body(allow_empty: bool = False, free_text: tuple[str, ...] = ()) -> Any
     try:
         text = data.decode("utf-8")
         if too_deep(data, max_depth):
-            raise bad_request(f"The request body is nested deeper than the {max_depth}-level "
-                              "limit for JSON", code="nesting_too_deep")
+            raise bad_request(
+                f"The request body is nested deeper than the {max_depth}-level limit for JSON",
+                code="nesting_too_deep",
+            )
         document = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:  # (not reached: too_deep bounds what the decoder sees)
-        raise bad_request("The request body is nested too deeply", code="nesting_too_deep") \
-            from None
+        raise bad_request(
+            "The request body is nested too deeply", code="nesting_too_deep"
+        ) from None
     if may_hold_surrogate(data):
-        checked = ({k: v for k, v in document.items() if k not in free_text}
-                   if isinstance(document, dict) else document)
+        checked = (
+            {k: v for k, v in document.items() if k not in free_text}
+            if isinstance(document, dict)
+            else document
+        )
         path = surrogate_path(checked)
         if path is not None:
             raise bad_request(surrogate_message(path), path, "invalid_unicode")

@@ -46,18 +46,23 @@ def _object(body: Any) -> dict[str, Any]:
 def _unknown(body: dict[str, Any], known: frozenset[str]) -> None:
     unknown = set(body) - known
     if unknown:
-        raise bad_request(f"Unknown parameter(s): {', '.join(sorted(unknown))}",
-                          sorted(unknown)[0], "unknown_parameter")
+        raise bad_request(
+            f"Unknown parameter(s): {', '.join(sorted(unknown))}",
+            sorted(unknown)[0],
+            "unknown_parameter",
+        )
 
 
 def _required(body: dict[str, Any], name: str, kind: type) -> Any:
     if body.get(name) is None:
-        raise bad_request(f"Missing required parameter: '{name}'", name,
-                          "missing_required_parameter")
+        raise bad_request(
+            f"Missing required parameter: '{name}'", name, "missing_required_parameter"
+        )
     value = body[name]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise bad_request(f"'{name}' must be {'an integer' if kind is int else 'a string'}",
-                          name, "invalid_type")
+        raise bad_request(
+            f"'{name}' must be {'an integer' if kind is int else 'a string'}", name, "invalid_type"
+        )
     return value
 
 
@@ -71,16 +76,27 @@ def create_upload() -> Response:
     mime_type = _required(body, "mime_type", str)
     purpose = _required(body, "purpose", str)
     if not 1 <= nbytes <= settings.max_upload_bytes:
-        raise bad_request(f"'bytes' must be from 1 to {settings.max_upload_bytes} (the largest "
-                          f"file, ZUMIK_MAX_UPLOAD_BYTES); got {nbytes}", "bytes",
-                          "invalid_value")
+        raise bad_request(
+            f"'bytes' must be from 1 to {settings.max_upload_bytes} (the largest "
+            f"file, ZUMIK_MAX_UPLOAD_BYTES); got {nbytes}",
+            "bytes",
+            "invalid_value",
+        )
     filename = clean_filename(filename, "filename")
     if not MIME_TYPE.fullmatch(mime_type):
-        raise bad_request("'mime_type' must be 1 to 255 printable ASCII characters, e.g. "
-                          "application/jsonl", "mime_type", "invalid_value")
+        raise bad_request(
+            "'mime_type' must be 1 to 255 printable ASCII characters, e.g. application/jsonl",
+            "mime_type",
+            "invalid_value",
+        )
     purpose, file_expires_after = json_file_fields(purpose, body.get("expires_after"))
-    record = _sessions().create(nbytes=nbytes, filename=filename, mime_type=mime_type,
-                                purpose=purpose, file_expires_after=file_expires_after)
+    record = _sessions().create(
+        nbytes=nbytes,
+        filename=filename,
+        mime_type=mime_type,
+        purpose=purpose,
+        file_expires_after=file_expires_after,
+    )
     return jsonify(public_upload(record, current().clock()))
 
 
@@ -99,20 +115,27 @@ def receive_part(stream: IO[bytes], boundary: bytes, tmp: Path, max_bytes: int) 
         for event in multipart_events(decoder, stream):
             if isinstance(event, (mp.File, mp.Field)):
                 if event.name != "data":
-                    raise bad_request(f"Unexpected form field {event.name!r}; send the part's "
-                                      "bytes as the 'data' field", event.name)
+                    raise bad_request(
+                        f"Unexpected form field {event.name!r}; send the part's "
+                        "bytes as the 'data' field",
+                        event.name,
+                    )
                 if seen:
                     raise bad_request("More than one 'data' field", "data")
                 seen = current_is_data = True
             elif isinstance(event, mp.Data) and current_is_data:
                 size += len(event.data)
                 if size > max_bytes:
-                    raise ApiError(413, f"The part is larger than the {max_bytes}-byte part "
-                                        "limit (ZUMIK_MAX_PART_BYTES); send smaller parts",
-                                   param="data", code="part_too_large")
+                    raise ApiError(
+                        413,
+                        f"The part is larger than the {max_bytes}-byte part "
+                        "limit (ZUMIK_MAX_PART_BYTES); send smaller parts",
+                        param="data",
+                        code="part_too_large",
+                    )
                 view = memoryview(event.data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 current_is_data = event.more_data
         if not seen:
             raise bad_request("Missing the 'data' field with the part's bytes", "data")
@@ -125,8 +148,9 @@ def receive_part(stream: IO[bytes], boundary: bytes, tmp: Path, max_bytes: int) 
     except ValueError as exc:
         raise bad_request(f"Malformed multipart body: {exc}", "data") from None
     except RequestEntityTooLarge:
-        raise ApiError(413, "A multipart header or field is too large",
-                       code="request_too_large") from None
+        raise ApiError(
+            413, "A multipart header or field is too large", code="request_too_large"
+        ) from None
     finally:
         os.close(fd)
 
@@ -136,8 +160,11 @@ def add_part(upload_id: str) -> Response:
     sessions = _sessions()
     sessions.require_pending(_upload_id(upload_id), "parts may be added")  # before the body
     if request.mimetype != "multipart/form-data":
-        raise bad_request(f"Unsupported Content-Type {request.mimetype or '(none)'!r}: send "
-                          "multipart/form-data with a 'data' field", "data")
+        raise bad_request(
+            f"Unsupported Content-Type {request.mimetype or '(none)'!r}: send "
+            "multipart/form-data with a 'data' field",
+            "data",
+        )
     boundary = request.mimetype_params.get("boundary", "").encode("latin-1", "replace")
     if not boundary:
         raise bad_request("multipart/form-data without a boundary", "data")
@@ -158,16 +185,25 @@ def complete_upload(upload_id: str) -> Response:
     _unknown(body, COMPLETE_FIELDS)
     part_ids = body.get("part_ids")
     if not isinstance(part_ids, list) or not part_ids:
-        raise bad_request("'part_ids' must be a non-empty list of part ids, in file order",
-                          "part_ids", "invalid_value")
+        raise bad_request(
+            "'part_ids' must be a non-empty list of part ids, in file order",
+            "part_ids",
+            "invalid_value",
+        )
     limit = current().settings.max_upload_parts
     if len(part_ids) > limit:
-        raise bad_request(f"'part_ids' lists {len(part_ids)} parts; an upload holds at most "
-                          f"{limit}", "part_ids", "invalid_value")
+        raise bad_request(
+            f"'part_ids' lists {len(part_ids)} parts; an upload holds at most {limit}",
+            "part_ids",
+            "invalid_value",
+        )
     for part_id in part_ids:
         if not ids.is_part_id(part_id):
-            raise bad_request(f"'part_ids' holds {str(part_id)[:80]!r}, which is not a part id",
-                              "part_ids", "invalid_value")
+            raise bad_request(
+                f"'part_ids' holds {str(part_id)[:80]!r}, which is not a part id",
+                "part_ids",
+                "invalid_value",
+            )
     if len(set(part_ids)) != len(part_ids):
         raise bad_request("'part_ids' lists a part more than once", "part_ids", "invalid_value")
     md5 = body.get("md5")

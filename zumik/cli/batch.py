@@ -30,8 +30,9 @@ class ApiClient:
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, *, files: Callable[[], Any] | None = None,
-              **kwargs: Any) -> requests.Response:
+    def _call(
+        self, method: str, path: str, *, files: Callable[[], Any] | None = None, **kwargs: Any
+    ) -> requests.Response:
         """One API call, retried on connection errors, 429 and 5xx (1, 2, 4 s apart).
 
         A POST carries one ``Idempotency-Key`` across its retries, so a retried upload or create
@@ -42,15 +43,20 @@ class ApiClient:
         for attempt in range(RETRIES + 1):
             try:
                 response = self.session.request(
-                    method, self.base_url + path, timeout=self.timeout, headers=headers,
-                    files=files() if files else None, **kwargs)
+                    method,
+                    self.base_url + path,
+                    timeout=self.timeout,
+                    headers=headers,
+                    files=files() if files else None,
+                    **kwargs,
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == RETRIES:
                     raise SystemExit(f"zumik: {method} {path} failed: {exc}") from None
-                time.sleep(2 ** attempt)
+                time.sleep(2**attempt)
                 continue
             if response.status_code in RETRY_STATUSES and attempt < RETRIES:
-                time.sleep(2 ** attempt)
+                time.sleep(2**attempt)
                 continue
             break
         if response.status_code >= 400:
@@ -58,20 +64,25 @@ class ApiClient:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:300]
-            raise SystemExit(f"zumik: {method} {path} failed: HTTP {response.status_code}: "
-                             f"{message}")
+            raise SystemExit(
+                f"zumik: {method} {path} failed: HTTP {response.status_code}: {message}"
+            )
         return response
 
     def upload(self, path: Path) -> dict[str, Any]:
         with ExitStack() as opened:
+
             def parts() -> dict[str, Any]:
                 return {"file": (path.name, opened.enter_context(open(path, "rb")))}
 
             return self._call("POST", "/files", data={"purpose": "batch"}, files=parts).json()
 
     def create(self, file_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                                "completion_window": "24h"}
+        body: dict[str, Any] = {
+            "input_file_id": file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
         if metadata:
             body["metadata"] = metadata
         return self._call("POST", "/batches", json=body).json()
@@ -87,8 +98,10 @@ class ApiClient:
 
     def download(self, file_id: str, out: Path) -> int:
         size = 0
-        with self._call("GET", f"/files/{file_id}/content", stream=True) as response, \
-                open(out, "wb") as f:
+        with (
+            self._call("GET", f"/files/{file_id}/content", stream=True) as response,
+            open(out, "wb") as f,
+        ):
             for chunk in response.iter_content(1 << 20):
                 f.write(chunk)
                 size += len(chunk)
@@ -106,13 +119,14 @@ def progress_line(batch: dict[str, Any], started: float, now: float) -> str:
     width = 24
     filled = int(width * done / total) if total else 0
     bar = "#" * filled + "." * (width - filled)
-    return (f"{batch['status']:<11} [{bar}] {done}/{total} "
-            f"(completed {counts.get('completed', 0)}, failed {counts.get('failed', 0)}) "
-            f"{rate:,.1f}/s ETA {eta}")
+    return (
+        f"{batch['status']:<11} [{bar}] {done}/{total} "
+        f"(completed {counts.get('completed', 0)}, failed {counts.get('failed', 0)}) "
+        f"{rate:,.1f}/s ETA {eta}"
+    )
 
 
-def watch(client: ApiClient, batch_id: str, interval: float, stream=sys.stderr
-          ) -> dict[str, Any]:
+def watch(client: ApiClient, batch_id: str, interval: float, stream=sys.stderr) -> dict[str, Any]:
     """Poll until the batch ends, drawing the progress line; Ctrl-C offers to cancel."""
     started = time.time()
     tty = stream.isatty()
@@ -148,8 +162,10 @@ def save_results(client: ApiClient, batch: dict[str, Any], out: Path) -> None:
         print(f"failed lines: {errors}")
     if batch.get("errors"):
         for error in batch["errors"].get("data", []):
-            print(f"line {error.get('line')}: {error.get('code')}: {error.get('message')}",
-                  file=sys.stderr)
+            print(
+                f"line {error.get('line')}: {error.get('code')}: {error.get('message')}",
+                file=sys.stderr,
+            )
 
 
 def with_model(path: Path, model: str, workdir: Path) -> Path:
@@ -171,8 +187,7 @@ def run(args: argparse.Namespace) -> int:
         path = with_model(path, args.model, Path(os.environ.get("TMPDIR", "/tmp")))
     uploaded = client.upload(path)
     batch = client.create(uploaded["id"], dict(m.split("=", 1) for m in args.metadata or []))
-    print(f"batch {batch['id']} over {uploaded['id']} ({uploaded['bytes']} bytes)",
-          file=sys.stderr)
+    print(f"batch {batch['id']} over {uploaded['id']} ({uploaded['bytes']} bytes)", file=sys.stderr)
     batch = watch(client, batch["id"], args.interval)
     out = Path(args.out or Path(args.file).with_suffix(".results.jsonl"))
     save_results(client, batch, out)
@@ -189,8 +204,11 @@ def _client(args: argparse.Namespace) -> ApiClient:
 
 def status(args: argparse.Namespace) -> int:
     client = _client(args)
-    batch = watch(client, args.batch_id, args.interval) if args.watch else \
-        client.retrieve(args.batch_id)
+    batch = (
+        watch(client, args.batch_id, args.interval)
+        if args.watch
+        else client.retrieve(args.batch_id)
+    )
     print(json.dumps(batch, indent=2))
     return 0
 
@@ -198,8 +216,10 @@ def status(args: argparse.Namespace) -> int:
 def list_batches(args: argparse.Namespace) -> int:
     for batch in _client(args).list(args.limit):
         counts = batch.get("request_counts") or {}
-        print(f"{batch['id']}  {batch['status']:<11} {counts.get('completed', 0)}/"
-              f"{counts.get('total', 0)} done, {counts.get('failed', 0)} failed")
+        print(
+            f"{batch['id']}  {batch['status']:<11} {counts.get('completed', 0)}/"
+            f"{counts.get('total', 0)} done, {counts.get('failed', 0)} failed"
+        )
     return 0
 
 
@@ -220,8 +240,9 @@ def download(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     """Register ``zumik batch ...`` on the main parser's subcommands."""
     batch = commands.add_parser("batch", help="run and follow batches on any compatible server")
-    batch.add_argument("--base-url", help="API base, e.g. http://127.0.0.1:8080/v1 "
-                                          "(default: $OPENAI_BASE_URL)")
+    batch.add_argument(
+        "--base-url", help="API base, e.g. http://127.0.0.1:8080/v1 (default: $OPENAI_BASE_URL)"
+    )
     batch.add_argument("--api-key", help="default: $OPENAI_API_KEY")
     batch.add_argument("--interval", type=float, default=1.0, help="poll every N seconds")
     sub = batch.add_subparsers(dest="batch_command", required=True)

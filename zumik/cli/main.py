@@ -27,9 +27,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"zumik: configuration error: {exc}", file=sys.stderr)
         return 2
     _first_key(settings, args.port)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:zumik.serve.gunicorn_conf",
-            "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
-            "--chdir", os.getcwd(), "zumik.serve.wsgi:app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:zumik.serve.gunicorn_conf",
+        "--bind",
+        f"{args.host}:{args.port}",
+        "--workers",
+        str(args.workers),
+        "--chdir",
+        os.getcwd(),
+        "zumik.serve.wsgi:app",
+    ]
     os.execvpe(sys.executable, argv, env)
     return 0  # pragma: no cover
 
@@ -39,9 +50,12 @@ def _first_key(settings, port: int) -> None:
     if settings.api_keys or list_keys(settings.data_dir):
         return
     key = create_key(settings.data_dir, "default")
-    print(f"zumik: no API keys yet; created one for project 'default' (shown only now):\n"
-          f"  {key}\n  try: curl -H 'Authorization: Bearer {key}' "
-          f"http://127.0.0.1:{port}/v1/files", file=sys.stderr)
+    print(
+        f"zumik: no API keys yet; created one for project 'default' (shown only now):\n"
+        f"  {key}\n  try: curl -H 'Authorization: Bearer {key}' "
+        f"http://127.0.0.1:{port}/v1/files",
+        file=sys.stderr,
+    )
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -58,13 +72,14 @@ def _keys(args: argparse.Namespace) -> int:
             return 2
         print(key)
         role = "operator key (admin) of" if args.admin else "key for"
-        print(f"# {role} project {args.project!r}; it is shown only this once",
-              file=sys.stderr)
+        print(f"# {role} project {args.project!r}; it is shown only this once", file=sys.stderr)
     elif args.keys_command == "list":
         for entry in list_keys(data_dir):
             role = "admin" if entry.get("admin") else "project"
-            print(f"{entry['id']}  {entry['project']:<24} {entry['hint']:<12} {role:<8} "
-                  f"created {entry['created_at']}")
+            print(
+                f"{entry['id']}  {entry['project']:<24} {entry['hint']:<12} {role:<8} "
+                f"created {entry['created_at']}"
+            )
     else:
         count = revoke_key(data_dir, args.key)
         print(f"revoked {count} key(s)")
@@ -85,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key for a project")
     create.add_argument("project")
-    create.add_argument("--admin", action="store_true",
-                        help="also an operator key: the dashboard's operator view")
+    create.add_argument(
+        "--admin", action="store_true", help="also an operator key: the dashboard's operator view"
+    )
     key_commands.add_parser("list", help="list keys (never the secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key (the key or its listed id)")
     revoke.add_argument("key")

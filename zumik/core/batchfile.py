@@ -23,12 +23,21 @@ from zumik.core.jsontext import (
 )
 
 CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS, MODERATIONS = (
-    "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions",
-    "/v1/moderations")
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+)
 SUPPORTED_ENDPOINTS = (CHAT, RESPONSES, EMBEDDINGS, COMPLETIONS, MODERATIONS)
 # The body field each endpoint needs besides ``model``.
-REQUIRED_FIELD = {CHAT: "messages", RESPONSES: "input", EMBEDDINGS: "input",
-                  COMPLETIONS: "prompt", MODERATIONS: "input"}
+REQUIRED_FIELD = {
+    CHAT: "messages",
+    RESPONSES: "input",
+    EMBEDDINGS: "input",
+    COMPLETIONS: "prompt",
+    MODERATIONS: "input",
+}
 BOM = b"\xef\xbb\xbf"
 
 
@@ -68,29 +77,39 @@ def parse_line(raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Req
     except UnicodeDecodeError:
         raise LineError(line, "invalid_json_line", "not valid UTF-8") from None
     if too_deep(raw, max_depth):
-        raise LineError(line, "nesting_too_deep",
-                        f"nested deeper than the {max_depth}-level limit for JSON")
+        raise LineError(
+            line, "nesting_too_deep", f"nested deeper than the {max_depth}-level limit for JSON"
+        )
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise LineError(line, "invalid_json_line", f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
-        raise LineError(line, "invalid_json_line",
-                        f"expected a JSON object, got {type(obj).__name__}")
+        raise LineError(
+            line, "invalid_json_line", f"expected a JSON object, got {type(obj).__name__}"
+        )
     for name in ("custom_id", "method", "url", "body"):
         if name not in obj:
-            raise LineError(line, "missing_required_parameter",
-                            f"missing required parameter '{name}'", name)
+            raise LineError(
+                line, "missing_required_parameter", f"missing required parameter '{name}'", name
+            )
     custom_id, method, url, body = obj["custom_id"], obj["method"], obj["url"], obj["body"]
     if not isinstance(custom_id, str) or not custom_id:
-        raise LineError(line, "invalid_value", "'custom_id' must be a non-empty string",
-                        "custom_id")
+        raise LineError(
+            line, "invalid_value", "'custom_id' must be a non-empty string", "custom_id"
+        )
     if method != "POST":
-        raise LineError(line, "invalid_value", f"'method' must be \"POST\", not {method!r}",
-                        "method")
+        raise LineError(
+            line, "invalid_value", f"'method' must be \"POST\", not {method!r}", "method"
+        )
     if url not in SUPPORTED_ENDPOINTS:
-        raise LineError(line, "invalid_url", f"'url' {url!r} is not a supported endpoint; "
-                        f"supported: {', '.join(SUPPORTED_ENDPOINTS)}", "url")
+        raise LineError(
+            line,
+            "invalid_url",
+            f"'url' {url!r} is not a supported endpoint; "
+            f"supported: {', '.join(SUPPORTED_ENDPOINTS)}",
+            "url",
+        )
     if not isinstance(body, dict):
         raise LineError(line, "invalid_value", "'body' must be a JSON object", "body")
     check_body(url, body, line)
@@ -105,21 +124,30 @@ def check_body(url: str, body: dict[str, Any], line: int) -> int:
     """Check a request body for ``url``; return how many embedding inputs it holds (0 for
     other endpoints). ``LineError`` names the line and the field at fault."""
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise LineError(line, "invalid_request", "'body.model' must be a non-empty string",
-                        "body.model")
+        raise LineError(
+            line, "invalid_request", "'body.model' must be a non-empty string", "body.model"
+        )
     name = REQUIRED_FIELD[url]
     value = body.get(name)
     if url == CHAT:
         if not isinstance(value, list) or not value:
-            raise LineError(line, "invalid_request", "'body.messages' must be a non-empty list",
-                            "body.messages")
+            raise LineError(
+                line, "invalid_request", "'body.messages' must be a non-empty list", "body.messages"
+            )
     elif not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
-        raise LineError(line, "invalid_request", f"'body.{name}' must be a non-empty string "
-                        f"or a non-empty list (required by {url})", f"body.{name}")
+        raise LineError(
+            line,
+            "invalid_request",
+            f"'body.{name}' must be a non-empty string or a non-empty list (required by {url})",
+            f"body.{name}",
+        )
     if body.get("stream") is True:
-        raise LineError(line, "streaming_unsupported",
-                        "'body.stream' is true; streaming is not supported in the Batch API",
-                        "body.stream")
+        raise LineError(
+            line,
+            "streaming_unsupported",
+            "'body.stream' is true; streaming is not supported in the Batch API",
+            "body.stream",
+        )
     if url != EMBEDDINGS:
         return 0
     if isinstance(value, str):
@@ -128,10 +156,16 @@ def check_body(url: str, body: dict[str, Any], line: int) -> int:
         return 1  # one input given as token ids
     for item in value:
         if not (isinstance(item, str) and item) and not (
-                isinstance(item, list) and item and all(
-                    isinstance(t, int) and not isinstance(t, bool) for t in item)):
-            raise LineError(line, "invalid_request", "'body.input' items must be non-empty "
-                            "strings or non-empty lists of token ids", "body.input")
+            isinstance(item, list)
+            and item
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        ):
+            raise LineError(
+                line,
+                "invalid_request",
+                "'body.input' items must be non-empty strings or non-empty lists of token ids",
+                "body.input",
+            )
     return len(value)
 
 
@@ -261,8 +295,9 @@ def check_line(raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH) -> str
     return check_request(raw, line, max_depth)[0]
 
 
-def check_request(raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH
-                  ) -> tuple[str, str, int]:
+def check_request(
+    raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[str, str, int]:
     """``custom_id``, ``url`` and embedding input count of a valid request line;
     ``LineError`` otherwise.
 
@@ -291,9 +326,17 @@ def check_request(raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH
             if type(value) in (str, list) and value:
                 return fast.custom_id, url, 0
     try:
-        inputs = check_body(url, {"model": body.model, "messages": body.messages,
-                                  "input": body.input, "prompt": body.prompt,
-                                  "stream": body.stream}, line)
+        inputs = check_body(
+            url,
+            {
+                "model": body.model,
+                "messages": body.messages,
+                "input": body.input,
+                "prompt": body.prompt,
+                "stream": body.stream,
+            },
+            line,
+        )
     except LineError:
         return _slow(raw, line, max_depth)
     return fast.custom_id, url, inputs
@@ -356,9 +399,13 @@ class HashSet:
 class JsonlValidator:
     """Checks a batch input file fed in chunks; raises ``LineError`` at the first bad line."""
 
-    def __init__(self, max_line_bytes: int, max_requests: int,
-                 max_depth: int = DEFAULT_MAX_DEPTH,
-                 max_embedding_inputs: int = 50_000) -> None:
+    def __init__(
+        self,
+        max_line_bytes: int,
+        max_requests: int,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_embedding_inputs: int = 50_000,
+    ) -> None:
         self.max_line_bytes = max_line_bytes
         self.max_requests = max_requests
         self.max_depth = max_depth
@@ -377,8 +424,11 @@ class JsonlValidator:
         for raw in parts:
             self._line(raw)
         if self._pending_length() > self.max_line_bytes:
-            raise LineError(self.lines + 1, "line_too_long",
-                            f"longer than the {self.max_line_bytes}-byte line limit")
+            raise LineError(
+                self.lines + 1,
+                "line_too_long",
+                f"longer than the {self.max_line_bytes}-byte line limit",
+            )
 
     def _pending_length(self) -> int:
         """The unfinished line's length as ``_line`` will count it: without a CR that may yet be
@@ -402,35 +452,46 @@ class JsonlValidator:
     def _line(self, raw: bytes) -> None:
         self.lines += 1
         if self.lines == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM):]
+            raw = raw[len(BOM) :]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if len(raw) > self.max_line_bytes:
-            raise LineError(self.lines, "line_too_long",
-                            f"{len(raw)} bytes, over the {self.max_line_bytes}-byte line limit")
+            raise LineError(
+                self.lines,
+                "line_too_long",
+                f"{len(raw)} bytes, over the {self.max_line_bytes}-byte line limit",
+            )
         if raw[:1] != b"{" and not raw.strip():  # (a request line starts with "{")
             if self._blank_line is None:
                 self._blank_line = self.lines
             return
         if self._blank_line is not None:
-            raise LineError(self._blank_line, "invalid_json_line",
-                            "empty line between requests")
+            raise LineError(self._blank_line, "invalid_json_line", "empty line between requests")
         custom_id, _, inputs = check_request(raw, self.lines, self.max_depth)
         self.requests += 1
         if inputs:
             self.embedding_inputs += inputs
             if self.embedding_inputs > self.max_embedding_inputs:
-                raise LineError(self.lines, "too_many_inputs",
-                                f"more than {self.max_embedding_inputs} embedding inputs in "
-                                "one file (an embeddings batch's limit); split it",
-                                "body.input")
+                raise LineError(
+                    self.lines,
+                    "too_many_inputs",
+                    f"more than {self.max_embedding_inputs} embedding inputs in "
+                    "one file (an embeddings batch's limit); split it",
+                    "body.input",
+                )
         if self.requests > self.max_requests:
-            raise LineError(self.lines, "too_many_requests",
-                            f"more than {self.max_requests} requests in one file; split it")
+            raise LineError(
+                self.lines,
+                "too_many_requests",
+                f"more than {self.max_requests} requests in one file; split it",
+            )
         if not self._seen.add(custom_id):
-            raise LineError(self.lines, "duplicate_custom_id",
-                            f"custom_id {custom_id!r} is used by an earlier line; "
-                            "each must be unique", "custom_id")
+            raise LineError(
+                self.lines,
+                "duplicate_custom_id",
+                f"custom_id {custom_id!r} is used by an earlier line; each must be unique",
+                "custom_id",
+            )
 
 
 def iter_lines(path: str, chunk_size: int = 1 << 20):
@@ -458,7 +519,7 @@ def iter_lines(path: str, chunk_size: int = 1 << 20):
 
 def _clean(raw: bytes, number: int) -> bytes:
     if number == 1 and raw.startswith(BOM):
-        raw = raw[len(BOM):]
+        raw = raw[len(BOM) :]
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     return raw if raw.strip() else b""

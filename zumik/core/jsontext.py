@@ -75,5 +75,7 @@ def _join(path: str, key: str) -> str:
 
 def surrogate_message(path: str) -> str:
     """The words for a refused lone surrogate at ``path``."""
-    return (f"'{path}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is "
-            "not encodable text; send valid Unicode")
+    return (
+        f"'{path}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is "
+        "not encodable text; send valid Unicode"
+    )

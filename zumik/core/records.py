@@ -21,37 +21,79 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED})
 PUBLIC_FIELDS = (
-    "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window",
-    "status", "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at",
-    "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
-    "request_counts", "metadata", "usage", "cost",
+    "id",
+    "object",
+    "endpoint",
+    "model",
+    "errors",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts",
+    "metadata",
+    "usage",
+    "cost",
 )
 STATUS_TIMESTAMP = {
-    Status.IN_PROGRESS: "in_progress_at", Status.FINALIZING: "finalizing_at",
-    Status.COMPLETED: "completed_at", Status.FAILED: "failed_at", Status.EXPIRED: "expired_at",
-    Status.CANCELLING: "cancelling_at", Status.CANCELLED: "cancelled_at",
+    Status.IN_PROGRESS: "in_progress_at",
+    Status.FINALIZING: "finalizing_at",
+    Status.COMPLETED: "completed_at",
+    Status.FAILED: "failed_at",
+    Status.EXPIRED: "expired_at",
+    Status.CANCELLING: "cancelling_at",
+    Status.CANCELLED: "cancelled_at",
 }
 
 
 def zero_usage() -> dict[str, Any]:
-    return {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": 0}
+    return {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
 
 
-def new_batch(batch_id: str, *, now: int, input_file_id: str, endpoint: str, window: str,
-              metadata: dict[str, str] | None, total: int,
-              window_seconds: int | None = None) -> dict[str, Any]:
+def new_batch(
+    batch_id: str,
+    *,
+    now: int,
+    input_file_id: str,
+    endpoint: str,
+    window: str,
+    metadata: dict[str, str] | None,
+    total: int,
+    window_seconds: int | None = None,
+) -> dict[str, Any]:
     """A fresh record in ``validating`` with every field present (absent values null).
 
     ``window_seconds`` overrides how long the window lasts (``ZUMIK_COMPLETION_WINDOW``)."""
     record: dict[str, Any] = dict.fromkeys(PUBLIC_FIELDS)
     record.update(
-        id=batch_id, object="batch", endpoint=endpoint, input_file_id=input_file_id,
-        completion_window=window, status=Status.VALIDATING.value, created_at=now,
+        id=batch_id,
+        object="batch",
+        endpoint=endpoint,
+        input_file_id=input_file_id,
+        completion_window=window,
+        status=Status.VALIDATING.value,
+        created_at=now,
         expires_at=now + (window_seconds or WINDOW_SECONDS[window]),
         request_counts={"total": total, "completed": 0, "failed": 0},
-        metadata=metadata, usage=zero_usage())
+        metadata=metadata,
+        usage=zero_usage(),
+    )
     return record
 
 

@@ -12,8 +12,13 @@ from flask import Blueprint, Flask, Response, redirect, url_for
 
 from zumik.api.context import Zumik
 
-bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
-               static_folder="static")
+bp = Blueprint(
+    "dashboard",
+    __name__,
+    url_prefix="/dashboard",
+    template_folder="templates",
+    static_folder="static",
+)
 
 from zumik.dashboard import operator, pages, session  # noqa: E402,F401  (routes join bp)
 

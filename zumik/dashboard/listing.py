@@ -28,8 +28,9 @@ class StatusIndex:
         self._lock = threading.Lock()
         self.reads = 0  # records read (for tests and benchmarks)
 
-    def statuses(self, store: ProjectStore, ids: list[str],
-                 read: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    def statuses(
+        self, store: ProjectStore, ids: list[str], read: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, str]:
         """The status of each id (ids whose record is gone are left out); records it had to
         read go into ``read``."""
         active = set(store.active_ids())
@@ -78,14 +79,16 @@ class BatchPage:
     matching: int
 
 
-def batch_page(store: ProjectStore, index: StatusIndex, wanted: str, page: int,
-               per_page: int) -> BatchPage:
+def batch_page(
+    store: ProjectStore, index: StatusIndex, wanted: str, page: int, per_page: int
+) -> BatchPage:
     """One page (1-based) of the project's batches whose status matches ``wanted``."""
     read: dict[str, dict[str, Any]] = {}
     statuses = index.statuses(store, store.batch_ids(), read)
     by_status = Counter(statuses.values())
-    counts = {name: sum(n for status, n in by_status.items() if matches(status, name))
-              for name in FILTERS}
+    counts = {
+        name: sum(n for status, n in by_status.items() if matches(status, name)) for name in FILTERS
+    }
     if wanted == "all":
         chosen = list(statuses)  # newest first (insertion order)
     else:
@@ -93,7 +96,7 @@ def batch_page(store: ProjectStore, index: StatusIndex, wanted: str, page: int,
     pages = max(1, -(-len(chosen) // per_page))
     page = min(max(1, page), pages)
     records = []
-    for batch_id in chosen[(page - 1) * per_page: page * per_page]:
+    for batch_id in chosen[(page - 1) * per_page : page * per_page]:
         record = read.get(batch_id) or index.read(store, batch_id)
         if record is not None:
             records.append(record)

@@ -85,8 +85,11 @@ def _series(mapping: dict[str, Any]) -> list[tuple[str, dict[str, str], Any]]:
 
 
 def provider_states(router: Router, snapshots: list[dict[str, Any]]) -> list[ProviderState]:
-    states = {name: ProviderState(name, p.base_url, p.max_concurrency)
-              for name, p in router.providers.items() if not p.is_echo}
+    states = {
+        name: ProviderState(name, p.base_url, p.max_concurrency)
+        for name, p in router.providers.items()
+        if not p.is_echo
+    }
     for snapshot in snapshots:
         live = snapshot["_alive"]
         for name, labels, value in _series(snapshot.get("counters", {})):
@@ -147,15 +150,21 @@ def project_summaries(data_dir: Path, clock: Any) -> tuple[list[dict[str, Any]],
         active = [(r, present.progress(r, now)) for r in store.active_batches(with_progress=True)]
         usage = store.usage()
         stored += usage.bytes
-        projects.append({"name": name, "active": active, "files": usage.files,
-                         "bytes": usage.bytes})
+        projects.append(
+            {"name": name, "active": active, "files": usage.files, "bytes": usage.bytes}
+        )
     return projects, stored
 
 
 def disk(data_dir: Path) -> dict[str, Any]:
     total, used, free = shutil.disk_usage(data_dir)
-    return {"path": str(data_dir), "total": total, "used": used, "free": free,
-            "used_pct": present.share(used, total)}
+    return {
+        "path": str(data_dir),
+        "total": total,
+        "used": used,
+        "free": free,
+        "used_pct": present.share(used, total),
+    }
 
 
 @bp.get("/operator")
@@ -167,9 +176,21 @@ def operator() -> str:
     zumik.metrics.flush(zumik.settings.data_dir)  # this worker's numbers, fresh
     snapshots = _snapshots(zumik.settings.data_dir, now)
     projects, stored = project_summaries(zumik.settings.data_dir, zumik.clock)
-    executors = [{"name": f"{s.get('host')}-{s.get('pid')}", "age": s["_age"],
-                  "alive": s["_alive"], "stale": s["_age"] > STALE_SNAPSHOT}
-                 for s in snapshots]
-    return render_template("operator.html", providers=provider_states(zumik.router, snapshots),
-                           projects=projects, stored=stored, executors=executors,
-                           disk=disk(zumik.settings.data_dir), pid=os.getpid())
+    executors = [
+        {
+            "name": f"{s.get('host')}-{s.get('pid')}",
+            "age": s["_age"],
+            "alive": s["_alive"],
+            "stale": s["_age"] > STALE_SNAPSHOT,
+        }
+        for s in snapshots
+    ]
+    return render_template(
+        "operator.html",
+        providers=provider_states(zumik.router, snapshots),
+        projects=projects,
+        stored=stored,
+        executors=executors,
+        disk=disk(zumik.settings.data_dir),
+        pid=os.getpid(),
+    )

@@ -34,8 +34,9 @@ MAX_POLLED = 100
 
 
 def register_filters(app: Flask) -> None:
-    app.jinja_env.filters.update(size=present.size, number=present.number, when=present.when,
-                                 iso=present.iso)
+    app.jinja_env.filters.update(
+        size=present.size, number=present.number, when=present.when, iso=present.iso
+    )
 
 
 def _index() -> StatusIndex:
@@ -63,8 +64,7 @@ def domain_error(error: ZumikError) -> Response | tuple[str, int]:
 def api_error(error: ApiError) -> Response | tuple[str, int]:
     if request.path.startswith("/dashboard/api/"):
         return envelope(error)
-    return render_template("error.html", status=error.status, message=error.message), \
-        error.status
+    return render_template("error.html", status=error.status, message=error.message), error.status
 
 
 @bp.errorhandler(HTTPException)
@@ -72,8 +72,9 @@ def http_error(error: HTTPException) -> Response | tuple[str, int]:
     status = error.code or 500
     if request.path.startswith("/dashboard/api/"):
         return envelope(ApiError(status, error.description or error.name))
-    return render_template("error.html", status=status,
-                           message=error.description or error.name), status
+    return render_template(
+        "error.html", status=status, message=error.description or error.name
+    ), status
 
 
 # -- batches ----------------------------------------------------------------------------------
@@ -87,8 +88,7 @@ def batches() -> str:
     page = batch_page(project_store(), _index(), wanted, page_no, PER_PAGE)
     now = _now()
     rows = [(record, present.progress(record, now)) for record in page.records]
-    return render_template("batches.html", page=page, rows=rows, wanted=wanted,
-                           filters=FILTERS)
+    return render_template("batches.html", page=page, rows=rows, wanted=wanted, filters=FILTERS)
 
 
 @bp.get("/api/batches")
@@ -130,13 +130,26 @@ def batch(batch_id: str) -> str:
     if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
         failures, more = present.failed_lines(store.file_data_path(error_file))
     errors = (record.get("errors") or {}).get("data") or []
-    downloads = [(label, _file_link(record.get(key))) for label, key in (
-        ("Input", "input_file_id"), ("Output", "output_file_id"), ("Errors", "error_file_id"))]
+    downloads = [
+        (label, _file_link(record.get(key)))
+        for label, key in (
+            ("Input", "input_file_id"),
+            ("Output", "output_file_id"),
+            ("Errors", "error_file_id"),
+        )
+    ]
     return render_template(
-        "batch.html", record=record, row=present.progress(record, now),
-        timeline=present.timeline(record, now), errors=errors, failures=failures,
-        more_failures=more, downloads=downloads, usage=record.get("usage") or {},
-        cost=record.get("cost"))
+        "batch.html",
+        record=record,
+        row=present.progress(record, now),
+        timeline=present.timeline(record, now),
+        errors=errors,
+        failures=failures,
+        more_failures=more,
+        downloads=downloads,
+        usage=record.get("usage") or {},
+        cost=record.get("cost"),
+    )
 
 
 @bp.post("/batches/<batch_id>/cancel")
@@ -157,12 +170,17 @@ def files() -> str:
     metas = [m for m in (store.get_file(i) for i in store.iter_file_ids()) if m is not None]
     settings = current().settings
     used_bytes = sum(int(m.get("bytes") or 0) for m in metas)
-    quota = {"files": len(metas), "max_files": settings.max_files,
-             "files_pct": present.share(len(metas), settings.max_files),
-             "bytes": used_bytes, "max_bytes": settings.max_bytes,
-             "bytes_pct": present.share(used_bytes, settings.max_bytes)}
-    return render_template("files.html", files=metas, quota=quota,
-                           max_upload=settings.max_upload_bytes)
+    quota = {
+        "files": len(metas),
+        "max_files": settings.max_files,
+        "files_pct": present.share(len(metas), settings.max_files),
+        "bytes": used_bytes,
+        "max_bytes": settings.max_bytes,
+        "bytes_pct": present.share(used_bytes, settings.max_bytes),
+    }
+    return render_template(
+        "files.html", files=metas, quota=quota, max_upload=settings.max_upload_bytes
+    )
 
 
 @bp.post("/api/files")

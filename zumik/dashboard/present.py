@@ -11,12 +11,26 @@ from typing import Any
 from zumik.storage.store import ACTIVE_STATUSES
 
 STATUS_LABELS = {"in_progress": "in progress"}
-BADGES = {"validating": "run", "in_progress": "run", "finalizing": "run", "cancelling": "warn",
-          "completed": "ok", "failed": "bad", "cancelled": "off", "expired": "warn"}
-TIMELINE = (("created_at", "created"), ("in_progress_at", "in progress"),
-            ("cancelling_at", "cancelling"), ("finalizing_at", "finalizing"),
-            ("completed_at", "completed"), ("failed_at", "failed"),
-            ("cancelled_at", "cancelled"), ("expired_at", "expired"))
+BADGES = {
+    "validating": "run",
+    "in_progress": "run",
+    "finalizing": "run",
+    "cancelling": "warn",
+    "completed": "ok",
+    "failed": "bad",
+    "cancelled": "off",
+    "expired": "warn",
+}
+TIMELINE = (
+    ("created_at", "created"),
+    ("in_progress_at", "in progress"),
+    ("cancelling_at", "cancelling"),
+    ("finalizing_at", "finalizing"),
+    ("completed_at", "completed"),
+    ("failed_at", "failed"),
+    ("cancelled_at", "cancelled"),
+    ("expired_at", "expired"),
+)
 FAILED_LINES_SHOWN = 20
 FAILED_BYTES_READ = 256 * 1024
 MESSAGE_CHARS = 400
@@ -92,12 +106,20 @@ def progress(record: dict[str, Any], now: float) -> dict[str, Any]:
     if failed:
         text += f" · {number(failed)} failed"
     return {
-        "id": record.get("id"), "status": status,
-        "status_label": STATUS_LABELS.get(status, status), "badge": BADGES.get(status, "off"),
-        "active": status in ACTIVE_STATUSES, "total": total, "completed": completed,
-        "failed": failed, "ok_pct": round(share(completed, total), 2),
-        "fail_pct": round(share(failed, total), 2), "pct": round(share(done, total)),
-        "text": text, "rate": rate, "eta": eta,
+        "id": record.get("id"),
+        "status": status,
+        "status_label": STATUS_LABELS.get(status, status),
+        "badge": BADGES.get(status, "off"),
+        "active": status in ACTIVE_STATUSES,
+        "total": total,
+        "completed": completed,
+        "failed": failed,
+        "ok_pct": round(share(completed, total), 2),
+        "fail_pct": round(share(failed, total), 2),
+        "pct": round(share(done, total)),
+        "text": text,
+        "rate": rate,
+        "eta": eta,
         "cancellable": status in ("validating", "in_progress"),
         "output_file_id": record.get("output_file_id"),
         "error_file_id": record.get("error_file_id"),
@@ -111,8 +133,10 @@ def timeline(record: dict[str, Any], now: float) -> list[dict[str, str]]:
     """The status timestamps that are set, in time order."""
     steps = [(record[key], label) for key, label in TIMELINE if record.get(key) is not None]
     steps.sort(key=lambda step: step[0])
-    return [{"label": label, "when": when(ts), "iso": iso(ts), "ago": ago(ts, now)}
-            for ts, label in steps]
+    return [
+        {"label": label, "when": when(ts), "iso": iso(ts), "ago": ago(ts, now)}
+        for ts, label in steps
+    ]
 
 
 def _failure(line: dict[str, Any]) -> dict[str, str]:

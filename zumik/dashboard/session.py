@@ -40,8 +40,10 @@ PUBLIC_ENDPOINTS = frozenset({"dashboard.signin", "dashboard.static"})
 CSRF_FIELD, CSRF_HEADER = "csrf_token", "X-CSRF-Token"
 THROTTLE_CAPACITY = 10_000  # client addresses remembered (oldest forgotten first)
 THROTTLE_MEMORY = 900.0  # seconds after its last wrong key an address starts afresh
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def load_secret(data_dir: Path) -> bytes:
@@ -70,8 +72,13 @@ class SignInThrottle:
     After ``free`` wrong keys an address waits 1 s before its next try, then 2, 4, ... up to
     ``max_delay``; a right key resets it. Each worker keeps its own table."""
 
-    def __init__(self, free: int, max_delay: float, clock: Any = time.monotonic,
-                 capacity: int = THROTTLE_CAPACITY) -> None:
+    def __init__(
+        self,
+        free: int,
+        max_delay: float,
+        clock: Any = time.monotonic,
+        capacity: int = THROTTLE_CAPACITY,
+    ) -> None:
         self.free, self.max_delay, self.clock, self.capacity = free, max_delay, clock, capacity
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
@@ -105,12 +112,16 @@ def configure(app: Flask, zumik: Zumik) -> None:
     settings = zumik.settings
     app.secret_key = load_secret(settings.data_dir)
     app.config.update(
-        SESSION_COOKIE_NAME="zumik_dashboard", SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/dashboard",
+        SESSION_COOKIE_NAME="zumik_dashboard",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PATH="/dashboard",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.dashboard_session_seconds),
-        SESSION_REFRESH_EACH_REQUEST=False)
-    zumik.extra["dashboard.throttle"] = SignInThrottle(settings.signin_free_attempts,
-                                                       settings.signin_max_delay)
+        SESSION_REFRESH_EACH_REQUEST=False,
+    )
+    zumik.extra["dashboard.throttle"] = SignInThrottle(
+        settings.signin_free_attempts, settings.signin_max_delay
+    )
 
 
 def csrf_token() -> str:
@@ -129,10 +140,14 @@ def _check_csrf() -> None:
     if sent is None and request.mimetype != "multipart/form-data":  # never parse uploads here
         sent = request.form.get(CSRF_FIELD)
     expected = session.get("csrf")
-    if not (isinstance(sent, str) and isinstance(expected, str)
-            and hmac.compare_digest(sent.encode(), expected.encode())):
-        raise Forbidden("The form's security token is missing or stale. Reload the page and "
-                        "try again.")
+    if not (
+        isinstance(sent, str)
+        and isinstance(expected, str)
+        and hmac.compare_digest(sent.encode(), expected.encode())
+    ):
+        raise Forbidden(
+            "The form's security token is missing or stale. Reload the page and try again."
+        )
 
 
 def wants_json() -> bool:
@@ -153,9 +168,16 @@ def guard() -> Response | None:
     if project is None:
         session.pop("key", None)
         if wants_json():
-            return jsonify({"error": {"message": "Not signed in", "type":
-                                      "authentication_error", "param": None,
-                                      "code": "signed_out"}}), 401
+            return jsonify(
+                {
+                    "error": {
+                        "message": "Not signed in",
+                        "type": "authentication_error",
+                        "param": None,
+                        "code": "signed_out",
+                    }
+                }
+            ), 401
         return redirect(url_for("dashboard.signin"))
     g.project = project
     g.admin = keyring.is_admin(digest)
@@ -189,16 +211,21 @@ def signin() -> Response | tuple[str, int] | str:
     wait = throttle.wait(address)
     if wait > 0:
         seconds = max(1, round(wait))
-        return render_template("signin.html", error=(
-            f"Too many wrong keys from your address. Wait {seconds} s, then try again.")), 429
+        return render_template(
+            "signin.html",
+            error=(f"Too many wrong keys from your address. Wait {seconds} s, then try again."),
+        ), 429
     key = request.form.get("key", "").strip()
     digest = hash_key(key) if key else ""
     project = current().keyring.project_for_digest(digest) if key else None
     if project is None:
         throttle.failed(address)
-        message = ("Enter your API key." if not key else
-                   "That key is not valid: no project has it (it may have been revoked). "
-                   "Keys look like zk_...; make one with: zumik keys create PROJECT")
+        message = (
+            "Enter your API key."
+            if not key
+            else "That key is not valid: no project has it (it may have been revoked). "
+            "Keys look like zk_...; make one with: zumik keys create PROJECT"
+        )
         return render_template("signin.html", error=message), 401
     throttle.succeeded(address)
     session.clear()

@@ -39,9 +39,16 @@ def is_provider_failure(error_code: str | None, status: int | None) -> bool:
 class ProviderHealth:
     """Up/down state, probing and the counters an operator wants to see, for one provider."""
 
-    def __init__(self, name: str, limits: ProviderLimits, *, down_failures: int = 5,
-                 down_seconds: float = 2.0, probe_max: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        limits: ProviderLimits,
+        *,
+        down_failures: int = 5,
+        down_seconds: float = 2.0,
+        probe_max: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.limits = limits
         self.down_failures = down_failures
@@ -108,8 +115,9 @@ class ProviderHealth:
         self.answers += 1
         self.failures_in_row = 0
         self.last_answer = self.clock()
-        self.latency_ewma = latency if not self.latency_ewma else (
-            0.9 * self.latency_ewma + 0.1 * latency)
+        self.latency_ewma = (
+            latency if not self.latency_ewma else (0.9 * self.latency_ewma + 0.1 * latency)
+        )
         if probe:
             self.probing = False
         if not self.up:
@@ -131,8 +139,10 @@ class ProviderHealth:
         if self.failures_in_row == 0:
             self._limit_before = self.limits.limit  # what to resume at
         self.failures_in_row += 1
-        if (self.failures_in_row >= self.down_failures
-                and self.clock() - self.last_answer >= self.down_seconds):
+        if (
+            self.failures_in_row >= self.down_failures
+            and self.clock() - self.last_answer >= self.down_seconds
+        ):
             self._mark_down()
 
     def abandon(self, probe: bool) -> None:
@@ -148,10 +158,14 @@ class ProviderHealth:
         self.down_since = time.time()
         self.probe_delay = PROBE_FIRST
         self.probe_at = self._down_at + PROBE_FIRST
-        log.warning("provider %s is down after %d failures in a row and no answer for "
-                    "%.1f s; holding its lines, probing", self.name, self.failures_in_row,
-                    self.clock() - self.last_answer,
-                    extra={"provider": self.name, "provider_up": False})
+        log.warning(
+            "provider %s is down after %d failures in a row and no answer for "
+            "%.1f s; holding its lines, probing",
+            self.name,
+            self.failures_in_row,
+            self.clock() - self.last_answer,
+            extra={"provider": self.name, "provider_up": False},
+        )
 
     def _mark_up(self) -> None:
         down_for = self.clock() - self._down_at
@@ -159,18 +173,28 @@ class ProviderHealth:
         self.down_since = None
         self.limits.limit = max(self.limits.limit, self._limit_before)
         self.limits.wake()
-        log.warning("provider %s is up again after %.1f s down; resuming at concurrency %d",
-                    self.name, down_for, int(self.limits.limit),
-                    extra={"provider": self.name, "provider_up": True,
-                           "down_seconds": round(down_for, 3)})
+        log.warning(
+            "provider %s is up again after %.1f s down; resuming at concurrency %d",
+            self.name,
+            down_for,
+            int(self.limits.limit),
+            extra={"provider": self.name, "provider_up": True, "down_seconds": round(down_for, 3)},
+        )
         self._notify()
 
     def snapshot(self) -> dict[str, Any]:
         """What an operator sees of this provider (the metrics snapshot's ``providers``)."""
         self._accrue()
-        return {"up": self.up, "down_since": self.down_since, "in_flight": self.limits.in_flight,
-                "held": self.held, "concurrency_limit": int(self.limits.limit),
-                "max_concurrency": self.limits.max, "downs": self.downs,
-                "wait_seconds": round(self.wait_seconds, 3),
-                "rate_limited": self.rate_limited, "retries": self.retries,
-                "latency_ewma_s": round(self.latency_ewma, 4)}
+        return {
+            "up": self.up,
+            "down_since": self.down_since,
+            "in_flight": self.limits.in_flight,
+            "held": self.held,
+            "concurrency_limit": int(self.limits.limit),
+            "max_concurrency": self.limits.max,
+            "downs": self.downs,
+            "wait_seconds": round(self.wait_seconds, 3),
+            "rate_limited": self.rate_limited,
+            "retries": self.retries,
+            "latency_ewma_s": round(self.latency_ewma, 4),
+        }

@@ -57,8 +57,11 @@ class RunOutcome(StrEnum):
         return _FINAL_STATUS.get(self)
 
 
-_FINAL_STATUS = {RunOutcome.DONE: Status.COMPLETED, RunOutcome.CANCELLED: Status.CANCELLED,
-                 RunOutcome.EXPIRED: Status.EXPIRED}
+_FINAL_STATUS = {
+    RunOutcome.DONE: Status.COMPLETED,
+    RunOutcome.CANCELLED: Status.CANCELLED,
+    RunOutcome.EXPIRED: Status.EXPIRED,
+}
 encode = msgspec.json.encode
 WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
@@ -69,12 +72,23 @@ def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
     the error file with its ``status_code`` and the provider's JSON error body, ``error`` null,
     as OpenAI writes it), splicing the provider's compact body in unparsed."""
     assert outcome.body is not None
-    return b"".join((
-        b'{"id":"', request_id.encode(), b'","custom_id":',
-        encode(custom_id), b',"response":{"status_code":',
-        str(outcome.status_code).encode(), b',"request_id":',
-        encode(outcome.request_id), b',"body":', outcome.body,
-        b'},"error":null,"provider":', encode(outcome.provider), b'}\n'))
+    return b"".join(
+        (
+            b'{"id":"',
+            request_id.encode(),
+            b'","custom_id":',
+            encode(custom_id),
+            b',"response":{"status_code":',
+            str(outcome.status_code).encode(),
+            b',"request_id":',
+            encode(outcome.request_id),
+            b',"body":',
+            outcome.body,
+            b'},"error":null,"provider":',
+            encode(outcome.provider),
+            b"}\n",
+        )
+    )
 
 
 def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
@@ -82,9 +96,18 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
     connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
     ``error`` set."""
     request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
-    return json.dumps({"id": request_id, "custom_id": custom_id,
-                       "response": None, "error": {"code": code, "message": message}},
-                      separators=(",", ":")).encode() + b"\n"
+    return (
+        json.dumps(
+            {
+                "id": request_id,
+                "custom_id": custom_id,
+                "response": None,
+                "error": {"code": code, "message": message},
+            },
+            separators=(",", ":"),
+        ).encode()
+        + b"\n"
+    )
 
 
 def _custom_id_of(raw: bytes, number: int) -> str:
@@ -99,9 +122,18 @@ def _custom_id_of(raw: bytes, number: int) -> str:
 class BatchRun:
     """Runs one batch this executor has claimed."""
 
-    def __init__(self, *, settings: Settings, router: Router, upstream: Upstream,
-                 clock: Callable[[], float], store: ProjectStore, claim: Claim,
-                 scheduler: FairScheduler, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        router: Router,
+        upstream: Upstream,
+        clock: Callable[[], float],
+        store: ProjectStore,
+        claim: Claim,
+        scheduler: FairScheduler,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.upstream = upstream
@@ -118,8 +150,10 @@ class BatchRun:
         self.senders: set[asyncio.Task[None]] = set()
         self._waiting_senders = 0  # senders waiting for a slot
         self.prices: journal.Prices = {
-            p.name: (p.input_price, p.output_price) for p in router.providers.values()
-            if p.input_price is not None or p.output_price is not None}
+            p.name: (p.input_price, p.output_price)
+            for p in router.providers.values()
+            if p.input_price is not None or p.output_price is not None
+        }
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
         self.endpoint = CHAT
@@ -143,8 +177,11 @@ class BatchRun:
         flight (unjournaled, so a later claim sends them again).
         """
         current = self.outcome
-        first = (current is None or outcome is RunOutcome.LOST or
-                 (outcome is RunOutcome.PAUSED and current is not RunOutcome.LOST))
+        first = (
+            current is None
+            or outcome is RunOutcome.LOST
+            or (outcome is RunOutcome.PAUSED and current is not RunOutcome.LOST)
+        )
         if first:
             self.outcome = outcome
         if abort:
@@ -174,8 +211,9 @@ class BatchRun:
             await self._execute(record)
         except Exception:
             self.end(RunOutcome.PAUSED)
-            log.exception("batch %s: run failed; paused, it will be retried by a later claim",
-                          self.batch_id)
+            log.exception(
+                "batch %s: run failed; paused, it will be retried by a later claim", self.batch_id
+            )
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -196,23 +234,37 @@ class BatchRun:
                     if len(models) < 2:
                         models.add(model)
                     if url != record["endpoint"]:
-                        raise LineError(number, "invalid_url", "The URL provided for this "
-                                        "request does not match the batch endpoint.", "url")
+                        raise LineError(
+                            number,
+                            "invalid_url",
+                            "The URL provided for this request does not match the batch endpoint.",
+                            "url",
+                        )
                     if self.router.resolve(model) is None:
-                        raise LineError(number, "model_not_found",
-                                        f"The model {model!r} has no route; "
-                                        f"known: {', '.join(self.router.model_names())}",
-                                        "body.model")
+                        raise LineError(
+                            number,
+                            "model_not_found",
+                            f"The model {model!r} has no route; "
+                            f"known: {', '.join(self.router.model_names())}",
+                            "body.model",
+                        )
                 except LineError as exc:
                     errors.append(exc.as_batch_error())
                     if len(errors) >= self.settings.max_batch_errors:
                         break
         except FileNotFoundError:
-            errors.append({"code": "invalid_request", "line": None, "param": "file_id",
-                           "message": f"Cannot find file {record['input_file_id']}."})
+            errors.append(
+                {
+                    "code": "invalid_request",
+                    "line": None,
+                    "param": "file_id",
+                    "message": f"Cannot find file {record['input_file_id']}.",
+                }
+            )
         now = int(self.clock())
         model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
         if errors:
+
             def fail(current: dict[str, Any]) -> bool:
                 if current["status"] != Status.VALIDATING:
                     return False  # cancelled meanwhile
@@ -222,30 +274,44 @@ class BatchRun:
 
             record = self.make_terminal(Status.FAILED, fail)
         else:
+
             def start(current: dict[str, Any]) -> None:
                 if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
                     current["model"] = model
                     move(current, Status.IN_PROGRESS, now)
 
             record = self.batch.update(start)
-        log.info("batch %s: validated in %.3f s, %s", self.batch_id,
-                 time.perf_counter() - started, record["status"],
-                 extra={"batch_id": self.batch_id, "project": self.store.project,
-                        "status": record["status"], "epoch": self.claim.epoch})
+        log.info(
+            "batch %s: validated in %.3f s, %s",
+            self.batch_id,
+            time.perf_counter() - started,
+            record["status"],
+            extra={
+                "batch_id": self.batch_id,
+                "project": self.store.project,
+                "status": record["status"],
+                "epoch": self.claim.epoch,
+            },
+        )
         return record
 
     async def _execute(self, record: dict[str, Any]) -> None:
         self.progress = await asyncio.to_thread(
-            journal.recover, self.batch.segments(), self.settings.claim_mode == "flock",
-            self.prices)
+            journal.recover, self.batch.segments(), self.settings.claim_mode == "flock", self.prices
+        )
         status = record["status"]
         started = time.perf_counter()
         if status == Status.IN_PROGRESS:
-            self.writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch),
-                                                asyncio.get_running_loop())
+            self.writer = journal.JournalWriter(
+                self.batch.segment_path(self.claim.epoch), asyncio.get_running_loop()
+            )
             await self._send_all(record)
-            log.info("batch %s: sent %d lines in %.3f s", self.batch_id,
-                     len(self.progress.done), time.perf_counter() - started)
+            log.info(
+                "batch %s: sent %d lines in %.3f s",
+                self.batch_id,
+                len(self.progress.done),
+                time.perf_counter() - started,
+            )
         elif status == Status.CANCELLING:
             self.end(RunOutcome.CANCELLED)
         if self.outcome is None and self.clock() >= record["expires_at"]:
@@ -255,10 +321,18 @@ class BatchRun:
         assert outcome is not None
         final = outcome.final_status
         if final is None:
-            log.info("batch %s: handing back (%s) after %d lines", self.batch_id, outcome,
-                     len(self.progress.done),
-                     extra={"batch_id": self.batch_id, "project": self.store.project,
-                            "reason": outcome.value, "epoch": self.claim.epoch})
+            log.info(
+                "batch %s: handing back (%s) after %d lines",
+                self.batch_id,
+                outcome,
+                len(self.progress.done),
+                extra={
+                    "batch_id": self.batch_id,
+                    "project": self.store.project,
+                    "reason": outcome.value,
+                    "epoch": self.claim.epoch,
+                },
+            )
             return
         if outcome is RunOutcome.EXPIRED:
             await asyncio.to_thread(self._expire_rest, record)
@@ -347,29 +421,42 @@ class BatchRun:
             if held:
                 scheduler.release(project, batch_id)
 
-    async def _request(self, number: int, custom_id: str, body: RequestBody
-                       ) -> tuple[bytes, bool, Any, str | None, str] | None:
+    async def _request(
+        self, number: int, custom_id: str, body: RequestBody
+    ) -> tuple[bytes, bool, Any, str | None, str] | None:
         """Send one line; what to journal for it (None: it raised and was journaled failed)."""
         try:
             route = self.router.resolve(body.model)
             if route is None:
-                return (error_line(custom_id, "model_not_found",
-                                   f"The model {body.model!r} has no route"),
-                        False, None, None, body.model)
+                return (
+                    error_line(
+                        custom_id, "model_not_found", f"The model {body.model!r} has no route"
+                    ),
+                    False,
+                    None,
+                    None,
+                    body.model,
+                )
             outcome = await self.upstream.send(route, body, self.endpoint)
             ok = outcome.ok
-            line = (response_line(custom_id, outcome, self.next_request_id())
-                    if outcome.body is not None and outcome.status_code is not None else
-                    error_line(custom_id, outcome.error_code or "upstream_error",
-                               outcome.error_message or "request failed",
-                               self.next_request_id()))
+            line = (
+                response_line(custom_id, outcome, self.next_request_id())
+                if outcome.body is not None and outcome.status_code is not None
+                else error_line(
+                    custom_id,
+                    outcome.error_code or "upstream_error",
+                    outcome.error_message or "request failed",
+                    self.next_request_id(),
+                )
+            )
             return line, ok, outcome.usage if ok else None, outcome.provider, body.model
         except Exception as exc:  # anything unexpected fails this line alone, once
             self._line_failed(number, custom_id, exc, body.model)
             return None
 
-    def _journal(self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None,
-                 model: str) -> None:
+    def _journal(
+        self, number: int, line: bytes, ok: bool, usage: Any, provider: str | None, model: str
+    ) -> None:
         if self.outcome is RunOutcome.LOST or self.writer is None:
             return
         self.writer.append(journal.entry_bytes(number, line))
@@ -377,22 +464,33 @@ class BatchRun:
         counter = self._line_counters.get((provider, model, ok))
         if counter is None:
             counter = self._line_counters[provider, model, ok] = self.metrics.counter(
-                "zumik_lines_total", (("provider", provider or "none"), ("model", model),
-                                      ("outcome", "completed" if ok else "failed")))
+                "zumik_lines_total",
+                (
+                    ("provider", provider or "none"),
+                    ("model", model),
+                    ("outcome", "completed" if ok else "failed"),
+                ),
+            )
         counter.inc()
 
-    def _line_failed(self, number: int, custom_id: str, exc: Exception,
-                     model: str = "unknown") -> None:
+    def _line_failed(
+        self, number: int, custom_id: str, exc: Exception, model: str = "unknown"
+    ) -> None:
         """Journal a line that raised inside Zumik as failed with ``internal_error``: logged
         with its line number and counted, so no line goes missing and none loops."""
-        log.error("batch %s: line %d raised %s; failed with internal_error", self.batch_id,
-                  number, type(exc).__name__, exc_info=exc,
-                  extra={"batch_id": self.batch_id, "project": self.store.project,
-                         "line": number})
+        log.error(
+            "batch %s: line %d raised %s; failed with internal_error",
+            self.batch_id,
+            number,
+            type(exc).__name__,
+            exc_info=exc,
+            extra={"batch_id": self.batch_id, "project": self.store.project, "line": number},
+        )
         self.metrics.inc("zumik_line_errors_total", ())
         message = f"Internal error while running this request ({type(exc).__name__})"
-        self._journal(number, error_line(custom_id, "internal_error", message), False, None,
-                      None, model)
+        self._journal(
+            number, error_line(custom_id, "internal_error", message), False, None, None, model
+        )
 
     async def _watch(self, record: dict[str, Any]) -> None:
         """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
@@ -413,8 +511,11 @@ class BatchRun:
             if self.writer is not None:
                 await asyncio.to_thread(self.writer.sync)
                 if self.writer.error is not None and self.outcome is None:
-                    log.error("batch %s: journal write failed (%s); pausing", self.batch_id,
-                              self.writer.error)
+                    log.error(
+                        "batch %s: journal write failed (%s); pausing",
+                        self.batch_id,
+                        self.writer.error,
+                    )
                     self.end(RunOutcome.PAUSED, abort=True)
             if self.outcome is None and self.batch.cancel_requested():
                 self.end(RunOutcome.CANCELLED, abort=True)
@@ -440,9 +541,16 @@ class BatchRun:
             return
         saved = self.progress
         self._progress_seq += 1
-        progress.write(self.batch.progress_path, {
-            "request_counts": {"completed": saved.completed, "failed": saved.failed},
-            "usage": saved.usage, "cost": saved.cost()}, self.claim.epoch, self._progress_seq)
+        progress.write(
+            self.batch.progress_path,
+            {
+                "request_counts": {"completed": saved.completed, "failed": saved.failed},
+                "usage": saved.usage,
+                "cost": saved.cost(),
+            },
+            self.claim.epoch,
+            self._progress_seq,
+        )
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
         """Write a ``batch_expired`` line for every line that never ran."""
@@ -454,9 +562,17 @@ class BatchRun:
         for number, raw in iter_lines(path):
             if number not in self.progress.done:
                 custom_id = request_of(raw, number)[0]
-                writer.append(journal.entry_bytes(number, error_line(
-                    custom_id, "batch_expired", "This request could not be executed before "
-                    "the completion window expired.")))
+                writer.append(
+                    journal.entry_bytes(
+                        number,
+                        error_line(
+                            custom_id,
+                            "batch_expired",
+                            "This request could not be executed before "
+                            "the completion window expired.",
+                        ),
+                    )
+                )
                 self.progress.record(number, True, None)
         writer.sync()
 
@@ -485,8 +601,7 @@ class BatchRun:
         summary = merged.summary
 
         def finish(current: dict[str, Any]) -> None:
-            current["output_file_id"] = (current["_output_file_id"] if merged.output_lines
-                                         else None)
+            current["output_file_id"] = current["_output_file_id"] if merged.output_lines else None
             current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
             current["request_counts"]["completed"] = summary.completed
             current["request_counts"]["failed"] = summary.failed
@@ -495,14 +610,26 @@ class BatchRun:
 
         self.make_terminal(final, finish)
         self.batch.remove_run_state()
-        log.info("batch %s: %s (%d completed, %d failed), finalized in %.3f s", self.batch_id,
-                 final.value, summary.completed, summary.failed, time.perf_counter() - started,
-                 extra={"batch_id": self.batch_id, "project": self.store.project,
-                        "status": final.value, "completed": summary.completed,
-                        "failed": summary.failed, "epoch": self.claim.epoch})
+        log.info(
+            "batch %s: %s (%d completed, %d failed), finalized in %.3f s",
+            self.batch_id,
+            final.value,
+            summary.completed,
+            summary.failed,
+            time.perf_counter() - started,
+            extra={
+                "batch_id": self.batch_id,
+                "project": self.store.project,
+                "status": final.value,
+                "completed": summary.completed,
+                "failed": summary.failed,
+                "epoch": self.claim.epoch,
+            },
+        )
 
-    def make_terminal(self, final: Status,
-                      change: Callable[[dict[str, Any]], bool | None]) -> dict[str, Any]:
+    def make_terminal(
+        self, final: Status, change: Callable[[dict[str, Any]], bool | None]
+    ) -> dict[str, Any]:
         """THE place a batch becomes terminal (``failed`` after validation, or the status its
         run outcome gives it after finalizing).
 
@@ -528,28 +655,43 @@ class BatchRun:
             self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
             ended = ended_at(record)
             if ended is not None:  # the input's expires_at now says when it goes
-                self.store.release_input(record["input_file_id"],
-                                         ended + self.settings.batch_ttl)
+                self.store.release_input(record["input_file_id"], ended + self.settings.batch_ttl)
         return record
 
     def _publish(self, record: dict[str, Any]) -> journal.Merged:
         files_dir = self.store.files_dir
         tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
         try:
-            merged = journal.merge(self.batch.segments(), tmp_out, tmp_err, self.prices,
-                                   self.settings.result_files == "combined")
+            merged = journal.merge(
+                self.batch.segments(),
+                tmp_out,
+                tmp_err,
+                self.prices,
+                self.settings.result_files == "combined",
+            )
             now = int(self.clock())
             ttl = record.get("_output_ttl") or self.settings.output_ttl
             for tmp, file_id, suffix, count in (
-                    (tmp_out, record["_output_file_id"], "output", merged.output_lines),
-                    (tmp_err, record["_error_file_id"], "errors", merged.error_lines)):
+                (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+                (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
+            ):
                 if count:
-                    self.store.write_file(tmp, {
-                        "id": file_id, "object": "file", "bytes": os.path.getsize(tmp),
-                        "created_at": now, "filename": f"{self.batch_id}_{suffix}.jsonl",
-                        "purpose": "batch_output", "status": "processed",
-                        "status_details": None, "expires_at": now + ttl,
-                        "requests": count, "batch_id": self.batch_id})
+                    self.store.write_file(
+                        tmp,
+                        {
+                            "id": file_id,
+                            "object": "file",
+                            "bytes": os.path.getsize(tmp),
+                            "created_at": now,
+                            "filename": f"{self.batch_id}_{suffix}.jsonl",
+                            "purpose": "batch_output",
+                            "status": "processed",
+                            "status_details": None,
+                            "expires_at": now + ttl,
+                            "requests": count,
+                            "batch_id": self.batch_id,
+                        },
+                    )
             return merged
         finally:
             tmp_out.unlink(missing_ok=True)

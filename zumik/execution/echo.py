@@ -20,9 +20,20 @@ from zumik.core.batchfile import CHAT, COMPLETIONS, EMBEDDINGS, MODERATIONS, RES
 MODEL = "zumik-echo"
 EMBEDDING_DIMENSIONS = 32
 MODERATION_CATEGORIES = (
-    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-    "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
-    "sexual/minors", "violence", "violence/graphic")
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 
 
 def _tokens(value: Any) -> int:
@@ -57,43 +68,87 @@ def _chat(body: dict[str, Any], now: int) -> dict[str, Any]:
     messages = body.get("messages") or []
     content = _last_user_text(messages)
     prompt, completion = _tokens(messages), _tokens(content)
-    return {"id": "chatcmpl-echo", "object": "chat.completion", "created": now, "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}}
+    return {
+        "id": "chatcmpl-echo",
+        "object": "chat.completion",
+        "created": now,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
 
 
 def _completions(body: dict[str, Any], now: int) -> dict[str, Any]:
     prompt = body.get("prompt", "")
-    prompts = prompt if isinstance(prompt, list) and prompt and all(
-        isinstance(p, str) for p in prompt) else [prompt]
+    prompts = (
+        prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt)
+        else [prompt]
+    )
     texts = [p if isinstance(p, str) else json.dumps(p) for p in prompts]
     used_in = sum(_tokens(t) for t in texts)
     used_out = used_in
-    return {"id": "cmpl-echo", "object": "text_completion", "created": now, "model": MODEL,
-            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": "stop"}
-                        for i, text in enumerate(texts)],
-            "usage": {"prompt_tokens": used_in, "completion_tokens": used_out,
-                      "total_tokens": used_in + used_out}}
+    return {
+        "id": "cmpl-echo",
+        "object": "text_completion",
+        "created": now,
+        "model": MODEL,
+        "choices": [
+            {"index": i, "text": text, "logprobs": None, "finish_reason": "stop"}
+            for i, text in enumerate(texts)
+        ],
+        "usage": {
+            "prompt_tokens": used_in,
+            "completion_tokens": used_out,
+            "total_tokens": used_in + used_out,
+        },
+    }
 
 
 def _responses(body: dict[str, Any], now: int) -> dict[str, Any]:
     given = body.get("input", "")
     text = _last_user_text(given)
     used_in, used_out = _tokens(given), _tokens(text)
-    return {"id": "resp_echo", "object": "response", "created_at": now, "status": "completed",
-            "model": MODEL, "error": None, "incomplete_details": None,
-            "instructions": body.get("instructions"), "parallel_tool_calls": True,
-            "tool_choice": "auto", "tools": [], "metadata": body.get("metadata") or {},
-            "output": [{"type": "message", "id": "msg_echo", "status": "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "usage": {"input_tokens": used_in,
-                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                      "output_tokens": used_out,
-                      "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": used_in + used_out}}
+    return {
+        "id": "resp_echo",
+        "object": "response",
+        "created_at": now,
+        "status": "completed",
+        "model": MODEL,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "metadata": body.get("metadata") or {},
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_echo",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": used_in,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": used_out,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": used_in + used_out,
+        },
+    }
 
 
 def embedding(value: Any, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
@@ -104,22 +159,27 @@ def embedding(value: Any, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]
     while len(raw) < 4 * dimensions:
         raw += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
         counter += 1
-    numbers = [(n / 0xFFFFFFFF) * 2 - 1 for n in struct.unpack(f"<{dimensions}I",
-                                                               raw[:4 * dimensions])]
+    numbers = [
+        (n / 0xFFFFFFFF) * 2 - 1 for n in struct.unpack(f"<{dimensions}I", raw[: 4 * dimensions])
+    ]
     norm = math.sqrt(sum(x * x for x in numbers)) or 1.0
     return [round(x / norm, 6) for x in numbers]
 
 
 def _embeddings(body: dict[str, Any], now: int) -> dict[str, Any]:
     given = body.get("input", "")
-    if isinstance(given, str) or (isinstance(given, list) and given and all(
-            isinstance(t, int) for t in given)):
+    if isinstance(given, str) or (
+        isinstance(given, list) and given and all(isinstance(t, int) for t in given)
+    ):
         inputs = [given]
     else:
         inputs = list(given) if isinstance(given, list) else [given]
     dimensions = body.get("dimensions")
-    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not \
-            0 < dimensions <= 4096:
+    if (
+        not isinstance(dimensions, int)
+        or isinstance(dimensions, bool)
+        or not 0 < dimensions <= 4096
+    ):
         dimensions = EMBEDDING_DIMENSIONS
     as_base64 = body.get("encoding_format") == "base64"
     data = []
@@ -129,22 +189,33 @@ def _embeddings(body: dict[str, Any], now: int) -> dict[str, Any]:
             vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
     used = sum(_tokens(item) if isinstance(item, str) else len(item) for item in inputs)
-    return {"object": "list", "data": data, "model": MODEL,
-            "usage": {"prompt_tokens": used, "total_tokens": used}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": MODEL,
+        "usage": {"prompt_tokens": used, "total_tokens": used},
+    }
 
 
 def _moderations(body: dict[str, Any], now: int) -> dict[str, Any]:
     given = body.get("input", "")
     count = len(given) if isinstance(given, list) else 1
-    result = {"flagged": False,
-              "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
-              "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0),
-              "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES}}
+    result = {
+        "flagged": False,
+        "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+        "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0),
+        "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+    }
     return {"id": "modr-echo", "model": MODEL, "results": [result] * count}
 
 
-ANSWERS = {CHAT: _chat, COMPLETIONS: _completions, RESPONSES: _responses,
-           EMBEDDINGS: _embeddings, MODERATIONS: _moderations}
+ANSWERS = {
+    CHAT: _chat,
+    COMPLETIONS: _completions,
+    RESPONSES: _responses,
+    EMBEDDINGS: _embeddings,
+    MODERATIONS: _moderations,
+}
 
 
 def answer(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,13 @@ CLAIM_AFTER_POLLS = 4  # a batch nobody took for this many poll intervals is tak
 class Executor:
     """Claims and runs batches in a background thread."""
 
-    def __init__(self, settings: Settings, router: Router,
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.router = router
@@ -79,8 +84,9 @@ class Executor:
         if self.running:
             return
         self._ready.clear()
-        self._thread = threading.Thread(target=self._thread_main, name="zumik-executor",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._thread_main, name="zumik-executor", daemon=True
+        )
         self._thread.start()
         self._ready.wait(10)
 
@@ -129,9 +135,16 @@ class Executor:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             settings = self.settings
-            self.upstream = Upstream(session, metrics=self.metrics, health=HealthSettings(
-                settings.provider_down_failures, settings.provider_down_seconds,
-                settings.provider_probe_max, settings.max_response_bytes))
+            self.upstream = Upstream(
+                session,
+                metrics=self.metrics,
+                health=HealthSettings(
+                    settings.provider_down_failures,
+                    settings.provider_down_seconds,
+                    settings.provider_probe_max,
+                    settings.max_response_bytes,
+                ),
+            )
             try:
                 yield self
             finally:
@@ -167,18 +180,21 @@ class Executor:
             assert self.upstream is not None
             metrics = self.metrics
             for name, limits in self.upstream.limits.items():
-                metrics.set_gauge("zumik_inflight_requests", (("provider", name),),
-                                  limits.in_flight)
+                metrics.set_gauge(
+                    "zumik_inflight_requests", (("provider", name),), limits.in_flight
+                )
             worker = f"{socket.gethostname()}-{os.getpid()}"  # after the fork
             states = {}
             for name, health in self.upstream.health.items():
                 state = states[name] = health.snapshot()
                 labels = (("provider", name),)
-                metrics.set_gauge("zumik_provider_up", (*labels, ("worker", worker)),
-                                  1.0 if health.up else 0.0)
+                metrics.set_gauge(
+                    "zumik_provider_up", (*labels, ("worker", worker)), 1.0 if health.up else 0.0
+                )
                 reported = self._reported.get(name, (0.0, 0))
-                metrics.inc("zumik_provider_wait_seconds_total", labels,
-                            state["wait_seconds"] - reported[0])
+                metrics.inc(
+                    "zumik_provider_wait_seconds_total", labels, state["wait_seconds"] - reported[0]
+                )
                 metrics.inc("zumik_provider_downs_total", labels, state["downs"] - reported[1])
                 self._reported[name] = (state["wait_seconds"], state["downs"])
             metrics.set_providers(states)
@@ -209,9 +225,16 @@ class Executor:
                 claim = self.claimer.try_claim(store.batch(batch_id))
                 if claim is None:
                     continue
-                run = BatchRun(settings=self.settings, router=self.router,
-                               upstream=self.upstream, clock=self.clock, store=store,
-                               claim=claim, scheduler=self.scheduler, metrics=self.metrics)
+                run = BatchRun(
+                    settings=self.settings,
+                    router=self.router,
+                    upstream=self.upstream,
+                    clock=self.clock,
+                    store=store,
+                    claim=claim,
+                    scheduler=self.scheduler,
+                    metrics=self.metrics,
+                )
                 self.runs[batch_id] = run
                 held.add(project)
                 task = asyncio.create_task(run.run())

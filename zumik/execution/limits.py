@@ -26,8 +26,10 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 RESET_MAX = 3600.0  # no reset header can block a provider for longer than this
 RESET_CHARS = 64  # longer reset values are nonsense: ignored
-_RATELIMIT_HEADERS = tuple((f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
-                          for kind in ("requests", "tokens"))
+_RATELIMIT_HEADERS = tuple(
+    (f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+)
 
 
 def parse_reset(value: str | None) -> float | None:
@@ -61,8 +63,12 @@ def estimate_tokens(body: dict[str, Any]) -> int:
         value = body.get(name)
         if value is not None:
             chars += len(value) if isinstance(value, str) else len(str(value))
-    cap = (body.get("max_completion_tokens") or body.get("max_output_tokens")
-           or body.get("max_tokens") or 0)
+    cap = (
+        body.get("max_completion_tokens")
+        or body.get("max_output_tokens")
+        or body.get("max_tokens")
+        or 0
+    )
     return chars // 4 + 1 + (cap if isinstance(cap, int) else 0)
 
 
@@ -94,8 +100,12 @@ class TokenBucket:
 class ProviderLimits:
     """The gate in front of one provider."""
 
-    def __init__(self, provider: ProviderConfig, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
         self.max = provider.max_concurrency
         self.limit = float(self.max)
         self.in_flight = 0
@@ -117,8 +127,7 @@ class ProviderLimits:
         limit, no block); else None."""
         if self.blocked_until and self.blocked_until <= self.clock():
             self.blocked_until = 0.0  # the provider's block has passed
-        if (self.rpm is None and self.tpm is None and not self.blocked_until
-                and self._enter()):
+        if self.rpm is None and self.tpm is None and not self.blocked_until and self._enter():
             self.tickets += 1
             return 0, self.tickets
         return None

@@ -69,8 +69,12 @@ class Route:
 class Router:
     """Resolves model names to routes; built once from settings."""
 
-    def __init__(self, providers: dict[str, ProviderConfig], routes: dict[str, Route],
-                 default: ProviderConfig | None) -> None:
+    def __init__(
+        self,
+        providers: dict[str, ProviderConfig],
+        routes: dict[str, Route],
+        default: ProviderConfig | None,
+    ) -> None:
         self.providers = providers
         self.routes = routes
         self.default = default
@@ -97,17 +101,20 @@ class Router:
         where = str(settings.config) if settings.config else "ZUMIK_CONFIG"
         providers: dict[str, ProviderConfig] = {}
         default: ProviderConfig | None = None
-        echo = ProviderConfig(ECHO_PROVIDER, "builtin:echo", max_concurrency=10_000,
-                              max_attempts=1)
+        echo = ProviderConfig(ECHO_PROVIDER, "builtin:echo", max_concurrency=10_000, max_attempts=1)
         providers[ECHO_PROVIDER] = echo
         if settings.upstream_url:
             _check_url(settings.upstream_url, "ZUMIK_UPSTREAM_URL")
-            default = ProviderConfig("default", settings.upstream_url.rstrip("/"),
-                                     api_key=settings.upstream_api_key,
-                                     max_concurrency=settings.concurrency,
-                                     timeout=settings.request_timeout,
-                                     max_attempts=settings.max_attempts,
-                                     retry_backoff=settings.retry_backoff, takes_any_model=True)
+            default = ProviderConfig(
+                "default",
+                settings.upstream_url.rstrip("/"),
+                api_key=settings.upstream_api_key,
+                max_concurrency=settings.concurrency,
+                timeout=settings.request_timeout,
+                max_attempts=settings.max_attempts,
+                retry_backoff=settings.retry_backoff,
+                takes_any_model=True,
+            )
             providers["default"] = default
         for name, table in settings.providers.items():
             provider = _provider(name, table, settings, where)
@@ -123,69 +130,99 @@ class Router:
 def _check_url(url: str, where: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{where}: {url!r} is not an http(s) URL; write it like "
-                          "http://127.0.0.1:8000/v1")
+        raise ConfigError(
+            f"{where}: {url!r} is not an http(s) URL; write it like http://127.0.0.1:8000/v1"
+        )
 
 
-_PROVIDER_KEYS = {"base_url", "api_key", "api_key_env", "max_concurrency", "rpm", "tpm",
-                  "timeout", "max_attempts", "input_price", "output_price", "headers", "default"}
+_PROVIDER_KEYS = {
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "max_concurrency",
+    "rpm",
+    "tpm",
+    "timeout",
+    "max_attempts",
+    "input_price",
+    "output_price",
+    "headers",
+    "default",
+}
 
 
 def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) -> ProviderConfig:
     key = f"{where}: [providers.{name}]"
     unknown = set(table) - _PROVIDER_KEYS
     if unknown:
-        raise ConfigError(f"{key} has unknown key(s) {sorted(unknown)}; known: "
-                          f"{sorted(_PROVIDER_KEYS)}")
+        raise ConfigError(
+            f"{key} has unknown key(s) {sorted(unknown)}; known: {sorted(_PROVIDER_KEYS)}"
+        )
     if name == ECHO_PROVIDER:
         raise ConfigError(f"{key}: the name 'echo' is reserved for the built-in provider")
     base_url = table.get("base_url")
     if not isinstance(base_url, str):
-        raise ConfigError(f"{key}: base_url is required, e.g. base_url = "
-                          "\"http://127.0.0.1:8000/v1\"")
+        raise ConfigError(
+            f'{key}: base_url is required, e.g. base_url = "http://127.0.0.1:8000/v1"'
+        )
     _check_url(base_url, f"{key}.base_url")
     api_key = table.get("api_key")
     env_name = table.get("api_key_env")
     if env_name is not None:
         api_key = os.environ.get(str(env_name))
         if not api_key:
-            raise ConfigError(f"{key}.api_key_env: the variable {env_name} is not set; export "
-                              "it or use api_key = \"...\"")
+            raise ConfigError(
+                f"{key}.api_key_env: the variable {env_name} is not set; export "
+                'it or use api_key = "..."'
+            )
     headers = table.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{key}.headers must be a table of strings")
 
-    def number(field_name: str, default: float | None, integer: bool = False,
-               zero_ok: bool = False) -> Any:
+    def number(
+        field_name: str, default: float | None, integer: bool = False, zero_ok: bool = False
+    ) -> Any:
         value = table.get(field_name, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or \
-                (value == 0 and not zero_ok):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+            or (value == 0 and not zero_ok)
+        ):
             raise ConfigError(f"{key}.{field_name} must be a positive number, not {value!r}")
         return int(value) if integer else float(value)
 
     return ProviderConfig(
-        name=name, base_url=base_url.rstrip("/"), api_key=api_key,
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
         max_concurrency=number("max_concurrency", settings.concurrency, integer=True),
-        rpm=number("rpm", None), tpm=number("tpm", None),
+        rpm=number("rpm", None),
+        tpm=number("tpm", None),
         timeout=number("timeout", settings.request_timeout),
         max_attempts=number("max_attempts", settings.max_attempts, integer=True),
         input_price=number("input_price", None, zero_ok=True),
         output_price=number("output_price", None, zero_ok=True),
         retry_backoff=settings.retry_backoff,
-        headers=dict(headers), takes_any_model=bool(table.get("default", False)))
+        headers=dict(headers),
+        takes_any_model=bool(table.get("default", False)),
+    )
 
 
-def _route(alias: str, table: dict[str, Any], providers: dict[str, ProviderConfig],
-           where: str) -> Route:
-    key = f"{where}: [models.\"{alias}\"]"
+def _route(
+    alias: str, table: dict[str, Any], providers: dict[str, ProviderConfig], where: str
+) -> Route:
+    key = f'{where}: [models."{alias}"]'
 
     def target(entry: dict[str, Any], at: str) -> Target:
         provider = entry.get("provider")
         if provider not in providers:
-            raise ConfigError(f"{at}.provider: unknown provider {provider!r}; defined: "
-                              f"{sorted(p for p in providers if p != ECHO_PROVIDER)}")
+            raise ConfigError(
+                f"{at}.provider: unknown provider {provider!r}; defined: "
+                f"{sorted(p for p in providers if p != ECHO_PROVIDER)}"
+            )
         model = entry.get("model", alias)
         if not isinstance(model, str) or not model:
             raise ConfigError(f"{at}.model must be a non-empty string")
@@ -196,10 +233,14 @@ def _route(alias: str, table: dict[str, Any], providers: dict[str, ProviderConfi
         if strategy not in STRATEGIES:
             raise ConfigError(f"{key}.strategy must be one of {', '.join(STRATEGIES)}")
         candidates = table["candidates"]
-        if not isinstance(candidates, list) or not candidates or \
-                not all(isinstance(c, dict) for c in candidates):
-            raise ConfigError(f"{key}.candidates must be a non-empty list of "
-                              "{ provider = ..., model = ... }")
+        if (
+            not isinstance(candidates, list)
+            or not candidates
+            or not all(isinstance(c, dict) for c in candidates)
+        ):
+            raise ConfigError(
+                f"{key}.candidates must be a non-empty list of {{ provider = ..., model = ... }}"
+            )
         targets = tuple(target(c, f"{key}.candidates[{i}]") for i, c in enumerate(candidates))
         return Route(alias, strategy, targets)
     return Route(alias, "fallback", (target(table, key),))

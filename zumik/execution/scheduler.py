@@ -25,8 +25,7 @@ class _Share:
 
     in_flight: int = 0
     served: int = 0  # grant sequence number of the last grant (for ties)
-    waiters: collections.deque[asyncio.Future[None]] = field(
-        default_factory=collections.deque)
+    waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
 
 
 @dataclass
@@ -128,10 +127,14 @@ class FairScheduler:
     def _grant(self) -> None:
         """Hand one slot to the fairest live waiter (a cancelled one is dropped)."""
         while self.waiting:
-            owner = min((p for p in self.projects.values() if p.waiting),
-                        key=lambda p: (p.in_flight, p.served))
-            batch = min((b for b in owner.batches.values() if b.waiters),
-                        key=lambda b: (b.in_flight, b.served))
+            owner = min(
+                (p for p in self.projects.values() if p.waiting),
+                key=lambda p: (p.in_flight, p.served),
+            )
+            batch = min(
+                (b for b in owner.batches.values() if b.waiters),
+                key=lambda b: (b.in_flight, b.served),
+            )
             future = batch.waiters.popleft()
             owner.waiting -= 1
             self.waiting -= 1

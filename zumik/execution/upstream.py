@@ -93,8 +93,9 @@ def retry_after(headers: Any) -> float | None:
         return None
 
 
-def retry_delay(headers: Any, attempt: int, rng: random.Random,
-                base: float = BACKOFF_BASE) -> float:
+def retry_delay(
+    headers: Any, attempt: int, rng: random.Random, base: float = BACKOFF_BASE
+) -> float:
     """Seconds to wait before attempt ``attempt + 1``: the provider's word, else backoff."""
     said = retry_after(headers)
     if said is not None:
@@ -114,7 +115,7 @@ _ERROR_BODY = msgspec.json.Decoder(_ErrorBody)
 def _error_message(raw: bytes) -> str:
     """The message of an error body, or its first bytes (any body: nesting, size, bytes)."""
     try:
-        doc = _ERROR_BODY.decode(raw[:1 << 20])
+        doc = _ERROR_BODY.decode(raw[: 1 << 20])
         inner = doc.error if doc.error is not None else doc.message
         if isinstance(inner, dict):
             inner = inner.get("message")
@@ -138,9 +139,14 @@ class HealthSettings:
 class Upstream:
     """The executor's HTTP side: one aiohttp session, per-provider limits and health."""
 
-    def __init__(self, session: aiohttp.ClientSession, sleep: Sleep = asyncio.sleep,
-                 rng: random.Random | None = None, metrics: Metrics | None = None,
-                 health: HealthSettings | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+        health: HealthSettings | None = None,
+    ) -> None:
         self.session = session
         self.metrics = metrics or Metrics()
         self.sleep = sleep
@@ -161,8 +167,12 @@ class Upstream:
         if health is None:
             config = self.settings
             health = self.health[provider.name] = ProviderHealth(
-                provider.name, self.limits_for(provider), down_failures=config.down_failures,
-                down_seconds=config.down_seconds, probe_max=config.probe_max)
+                provider.name,
+                self.limits_for(provider),
+                down_failures=config.down_failures,
+                down_seconds=config.down_seconds,
+                probe_max=config.probe_max,
+            )
         return health
 
     def order(self, route: Route) -> list[Target]:
@@ -187,34 +197,47 @@ class Upstream:
         outcome = Outcome(ok=False, error_code="no_route", error_message="no target")
         targets = self.order(route)
         for index, target in enumerate(targets):
-            outcome = await self._send_target(target, body, endpoint,
-                                              wait=index == len(targets) - 1)
+            outcome = await self._send_target(
+                target, body, endpoint, wait=index == len(targets) - 1
+            )
             if outcome.ok or not outcome.retryable:
                 return outcome
         return outcome
 
-    async def _send_target(self, target: Target, body: RequestBody, endpoint: str,
-                           wait: bool) -> Outcome:
+    async def _send_target(
+        self, target: Target, body: RequestBody, endpoint: str, wait: bool
+    ) -> Outcome:
         provider = target.provider
         if provider.is_echo:
             answer = echo.answer(endpoint, body.obj)
-            return Outcome(ok=True, body=json.dumps(answer, separators=(",", ":")).encode(),
-                           usage=answer.get("usage"), status_code=200, attempts=1,
-                           provider=provider.name)
+            return Outcome(
+                ok=True,
+                body=json.dumps(answer, separators=(",", ":")).encode(),
+                usage=answer.get("usage"),
+                status_code=200,
+                attempts=1,
+                provider=provider.name,
+            )
         payload = body.payload_for(target.model)
         request = self._requests.get((provider.name, endpoint))
         if request is None:
             request = self._requests[provider.name, endpoint] = _RequestShape(
-                provider, endpoint, self.settings.max_response_bytes, self.metrics)
+                provider, endpoint, self.settings.max_response_bytes, self.metrics
+            )
             request.limits, request.health = self.limits_for(provider), self.health_for(provider)
         limits, health = request.limits, request.health
         outcome = Outcome(ok=False)
         sends = charged = 0  # attempts made; attempts that were the line's own failures
         while True:
             if not wait and not health.up:
-                return Outcome(ok=False, error_code="provider_down", retryable=True,
-                               attempts=sends, provider=provider.name,
-                               error_message=f"provider {provider.name!r} is down")
+                return Outcome(
+                    ok=False,
+                    error_code="provider_down",
+                    retryable=True,
+                    attempts=sends,
+                    provider=provider.name,
+                    error_message=f"provider {provider.name!r} is down",
+                )
             probe = False if health.up else await health.admit()
             try:
                 admitted = limits.try_acquire()  # the common case takes no await
@@ -231,8 +254,9 @@ class Upstream:
             latency = time.perf_counter() - started
             sends += 1
             request.latency.observe(latency)
-            provider_failure = not outcome.ok and is_provider_failure(outcome.error_code,
-                                                                       outcome.status_code)
+            provider_failure = not outcome.ok and is_provider_failure(
+                outcome.error_code, outcome.status_code
+            )
             if provider_failure:
                 if health.up and not probe:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
@@ -245,8 +269,9 @@ class Upstream:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
             # the line's own failure: not about the provider, or others got answers meanwhile;
             # with another candidate to fall through to, every attempt counts
-            if not outcome.ok and (not wait or not provider_failure
-                                   or health.answers != answers_before):
+            if not outcome.ok and (
+                not wait or not provider_failure or health.answers != answers_before
+            ):
                 charged += 1
             outcome.attempts = sends
             outcome.provider = provider.name
@@ -255,54 +280,83 @@ class Upstream:
             health.retries += 1
             request.retries.inc()
             if health.up:
-                await self.sleep(retry_delay(response_headers, max(charged, sends), self.rng,
-                                             provider.retry_backoff))
+                await self.sleep(
+                    retry_delay(
+                        response_headers, max(charged, sends), self.rng, provider.retry_backoff
+                    )
+                )
         if not outcome.ok:
             plural = "s" if outcome.attempts != 1 else ""
-            outcome.error_message = (f"{outcome.error_message} (provider {provider.name!r}, "
-                                     f"{outcome.attempts} attempt{plural})")
+            outcome.error_message = (
+                f"{outcome.error_message} (provider {provider.name!r}, "
+                f"{outcome.attempts} attempt{plural})"
+            )
         return outcome
 
     async def _attempt(self, request: _RequestShape, payload: bytes) -> tuple[Outcome, Any]:
         try:
-            async with self.session.post(request.url, data=payload, headers=request.headers,
-                                         timeout=request.timeout) as response:
+            async with self.session.post(
+                request.url, data=payload, headers=request.headers, timeout=request.timeout
+            ) as response:
                 status = response.status
                 response_headers = response.headers
                 raw = await _read_capped(response, request.max_bytes)
         except TimeoutError:
-            return Outcome(ok=False, error_code="timeout", retryable=True,
-                           error_message=f"no answer within {request.timeout.total:g} s"), None
+            return Outcome(
+                ok=False,
+                error_code="timeout",
+                retryable=True,
+                error_message=f"no answer within {request.timeout.total:g} s",
+            ), None
         except aiohttp.ClientError as exc:
-            return Outcome(ok=False, error_code="connection_error", retryable=True,
-                           error_message=f"connection failed: {exc or type(exc).__name__}"
-                           ), None
+            return Outcome(
+                ok=False,
+                error_code="connection_error",
+                retryable=True,
+                error_message=f"connection failed: {exc or type(exc).__name__}",
+            ), None
         request_id = response_headers.get("x-request-id")
         if request_id is not None:  # any bytes: at most 200 chars, surrogates replaced
             request_id = request_id[:200].encode("utf-8", "replace").decode("utf-8")
         if raw is None:
-            return Outcome(ok=False, error_code="response_too_large", status_code=status,
-                           request_id=request_id,
-                           error_message=f"HTTP {status} with a body over the "
-                           f"{request.max_bytes}-byte limit (ZUMIK_MAX_RESPONSE_BYTES); "
-                           "not read"), response_headers
+            return Outcome(
+                ok=False,
+                error_code="response_too_large",
+                status_code=status,
+                request_id=request_id,
+                error_message=f"HTTP {status} with a body over the "
+                f"{request.max_bytes}-byte limit (ZUMIK_MAX_RESPONSE_BYTES); "
+                "not read",
+            ), response_headers
         if 200 <= status < 300:
             try:
                 answer = strict_decode(_ANSWER, raw)  # only ``usage`` is built; an object
                 if b"\n" in raw or b"\r" in raw:  # an output line must be one line
                     raw = msgspec.json.encode(msgspec.json.decode(raw))
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                return Outcome(ok=False, error_code="invalid_upstream_response",
-                               retryable=True, status_code=status,
-                               error_message=f"HTTP {status} with a body that is not a "
-                               "JSON object"), response_headers
-            return Outcome(ok=True, body=raw.strip(), usage=answer.usage, status_code=status,
-                           request_id=request_id), response_headers
-        return Outcome(ok=False, error_code="upstream_error", status_code=status,
-                       body=_json_object(raw), request_id=request_id,
-                       retryable=status in RETRY_STATUSES,
-                       error_message=f"provider answered HTTP {status}: "
-                       f"{_error_message(raw)}"), response_headers
+                return Outcome(
+                    ok=False,
+                    error_code="invalid_upstream_response",
+                    retryable=True,
+                    status_code=status,
+                    error_message=f"HTTP {status} with a body that is not a JSON object",
+                ), response_headers
+            return Outcome(
+                ok=True,
+                body=raw.strip(),
+                usage=answer.usage,
+                status_code=status,
+                request_id=request_id,
+            ), response_headers
+        return Outcome(
+            ok=False,
+            error_code="upstream_error",
+            status_code=status,
+            body=_json_object(raw),
+            request_id=request_id,
+            retryable=status in RETRY_STATUSES,
+            error_message=f"provider answered HTTP {status}: {_error_message(raw)}",
+        ), response_headers
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
@@ -344,8 +398,9 @@ class _RequestShape:
     limits: ProviderLimits
     health: ProviderHealth
 
-    def __init__(self, provider: ProviderConfig, endpoint: str, max_bytes: int,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, provider: ProviderConfig, endpoint: str, max_bytes: int, metrics: Metrics
+    ) -> None:
         self.max_bytes = max_bytes
         # base_url ends in /v1 (or the provider's own prefix); endpoint is /v1/<path>
         self.url = provider.base_url + endpoint.removeprefix("/v1")

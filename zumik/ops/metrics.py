@@ -32,10 +32,14 @@ HELP = {
     "zumik_inflight_requests": ("gauge", "Upstream requests in flight now, by provider."),
     "zumik_provider_up": ("gauge", "1 while a provider is up, 0 while down (per worker)."),
     "zumik_provider_wait_seconds_total": (
-        "counter", "Line-seconds spent waiting for a provider that was down."),
+        "counter",
+        "Line-seconds spent waiting for a provider that was down.",
+    ),
     "zumik_provider_downs_total": ("counter", "Times a provider was marked down."),
     "zumik_line_errors_total": (
-        "counter", "Lines failed with internal_error (an unexpected exception in Zumik)."),
+        "counter",
+        "Lines failed with internal_error (an unexpected exception in Zumik).",
+    ),
     "zumik_batches": ("gauge", "Active batches (not yet terminal) by status."),
     "zumik_batches_finished_total": ("counter", "Batches that ended, by final status."),
     "zumik_stored_files": ("gauge", "Files stored, by project."),
@@ -102,9 +106,14 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"pid": os.getpid(), "host": HOST, "counters": dict(self.counters),
-                    "histograms": {k: _cumulative(v) for k, v in self.histograms.items()},
-                    "gauges": dict(self.gauges), "providers": dict(self.providers)}
+            return {
+                "pid": os.getpid(),
+                "host": HOST,
+                "counters": dict(self.counters),
+                "histograms": {k: _cumulative(v) for k, v in self.histograms.items()},
+                "gauges": dict(self.gauges),
+                "providers": dict(self.providers),
+            }
 
     def set_providers(self, states: dict[str, dict[str, Any]]) -> None:
         """The per-provider state shown to operators (see ``provider_states``)."""
@@ -115,8 +124,9 @@ class Metrics:
         """Write this process's snapshot for ``/metrics`` to read."""
         directory = data_dir / ".metrics"
         directory.mkdir(parents=True, exist_ok=True)
-        fsutil.atomic_write(directory / f"{HOST}-{os.getpid()}.json",
-                            json.dumps(self.snapshot()).encode())
+        fsutil.atomic_write(
+            directory / f"{HOST}-{os.getpid()}.json", json.dumps(self.snapshot()).encode()
+        )
 
 
 class Counter:
@@ -154,7 +164,7 @@ class Histogram:
 def _cumulative(series: list[float]) -> list[float]:
     """Per-bucket counts (then +Inf, sum, count) as Prometheus' cumulative ``le`` buckets."""
     out, running = [], 0.0
-    for count in series[:len(BUCKETS)]:
+    for count in series[: len(BUCKETS)]:
         running += count
         out.append(running)
     return [*out, series[-2], series[-1]]
@@ -204,8 +214,14 @@ def provider_states(data_dir: Path) -> list[dict[str, Any]]:
         if not alive(snapshot):
             continue
         for name, state in (snapshot.get("providers") or {}).items():
-            states.append({"provider": name, "host": snapshot.get("host"),
-                           "pid": snapshot.get("pid"), **state})
+            states.append(
+                {
+                    "provider": name,
+                    "host": snapshot.get("host"),
+                    "pid": snapshot.get("pid"),
+                    **state,
+                }
+            )
     return states
 
 

@@ -28,8 +28,11 @@ _CLIENT_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (http.UnsupportedTransferCoding, 501, "Not Implemented", "unsupported_transfer_coding"),
     (http.ParseException, 400, "Bad Request", "invalid_http_request"),
 )
-_NOT_THE_CLIENTS = (http.InvalidResponseHeader, http.InvalidResponseHeaderName,
-                    http.ConfigurationProblem)
+_NOT_THE_CLIENTS = (
+    http.InvalidResponseHeader,
+    http.InvalidResponseHeaderName,
+    http.ConfigurationProblem,
+)
 
 
 def client_error(exc: BaseException) -> tuple[int, str, str] | None:
@@ -46,9 +49,11 @@ def error_response(status: int, reason: str, code: str, detail: str) -> bytes:
     """A complete HTTP/1.1 response (connection closed) carrying the JSON envelope."""
     request_id = "req_" + uuid.uuid4().hex
     body = json.dumps(error_body(ApiError(status, f"{reason}: {detail}", code=code))).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"X-Request-Id: {request_id}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"X-Request-Id: {request_id}\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 

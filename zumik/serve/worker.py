@@ -54,6 +54,7 @@ class ClientLimits:
         zumik = getattr(app, "extensions", {}).get("zumik")
         if zumik is None:
             from zumik.settings import load_settings
+
             settings = load_settings()
         else:
             settings = zumik.settings
@@ -90,8 +91,9 @@ class ClientSocket(socket.socket):
         elapsed = time.monotonic() - self._since
         if elapsed > self.limits.io_timeout and self._moved < self.limits.min_rate * elapsed:
             self.too_slow = True
-            raise ClientTooSlow(f"{self._moved} bytes in {elapsed:.0f} s is below "
-                                f"{self.limits.min_rate:g} bytes/s")
+            raise ClientTooSlow(
+                f"{self._moved} bytes in {elapsed:.0f} s is below {self.limits.min_rate:g} bytes/s"
+            )
 
     def _timed(self, call, *args):
         if self.too_slow:
@@ -158,8 +160,9 @@ class ZumikWorker(JsonErrorPages, ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = ClientConn(self.cfg, ClientSocket.adopt(client, self.limits), addr,
-                          listener.getsockname())
+        conn = ClientConn(
+            self.cfg, ClientSocket.adopt(client, self.limits), addr, listener.getsockname()
+        )
         if self.cfg.is_ssl:
             self.enqueue_req(conn)
         else:
@@ -190,8 +193,11 @@ class ZumikWorker(JsonErrorPages, ThreadWorker):
         if data:
             start = max(0, len(conn.head) - 3)
             conn.head += data
-            if (b"\r\n\r\n" not in conn.head[start:] and b"\n\n" not in conn.head[start:]
-                    and len(conn.head) <= MAX_HEAD):
+            if (
+                b"\r\n\r\n" not in conn.head[start:]
+                and b"\n\n" not in conn.head[start:]
+                and len(conn.head) <= MAX_HEAD
+            ):
                 return
         self.poller.unregister(conn.sock)
         self.heads.remove(conn)

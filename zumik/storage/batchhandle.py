@@ -46,7 +46,7 @@ def _numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(directory):
             if name.startswith(prefix) and name.endswith(suffix):
-                middle = name[len(prefix):len(name) - len(suffix)]
+                middle = name[len(prefix) : len(name) - len(suffix)]
                 if middle.isdigit():
                     found.append((int(middle), directory / name))
     found.sort()
@@ -56,8 +56,9 @@ def _numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path
 class BatchHandle:
     """The files of one batch. Cheap to build; holds no open handles."""
 
-    def __init__(self, batches_dir: Path, active_dir: Path, batch_id: str,
-                 project: str = "") -> None:
+    def __init__(
+        self, batches_dir: Path, active_dir: Path, batch_id: str, project: str = ""
+    ) -> None:
         self.batch_id = batch_id
         self.project = project
         self.dir = batches_dir

@@ -75,9 +75,16 @@ class Claim:
 
     def _lease_bytes(self, released: bool = False) -> bytes:
         self.beats += 1
-        data = json.dumps({"epoch": self.epoch, "holder": holder(), "token": self.token,
-                           "beat": self.beats, "heartbeat": time.time(),
-                           "released": released}).encode()
+        data = json.dumps(
+            {
+                "epoch": self.epoch,
+                "holder": holder(),
+                "token": self.token,
+                "beat": self.beats,
+                "heartbeat": time.time(),
+                "released": released,
+            }
+        ).encode()
         return data.ljust(LEASE_BYTES, b" ")
 
     def _rewrite(self, released: bool = False) -> None:
@@ -128,8 +135,11 @@ class Claimer:
             except Timeout:
                 return None
         epoch, content = current_lease(batch)
-        if self.mode == "lease" and content is not None and not self._free(batch.batch_id,
-                                                                          epoch, content):
+        if (
+            self.mode == "lease"
+            and content is not None
+            and not self._free(batch.batch_id, epoch, content)
+        ):
             return None
         claim = Claim(batch, epoch + 1, lock)
         try:

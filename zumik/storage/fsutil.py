@@ -43,7 +43,7 @@ def temp_path(directory: Path, label: str = "") -> Path:
 
 def temp_owner(name: str) -> tuple[str, int] | None:
     """The (host, pid) a temp file name records; None for a name in another format."""
-    host, sep, rest = name[len(TEMP_PREFIX):].partition("@")
+    host, sep, rest = name[len(TEMP_PREFIX) :].partition("@")
     pid = rest.split("-", 1)[0]
     return (host, int(pid)) if sep and pid.isdigit() else None
 
@@ -63,7 +63,7 @@ def write_durably(tmp: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

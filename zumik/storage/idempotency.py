@@ -38,8 +38,9 @@ def check_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not 1 <= len(raw) <= MAX_KEY_LENGTH or not raw.isprintable():
-        raise bad_request(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters",
-                          HEADER, "invalid_value")
+        raise bad_request(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters", HEADER, "invalid_value"
+        )
     return raw
 
 
@@ -64,15 +65,26 @@ class IdempotentRequest:
         if not isinstance(entry, dict) or entry.get("created_at", 0) + self.ttl <= self.now:
             return None
         if entry.get("route") != self.route or entry.get("fingerprint") != self.fingerprint:
-            raise bad_request(f"This {HEADER} was already used for a different request; use a "
-                              "new key for a new request", HEADER, "idempotency_key_reused")
+            raise bad_request(
+                f"This {HEADER} was already used for a different request; use a "
+                "new key for a new request",
+                HEADER,
+                "idempotency_key_reused",
+            )
         return lookup(entry["object_id"])
 
     def remember(self, object_id: str) -> None:
         """Record that this key made ``object_id``."""
         self.folder.mkdir(exist_ok=True)
-        fsutil.write_json(self.path, {"route": self.route, "fingerprint": self.fingerprint,
-                                      "object_id": object_id, "created_at": int(self.now)})
+        fsutil.write_json(
+            self.path,
+            {
+                "route": self.route,
+                "fingerprint": self.fingerprint,
+                "object_id": object_id,
+                "created_at": int(self.now),
+            },
+        )
 
 
 def sweep(folder: Path, now: float, ttl: int) -> int:

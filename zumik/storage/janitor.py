@@ -26,8 +26,12 @@ SWEEP_INTERVAL = 60.0
 class Janitor:
     """Sweeps expired files and records; ``sweep`` is callable directly from tests."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        interval: float = SWEEP_INTERVAL,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.interval = interval
@@ -56,11 +60,15 @@ class Janitor:
                 uploads = UploadSessions(store, self.settings).sweep(self.clock())
             if uploads:
                 log.info("sweep: project %s: %d uploads expired or dropped", project, uploads)
-            removed["keys"] += idempotency.sweep(store.idempotency_dir, self.clock(),
-                                                 self.settings.idempotency_ttl)
+            removed["keys"] += idempotency.sweep(
+                store.idempotency_dir, self.clock(), self.settings.idempotency_ttl
+            )
         if any(removed.values()):
-            log.info("sweep removed %(files)d files, %(batches)d batch records and %(keys)d "
-                     "idempotency keys", removed)
+            log.info(
+                "sweep removed %(files)d files, %(batches)d batch records and %(keys)d "
+                "idempotency keys",
+                removed,
+            )
         return removed
 
     def _sweep_batches(self, store: ProjectStore) -> int:

@@ -132,11 +132,11 @@ def add_usage(total: dict[str, Any], usage: Any) -> None:
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     if isinstance(details, dict):
         total["input_tokens_details"]["cached_tokens"] += tokens(details.get("cached_tokens"))
-    details = (usage.get("completion_tokens_details") or usage.get("output_tokens_details")
-               or {})
+    details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
     if isinstance(details, dict):
         total["output_tokens_details"]["reasoning_tokens"] += tokens(
-            details.get("reasoning_tokens"))
+            details.get("reasoning_tokens")
+        )
 
 
 Prices = dict[str, tuple[float | None, float | None]]  # provider -> (input, output) per 1M
@@ -156,8 +156,7 @@ class Progress:
     output_cost: float = 0.0
     priced: bool = False
 
-    def record(self, number: int, failed: bool, usage: Any, provider: str | None = None
-               ) -> None:
+    def record(self, number: int, failed: bool, usage: Any, provider: str | None = None) -> None:
         self.done.add(number)
         if failed:
             self.failed += 1
@@ -176,8 +175,11 @@ class Progress:
         """The batch's cost at the configured prices, or None when nothing was priced."""
         if not self.priced:
             return None
-        return {"input": round(self.input_cost, 6), "output": round(self.output_cost, 6),
-                "total": round(self.input_cost + self.output_cost, 6)}
+        return {
+            "input": round(self.input_cost, 6),
+            "output": round(self.output_cost, 6),
+            "total": round(self.input_cost + self.output_cost, 6),
+        }
 
 
 def recover(segments: list[Path], repair: bool, prices: Prices | None = None) -> Progress:
@@ -236,7 +238,7 @@ class JournalWriter:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
         except OSError as exc:
             self.error = exc
             with contextlib.suppress(OSError):
@@ -275,8 +277,13 @@ class Merged:
         return self.summary.failed
 
 
-def merge(segments: list[Path], out_path: Path, err_path: Path,
-          prices: Prices | None = None, combined: bool = False) -> Merged:
+def merge(
+    segments: list[Path],
+    out_path: Path,
+    err_path: Path,
+    prices: Prices | None = None,
+    combined: bool = False,
+) -> Merged:
     """Write each input line's first entry once: successes to ``out_path``, failures to
     ``err_path`` (as OpenAI does). ``combined``: ``out_path`` gets every line, failures too."""
     summary = Progress(prices or {})

@@ -38,7 +38,7 @@ def write(path: Path, doc: dict[str, Any], epoch: int, seq: int) -> None:
 def _slot(raw: bytes) -> dict[str, Any] | None:
     try:
         crc, length = int(raw[16:24], 16), int(raw[24:32], 16)
-        body = raw[HEADER:HEADER + length]
+        body = raw[HEADER : HEADER + length]
         if len(body) != length or zlib.crc32(body) != crc:
             return None
         doc = json.loads(body)
@@ -68,12 +68,15 @@ def overlay(record: dict[str, Any], path: Path) -> dict[str, Any]:
         return record
     counts = record.get("request_counts") or {}
     new_counts = saved.get("request_counts") or {}
-    if (new_counts.get("completed", 0) + new_counts.get("failed", 0)
-            < counts.get("completed", 0) + counts.get("failed", 0)):
+    if new_counts.get("completed", 0) + new_counts.get("failed", 0) < counts.get(
+        "completed", 0
+    ) + counts.get("failed", 0):
         return record
     record = dict(record)
-    record["request_counts"] = {**counts, **{k: new_counts[k] for k in ("completed", "failed")
-                                             if k in new_counts}}
+    record["request_counts"] = {
+        **counts,
+        **{k: new_counts[k] for k in ("completed", "failed") if k in new_counts},
+    }
     for key in ("usage", "cost"):
         if key in saved:
             record[key] = saved[key]

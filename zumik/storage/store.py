@@ -34,8 +34,17 @@ from zumik.storage.idempotency import IdempotentRequest
 from zumik.storage.upload_records import pending_usage
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-FILE_FIELDS = ("id", "object", "bytes", "created_at", "filename", "purpose", "status",
-               "status_details", "expires_at")
+FILE_FIELDS = (
+    "id",
+    "object",
+    "bytes",
+    "created_at",
+    "filename",
+    "purpose",
+    "status",
+    "status_details",
+    "expires_at",
+)
 ORPHAN_AGE = 3600.0  # seconds before a blob without metadata counts as abandoned
 RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
 Clock = Callable[[], float]
@@ -64,8 +73,9 @@ class Usage:
 class ProjectStore:
     """One project's folder. Cheap to build; holds no open handles."""
 
-    def __init__(self, data_dir: Path, project: str, clock: Clock = time.time,
-                 batch_ttl: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, project: str, clock: Clock = time.time, batch_ttl: int | None = None
+    ) -> None:
         if not valid_project(project):
             raise ValueError(f"invalid project name {project!r}")
         self.project = project
@@ -122,8 +132,9 @@ class ProjectStore:
         ids.sort(reverse=descending)
         return ids
 
-    def list_files(self, *, purpose: str | None, order: str, after: str | None,
-                   limit: int) -> tuple[list[dict[str, Any]], bool]:
+    def list_files(
+        self, *, purpose: str | None, order: str, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         """One page of live files and whether more follow."""
         descending = order == "desc"
         page: list[dict[str, Any]] = []
@@ -154,8 +165,16 @@ class ProjectStore:
             active = sum(1 for _ in self.active_batches())
         return Usage(count + uploads, total + parts, RESULT_FILES_PER_BATCH * active)
 
-    def admit(self, *, new_files: int, new_bytes: int, max_files: int, max_bytes: int,
-              what: str, active: int | None = None) -> None:
+    def admit(
+        self,
+        *,
+        new_files: int,
+        new_bytes: int,
+        max_files: int,
+        max_bytes: int,
+        what: str,
+        active: int | None = None,
+    ) -> None:
         """Refuse (``QuotaExceeded``, with the numbers) what would pass the project's quota.
         Call under ``quota_lock``.
 
@@ -168,15 +187,22 @@ class ProjectStore:
         used = self.usage(active)
         taken = used.files + used.reserved_files
         if taken + new_files > max_files:
-            held = (f" (+{used.reserved_files} held for the results of running batches)"
-                    if used.reserved_files else "")
-            raise QuotaExceeded(f"File quota exceeded: the project stores {used.files} of "
-                                f"{max_files} files{held} and {what} needs {new_files} more; "
-                                "delete some first")
+            held = (
+                f" (+{used.reserved_files} held for the results of running batches)"
+                if used.reserved_files
+                else ""
+            )
+            raise QuotaExceeded(
+                f"File quota exceeded: the project stores {used.files} of "
+                f"{max_files} files{held} and {what} needs {new_files} more; "
+                "delete some first"
+            )
         if used.bytes + new_bytes > max_bytes or (new_bytes == 0 and used.bytes >= max_bytes):
-            raise QuotaExceeded(f"Storage quota exceeded: the project stores {used.bytes} of "
-                                f"{max_bytes} bytes and {what} needs {new_bytes or 'some'} "
-                                "more; delete files first")
+            raise QuotaExceeded(
+                f"Storage quota exceeded: the project stores {used.bytes} of "
+                f"{max_bytes} bytes and {what} needs {new_bytes or 'some'} "
+                "more; delete files first"
+            )
 
     def stored_blobs(self) -> tuple[int, int]:
         """Blobs on disk and their bytes, from one ``stat`` each (no reads; for metrics)."""
@@ -192,9 +218,15 @@ class ProjectStore:
                     count += 1
         return count, total
 
-    def commit_upload(self, tmp: Path, meta: dict[str, Any], *, max_files: int,
-                      max_bytes: int, idempotent: IdempotentRequest | None = None
-                      ) -> tuple[dict[str, Any], bool]:
+    def commit_upload(
+        self,
+        tmp: Path,
+        meta: dict[str, Any],
+        *,
+        max_files: int,
+        max_bytes: int,
+        idempotent: IdempotentRequest | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Check the quota and move an uploaded temp file into place, all under the lock.
 
         Returns the stored metadata and whether it is a replay of an earlier keyed upload
@@ -204,8 +236,13 @@ class ProjectStore:
             earlier = idempotent.replay(self.get_file) if idempotent else None
             if earlier is not None:
                 return earlier, True
-            self.admit(new_files=1, new_bytes=meta["bytes"], max_files=max_files,
-                       max_bytes=max_bytes, what=f"this upload of {meta['bytes']} bytes")
+            self.admit(
+                new_files=1,
+                new_bytes=meta["bytes"],
+                max_files=max_files,
+                max_bytes=max_bytes,
+                what=f"this upload of {meta['bytes']} bytes",
+            )
             self.write_file(tmp, meta)
             if idempotent:
                 idempotent.remember(meta["id"])
@@ -227,9 +264,12 @@ class ProjectStore:
                 return False
             for record in self.active_batches():
                 if record.get("input_file_id") == file_id:
-                    raise FileInUse(f"File {file_id} is the input of batch {record['id']}, "
-                                    f"which is still {record['status']}; cancel it or wait "
-                                    "for it to finish", param="file_id")
+                    raise FileInUse(
+                        f"File {file_id} is the input of batch {record['id']}, "
+                        f"which is still {record['status']}; cancel it or wait "
+                        "for it to finish",
+                        param="file_id",
+                    )
             self.remove_file(file_id)
         return True
 
@@ -255,8 +295,10 @@ class ProjectStore:
                 if not entry.name.endswith(".data"):
                     continue
                 with contextlib.suppress(FileNotFoundError):
-                    if (not (self.files_dir / f"{entry.name[:-5]}.json").exists()
-                            and now - entry.stat().st_mtime > orphan_age):
+                    if (
+                        not (self.files_dir / f"{entry.name[:-5]}.json").exists()
+                        and now - entry.stat().st_mtime > orphan_age
+                    ):
                         os.unlink(entry.path)
 
     # -- batches --------------------------------------------------------------------------
@@ -286,9 +328,15 @@ class ProjectStore:
             if record is not None and record.get("status") in ACTIVE_STATUSES:
                 yield record
 
-    def create_batch(self, record: dict[str, Any], *, max_active: int, max_files: int,
-                     max_bytes: int, idempotent: IdempotentRequest | None = None
-                     ) -> tuple[dict[str, Any], bool]:
+    def create_batch(
+        self,
+        record: dict[str, Any],
+        *,
+        max_active: int,
+        max_files: int,
+        max_bytes: int,
+        idempotent: IdempotentRequest | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Admit a new batch under the project lock, so no race can pass ``max_active`` or the
         quota (the batch holds file slots for its results from now on, see ``admit``).
 
@@ -300,15 +348,23 @@ class ProjectStore:
                 return earlier, True
             active = sum(1 for _ in self.active_batches())
             if active >= max_active:
-                raise TooManyActive(f"Too many active batches: the project has {active} of "
-                                    f"{max_active}; wait for one to finish")
+                raise TooManyActive(
+                    f"Too many active batches: the project has {active} of "
+                    f"{max_active}; wait for one to finish"
+                )
             meta = self.get_file(record["input_file_id"])
             if meta is None:
-                raise NoSuchInput(f"No such File object: {record['input_file_id']}",
-                                  param="input_file_id")
-            self.admit(new_files=RESULT_FILES_PER_BATCH, new_bytes=0, max_files=max_files,
-                       max_bytes=max_bytes, what="a batch (for its output and error files)",
-                       active=active)
+                raise NoSuchInput(
+                    f"No such File object: {record['input_file_id']}", param="input_file_id"
+                )
+            self.admit(
+                new_files=RESULT_FILES_PER_BATCH,
+                new_bytes=0,
+                max_files=max_files,
+                max_bytes=max_bytes,
+                what="a batch (for its output and error files)",
+                active=active,
+            )
             self._hold_input(record["input_file_id"], meta)
             self.batch(record["id"]).create(record)
             if idempotent:
@@ -346,8 +402,14 @@ class ProjectStore:
             names = os.listdir(self.batches_dir)
         except FileNotFoundError:
             return []
-        return sorted((n[:-5] for n in names if n.startswith("batch_") and n.endswith(".json")
-                       and n.count(".") == 1), reverse=descending)
+        return sorted(
+            (
+                n[:-5]
+                for n in names
+                if n.startswith("batch_") and n.endswith(".json") and n.count(".") == 1
+            ),
+            reverse=descending,
+        )
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; one page and whether more follow."""

@@ -14,8 +14,17 @@ from typing import Any
 from zumik.core import ids
 from zumik.storage.versioned import VersionedDoc
 
-UPLOAD_FIELDS = ("id", "object", "bytes", "created_at", "expires_at", "filename", "purpose",
-                 "status", "file")
+UPLOAD_FIELDS = (
+    "id",
+    "object",
+    "bytes",
+    "created_at",
+    "expires_at",
+    "filename",
+    "purpose",
+    "status",
+    "file",
+)
 RECORD_SUFFIX = ".json"
 
 

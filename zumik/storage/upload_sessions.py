@@ -62,8 +62,11 @@ class UploadSessions:
         except FileNotFoundError:
             return []
         prefix = upload_id + "."
-        return sorted(name[len(prefix):] for name in names
-                      if name.startswith(prefix) and ids.is_part_id(name[len(prefix):]))
+        return sorted(
+            name[len(prefix) :]
+            for name in names
+            if name.startswith(prefix) and ids.is_part_id(name[len(prefix) :])
+        )
 
     def part_temp(self) -> Path:
         """A fresh temp path for a part being received (swept if its writer dies)."""
@@ -78,28 +81,48 @@ class UploadSessions:
             raise not_found("Upload", upload_id, "upload_id")
         return record
 
-    def require_pending(self, upload_id: str, action: str,
-                        record: dict[str, Any] | None = None) -> dict[str, Any]:
+    def require_pending(
+        self, upload_id: str, action: str, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The record of a pending upload (``record``: already read); a clear 400 naming its
         status otherwise."""
         if record is None:
             record = self.get(upload_id)
         status = status_at(record, self.store.clock())
         if status != "pending":
-            raise bad_request(f"Upload {upload_id} is {status}; {action} only while it is "
-                              "pending", "upload_id", f"upload_{status}")
+            raise bad_request(
+                f"Upload {upload_id} is {status}; {action} only while it is pending",
+                "upload_id",
+                f"upload_{status}",
+            )
         return record
 
     # -- changes --------------------------------------------------------------------------
-    def create(self, *, nbytes: int, filename: str, mime_type: str, purpose: str,
-               file_expires_after: int | None) -> dict[str, Any]:
+    def create(
+        self,
+        *,
+        nbytes: int,
+        filename: str,
+        mime_type: str,
+        purpose: str,
+        file_expires_after: int | None,
+    ) -> dict[str, Any]:
         """A new pending upload; refused when the file it would make cannot fit the quota."""
         now = int(self.store.clock())
-        record = {"id": ids.new_id(ids.UPLOAD_PREFIX, self.store.clock()), "object": "upload",
-                  "bytes": nbytes, "created_at": now, "expires_at": now + self.settings.upload_ttl,
-                  "filename": filename, "purpose": purpose, "status": "pending", "file": None,
-                  "mime_type": mime_type, "file_expires_after": file_expires_after,
-                  "file_id": None}
+        record = {
+            "id": ids.new_id(ids.UPLOAD_PREFIX, self.store.clock()),
+            "object": "upload",
+            "bytes": nbytes,
+            "created_at": now,
+            "expires_at": now + self.settings.upload_ttl,
+            "filename": filename,
+            "purpose": purpose,
+            "status": "pending",
+            "file": None,
+            "mime_type": mime_type,
+            "file_expires_after": file_expires_after,
+            "file_id": None,
+        }
         with self.store.quota_lock():
             files, used = self._usage(None)
             self._check_quota(files + 1, used + nbytes)
@@ -115,14 +138,21 @@ class UploadSessions:
             self.require_pending(upload_id, "parts may be added")
             count = len(self.part_ids(upload_id))
             if count >= self.settings.max_upload_parts:
-                raise bad_request(f"Upload {upload_id} already has {count} parts, the most one "
-                                  "upload may hold (ZUMIK_MAX_UPLOAD_PARTS); send larger parts",
-                                  "data", "too_many_parts")
+                raise bad_request(
+                    f"Upload {upload_id} already has {count} parts, the most one "
+                    "upload may hold (ZUMIK_MAX_UPLOAD_PARTS); send larger parts",
+                    "data",
+                    "too_many_parts",
+                )
             files, used = self._usage(None)
             self._check_quota(files, used + size)
             fsutil.commit_temp(tmp, self.part_path(upload_id, part_id))
-        return {"id": part_id, "object": "upload.part", "created_at": int(self.store.clock()),
-                "upload_id": upload_id}
+        return {
+            "id": part_id,
+            "object": "upload.part",
+            "created_at": int(self.store.clock()),
+            "upload_id": upload_id,
+        }
 
     def cancel(self, upload_id: str) -> dict[str, Any]:
         """Cancel a pending upload and free its parts; a cancelled upload answers as it is."""
@@ -147,13 +177,17 @@ class UploadSessions:
                 try:
                     total += self.part_path(upload_id, part_id).stat().st_size
                 except FileNotFoundError:
-                    raise bad_request(f"No part {part_id} in upload {upload_id}",
-                                      "part_ids", "invalid_value") from None
+                    raise bad_request(
+                        f"No part {part_id} in upload {upload_id}", "part_ids", "invalid_value"
+                    ) from None
             if total != record["bytes"]:
-                raise bad_request(f"The parts add up to {total} bytes but upload {upload_id} "
-                                  f"was created with bytes={record['bytes']}; send the missing "
-                                  "parts or list exactly the parts of the file", "part_ids",
-                                  "bytes_mismatch")
+                raise bad_request(
+                    f"The parts add up to {total} bytes but upload {upload_id} "
+                    f"was created with bytes={record['bytes']}; send the missing "
+                    "parts or list exactly the parts of the file",
+                    "part_ids",
+                    "bytes_mismatch",
+                )
             if record["file_id"] is None:
                 record["file_id"] = ids.new_id(ids.FILE_PREFIX, self.store.clock())
                 self._save(record)
@@ -163,11 +197,18 @@ class UploadSessions:
         try:
             now = int(self.store.clock())
             expires = record["file_expires_after"]
-            meta = {"id": record["file_id"], "object": "file", "bytes": sink.size,
-                    "created_at": now, "filename": record["filename"],
-                    "purpose": record["purpose"], "status": "processed", "status_details": None,
-                    "expires_at": now + expires if expires else None,
-                    "requests": requests}
+            meta = {
+                "id": record["file_id"],
+                "object": "file",
+                "bytes": sink.size,
+                "created_at": now,
+                "filename": record["filename"],
+                "purpose": record["purpose"],
+                "status": "processed",
+                "status_details": None,
+                "expires_at": now + expires if expires else None,
+                "requests": requests,
+            }
             with self.store.quota_lock():
                 record = self.get(upload_id)
                 if record["status"] == "completed":
@@ -180,8 +221,9 @@ class UploadSessions:
         finally:
             sink.discard()
 
-    def _assemble(self, upload_id: str, part_ids: list[str],
-                  md5: str | None) -> tuple[TempSink, int]:
+    def _assemble(
+        self, upload_id: str, part_ids: list[str], md5: str | None
+    ) -> tuple[TempSink, int]:
         """Stream the parts into a validated temp file beside the files; checks ``md5``.
         Returns the sink and the file's request count."""
         sink = TempSink(self.store.files_dir, self.settings)
@@ -192,9 +234,13 @@ class UploadSessions:
                     part = open(self.part_path(upload_id, part_id), "rb", buffering=0)  # noqa: SIM115
                 except FileNotFoundError:
                     self.require_pending(upload_id, "it can be completed")
-                    raise ApiError(409, f"Part {part_id} of upload {upload_id} disappeared "
-                                        "while it was being assembled", param="part_ids",
-                                   code="conflict") from None
+                    raise ApiError(
+                        409,
+                        f"Part {part_id} of upload {upload_id} disappeared "
+                        "while it was being assembled",
+                        param="part_ids",
+                        code="conflict",
+                    ) from None
                 with part:
                     while chunk := part.read(CHUNK):
                         if digest is not None:
@@ -206,8 +252,11 @@ class UploadSessions:
             raise
         if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
             sink.discard()
-            raise bad_request(f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
-                              "md5", "checksum_mismatch")
+            raise bad_request(
+                f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
+                "md5",
+                "checksum_mismatch",
+            )
         return sink, requests
 
     def _mark_completed(self, record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -235,8 +284,11 @@ class UploadSessions:
         except FileNotFoundError:
             return 0
         swept = 0
-        records = {name[:-len(RECORD_SUFFIX)] for name in names
-                   if name.endswith(RECORD_SUFFIX) and ids.is_upload_id(name[:-5])}
+        records = {
+            name[: -len(RECORD_SUFFIX)]
+            for name in names
+            if name.endswith(RECORD_SUFFIX) and ids.is_upload_id(name[:-5])
+        }
         for upload_id in sorted(records):
             record = self._doc(upload_id).read()
             if record is None or record["status"] == "pending" and record["expires_at"] > now:
@@ -251,8 +303,12 @@ class UploadSessions:
                 swept += 1
         for name in names:  # parts whose record is gone
             upload_id, dot, rest = name.partition(".")
-            if dot and ids.is_upload_id(upload_id) and ids.is_part_id(rest) \
-                    and upload_id not in records:
+            if (
+                dot
+                and ids.is_upload_id(upload_id)
+                and ids.is_part_id(rest)
+                and upload_id not in records
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.dir / name)
         return swept
@@ -265,16 +321,22 @@ class UploadSessions:
         files, total = used.files + used.reserved_files, used.bytes  # slots held for results
         if completing is not None:
             files -= 1
-            total -= sum(self.part_path(completing, part_id).stat().st_size
-                         for part_id in self.part_ids(completing))
+            total -= sum(
+                self.part_path(completing, part_id).stat().st_size
+                for part_id in self.part_ids(completing)
+            )
         return files, total
 
     def _check_quota(self, files: int, total: int) -> None:
         settings = self.settings
         if files > settings.max_files:
-            raise QuotaExceeded(f"File quota exceeded: the project would hold {files} of "
-                                f"{settings.max_files} files (a pending upload counts as one); "
-                                "delete some first")
+            raise QuotaExceeded(
+                f"File quota exceeded: the project would hold {files} of "
+                f"{settings.max_files} files (a pending upload counts as one); "
+                "delete some first"
+            )
         if total > settings.max_bytes:
-            raise QuotaExceeded(f"Storage quota exceeded: {total} bytes (pending upload parts "
-                                f"count) would pass the project's {settings.max_bytes} bytes")
+            raise QuotaExceeded(
+                f"Storage quota exceeded: {total} bytes (pending upload parts "
+                f"count) would pass the project's {settings.max_bytes} bytes"
+            )

@@ -102,8 +102,7 @@ class VersionedDoc:
         specific names, cheaper than reading the document."""
         if version == 0:
             return self.path.exists()
-        return (self.version_path(version + 1).exists()
-                or not self.version_path(version).exists())
+        return self.version_path(version + 1).exists() or not self.version_path(version).exists()
 
     def read(self) -> dict[str, Any] | None:
         found = self.read_version()

@@ -42,8 +42,12 @@ def backoff(settings: Settings, attempts: int) -> float:
 class Deliverer:
     """Delivers outbox entries; ``run`` until ``stopping`` is set."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.wall = wall
@@ -53,8 +57,9 @@ class Deliverer:
 
     async def run(self, stopping: asyncio.Event) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
-        async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT},
-                                         auto_decompress=True) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, headers={"User-Agent": USER_AGENT}, auto_decompress=True
+        ) as session:
             try:
                 while not stopping.is_set():
                     try:
@@ -62,8 +67,7 @@ class Deliverer:
                     except Exception:
                         log.exception("webhook outbox scan failed")
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(),
-                                               self.settings.webhook_poll_interval)
+                        await asyncio.wait_for(stopping.wait(), self.settings.webhook_poll_interval)
             finally:
                 await self._shutdown()
 
@@ -102,15 +106,19 @@ class Deliverer:
         now = self.wall()
         timestamp = int(now)
         headers = {
-            "Content-Type": "application/json", "webhook-id": entry["webhook_id"],
+            "Content-Type": "application/json",
+            "webhook-id": entry["webhook_id"],
             "webhook-timestamp": str(timestamp),
             "webhook-signature": webhooks.signature_header(
-                endpoint.active_secrets(now), entry["webhook_id"], timestamp, body)}
+                endpoint.active_secrets(now), entry["webhook_id"], timestamp, body
+            ),
+        }
         attempts = entry["attempts"] + 1
         started = time.monotonic()
         try:
-            async with session.post(endpoint.url, data=body, headers=headers,
-                                    allow_redirects=False) as response:
+            async with session.post(
+                endpoint.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 await response.read()
                 status: int | None = response.status
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
@@ -121,14 +129,16 @@ class Deliverer:
         elapsed = time.monotonic() - started
         await asyncio.to_thread(self._settle, claimed, entry, attempts, status, error, elapsed)
 
-    def _prepare(self, claimed: outbox.Claimed
-                 ) -> tuple[dict[str, Any], webhooks.Endpoint] | None:
+    def _prepare(self, claimed: outbox.Claimed) -> tuple[dict[str, Any], webhooks.Endpoint] | None:
         """The entry to send now and its endpoint, or None when it was dropped or deferred."""
         entry = claimed.entry
         endpoint = self.registry.get(entry["endpoint_id"])
         if endpoint is None:
-            log.info("webhook %s: endpoint %s was removed; dropped", entry["webhook_id"],
-                     entry["endpoint_id"])
+            log.info(
+                "webhook %s: endpoint %s was removed; dropped",
+                entry["webhook_id"],
+                entry["endpoint_id"],
+            )
             claimed.finish()
             return None
         store = ProjectStore(self.settings.data_dir, claimed.project)
@@ -142,43 +152,82 @@ class Deliverer:
                 claimed.retry({"next_at": self.wall() + self.settings.webhook_poll_interval})
             return None
         if record is not None and outbox.event_type(record) != entry["type"]:
-            entry = {**entry, "type": outbox.event_type(record),
-                     "body": outbox.event_body(record)}
+            entry = {**entry, "type": outbox.event_type(record), "body": outbox.event_body(record)}
         if entry["type"] not in endpoint.events:
             claimed.finish()
             return None
         return entry, endpoint
 
-    def _settle(self, claimed: outbox.Claimed, entry: dict[str, Any], attempts: int,
-                status: int | None, error: str | None, elapsed: float) -> None:
+    def _settle(
+        self,
+        claimed: outbox.Claimed,
+        entry: dict[str, Any],
+        attempts: int,
+        status: int | None,
+        error: str | None,
+        elapsed: float,
+    ) -> None:
         now = self.wall()
         report: dict[str, Any] = {
-            "at": int(now), "webhook_id": entry["webhook_id"], "type": entry["type"],
-            "batch_id": entry["batch_id"], "attempt": attempts, "status_code": status,
-            "seconds": round(elapsed, 3)}
-        extra = {"webhook_id": entry["webhook_id"], "batch_id": entry["batch_id"],
-                 "endpoint_id": entry["endpoint_id"], "attempt": attempts}
+            "at": int(now),
+            "webhook_id": entry["webhook_id"],
+            "type": entry["type"],
+            "batch_id": entry["batch_id"],
+            "attempt": attempts,
+            "status_code": status,
+            "seconds": round(elapsed, 3),
+        }
+        extra = {
+            "webhook_id": entry["webhook_id"],
+            "batch_id": entry["batch_id"],
+            "endpoint_id": entry["endpoint_id"],
+            "attempt": attempts,
+        }
         if error is None:
             claimed.finish()
             report["result"] = "delivered"
             outcome = "delivered"
-            log.info("webhook %s: %s delivered (HTTP %s, attempt %d)", entry["webhook_id"],
-                     entry["type"], status, attempts, extra=extra)
+            log.info(
+                "webhook %s: %s delivered (HTTP %s, attempt %d)",
+                entry["webhook_id"],
+                entry["type"],
+                status,
+                attempts,
+                extra=extra,
+            )
         elif now - entry["enqueued_at"] >= self.settings.webhook_retry_window:
             claimed.finish()
             report["result"] = f"gave up: {error}"
             outcome = "gave_up"
-            log.error("webhook %s: gave up after %d attempts (%s)", entry["webhook_id"],
-                      attempts, error, extra=extra)
+            log.error(
+                "webhook %s: gave up after %d attempts (%s)",
+                entry["webhook_id"],
+                attempts,
+                error,
+                extra=extra,
+            )
         else:
             deadline = entry["enqueued_at"] + self.settings.webhook_retry_window
             next_at = min(now + backoff(self.settings, attempts), deadline)
-            claimed.retry({"type": entry["type"], "body": entry["body"], "attempts": attempts,
-                           "next_at": next_at, "last_error": error})
+            claimed.retry(
+                {
+                    "type": entry["type"],
+                    "body": entry["body"],
+                    "attempts": attempts,
+                    "next_at": next_at,
+                    "last_error": error,
+                }
+            )
             report["result"] = f"failed: {error}; next attempt at {int(next_at)}"
             outcome = "failed"
-            log.warning("webhook %s: attempt %d failed (%s); next in %.1f s",
-                        entry["webhook_id"], attempts, error, next_at - now, extra=extra)
+            log.warning(
+                "webhook %s: attempt %d failed (%s); next in %.1f s",
+                entry["webhook_id"],
+                attempts,
+                error,
+                next_at - now,
+                extra=extra,
+            )
         self.metrics.inc("zumik_webhook_deliveries_total", (("outcome", outcome),))
         with contextlib.suppress(OSError):
             webhooks.write_status(self.settings.data_dir, entry["endpoint_id"], report)

@@ -51,17 +51,23 @@ def event_body(record: dict[str, Any]) -> str:
     """OpenAI's thin batch event: the batch id only; receivers fetch the batch itself."""
     status = Status(record["status"])
     created = record.get(STATUS_TIMESTAMP[status]) or record.get("created_at")
-    return json.dumps({"id": event_id(record["id"]), "object": "event",
-                       "type": event_type(record), "created_at": created,
-                       "data": {"id": record["id"]}}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "id": event_id(record["id"]),
+            "object": "event",
+            "type": event_type(record),
+            "created_at": created,
+            "data": {"id": record["id"]},
+        },
+        separators=(",", ":"),
+    )
 
 
 def outbox_dir(data_dir: Path, project: str) -> Path:
     return data_dir / project / OUTBOX_DIR
 
 
-def enqueue(data_dir: Path, project: str, record: dict[str, Any],
-            now: float | None = None) -> int:
+def enqueue(data_dir: Path, project: str, record: dict[str, Any], now: float | None = None) -> int:
     """Write an entry for every endpoint of ``project`` subscribed to this terminal record's
     event (none registered: nothing, one stat). Returns how many."""
     kind = event_type(record)
@@ -74,9 +80,19 @@ def enqueue(data_dir: Path, project: str, record: dict[str, Any],
     body = event_body(record)
     for endpoint in endpoints:
         wid = webhook_id(record["id"], endpoint.id)
-        fsutil.write_json(directory / f"{wid}.json", {
-            "webhook_id": wid, "endpoint_id": endpoint.id, "batch_id": record["id"],
-            "type": kind, "body": body, "enqueued_at": now, "attempts": 0, "next_at": now})
+        fsutil.write_json(
+            directory / f"{wid}.json",
+            {
+                "webhook_id": wid,
+                "endpoint_id": endpoint.id,
+                "batch_id": record["id"],
+                "type": kind,
+                "body": body,
+                "enqueued_at": now,
+                "attempts": 0,
+                "next_at": now,
+            },
+        )
     return len(endpoints)
 
 

@@ -47,14 +47,18 @@ def new_secret() -> str:
 
 def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` signature, computed exactly as the openai SDK checks it."""
-    key = (base64.b64decode(secret[len(SECRET_PREFIX):]) if secret.startswith(SECRET_PREFIX)
-           else secret.encode())
+    key = (
+        base64.b64decode(secret[len(SECRET_PREFIX) :])
+        if secret.startswith(SECRET_PREFIX)
+        else secret.encode()
+    )
     signed = f"{webhook_id}.{timestamp}.{body.decode('utf-8')}".encode()
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def signature_header(active_secrets: list[str], webhook_id: str, timestamp: int,
-                     body: bytes) -> str:
+def signature_header(
+    active_secrets: list[str], webhook_id: str, timestamp: int, body: bytes
+) -> str:
     """The ``webhook-signature`` value: one signature per active secret, space-separated."""
     return " ".join(signature(s, webhook_id, timestamp, body) for s in active_secrets)
 
@@ -73,22 +77,37 @@ class Endpoint:
 
     @classmethod
     def from_json(cls, endpoint_id: str, doc: dict[str, Any]) -> Endpoint:
-        return cls(endpoint_id, doc["project"], doc["url"], tuple(doc["events"]),
-                   doc["created_at"], tuple(doc["secrets"]))
+        return cls(
+            endpoint_id,
+            doc["project"],
+            doc["url"],
+            tuple(doc["events"]),
+            doc["created_at"],
+            tuple(doc["secrets"]),
+        )
 
     def active_secrets(self, now: float) -> list[str]:
         """Secrets that sign now: the current one and rotated ones still in their grace."""
-        return [s["secret"] for s in self.secrets
-                if s.get("expires_at") is None or s["expires_at"] > now]
+        return [
+            s["secret"]
+            for s in self.secrets
+            if s.get("expires_at") is None or s["expires_at"] > now
+        ]
 
 
 def check_url(url: str) -> str:
     """An http(s) URL with a host, or WebhookConfigError."""
     parts = urlsplit(url) if len(url) <= MAX_URL_LENGTH else None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or any(c.isspace() for c in url)):
-        raise WebhookConfigError(f"invalid webhook URL {url[:100]!r}: use http:// or https:// "
-                                 f"with a host (at most {MAX_URL_LENGTH} characters)")
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in url)
+    ):
+        raise WebhookConfigError(
+            f"invalid webhook URL {url[:100]!r}: use http:// or https:// "
+            f"with a host (at most {MAX_URL_LENGTH} characters)"
+        )
     return url
 
 
@@ -98,8 +117,9 @@ def check_events(events: list[str] | None) -> tuple[str, ...]:
         return EVENT_TYPES
     unknown = sorted(set(events) - set(EVENT_TYPES))
     if unknown:
-        raise WebhookConfigError(f"unknown event type(s) {', '.join(unknown)}; known: "
-                                 f"{', '.join(EVENT_TYPES)}")
+        raise WebhookConfigError(
+            f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}"
+        )
     return tuple(t for t in EVENT_TYPES if t in events)
 
 
@@ -107,13 +127,23 @@ def _edit(data_dir: Path, change: Any) -> Any:
     return versioned.edit(data_dir / REGISTRY_FILE, change)
 
 
-def add_endpoint(data_dir: Path, project: str, url: str, events: list[str] | None = None,
-                 now: float | None = None) -> tuple[Endpoint, str]:
+def add_endpoint(
+    data_dir: Path,
+    project: str,
+    url: str,
+    events: list[str] | None = None,
+    now: float | None = None,
+) -> tuple[Endpoint, str]:
     """Register an endpoint; returns it and its secret (shown to the operator once)."""
     if not valid_project(project):
         raise WebhookConfigError(f"invalid project name {project!r}")
-    doc = {"project": project, "url": check_url(url), "events": list(check_events(events)),
-           "created_at": int(now or time.time()), "secrets": []}
+    doc = {
+        "project": project,
+        "url": check_url(url),
+        "events": list(check_events(events)),
+        "created_at": int(now or time.time()),
+        "secrets": [],
+    }
     secret = new_secret()
     doc["secrets"].append({"secret": secret, "created_at": doc["created_at"], "expires_at": None})
     endpoint_id = ENDPOINT_PREFIX + secrets.token_hex(12)
@@ -128,8 +158,7 @@ def remove_endpoint(data_dir: Path, endpoint_id: str) -> bool:
     return removed is not None
 
 
-def rotate_secret(data_dir: Path, endpoint_id: str, grace: float,
-                  now: float | None = None) -> str:
+def rotate_secret(data_dir: Path, endpoint_id: str, grace: float, now: float | None = None) -> str:
     """A new current secret; the old ones keep signing for ``grace`` seconds. Returns it."""
     if not grace >= 0:
         raise WebhookConfigError(f"the grace must be 0 or more seconds, not {grace!r}")
@@ -142,8 +171,11 @@ def rotate_secret(data_dir: Path, endpoint_id: str, grace: float,
             raise WebhookConfigError(f"no webhook endpoint {endpoint_id!r}")
         kept = []
         for old in doc["secrets"]:
-            ends = now + grace if old.get("expires_at") is None else min(old["expires_at"],
-                                                                           now + grace)
+            ends = (
+                now + grace
+                if old.get("expires_at") is None
+                else min(old["expires_at"], now + grace)
+            )
             if ends > now:
                 kept.append({**old, "expires_at": int(ends)})
         doc["secrets"] = [{"secret": secret, "created_at": int(now), "expires_at": None}, *kept]
@@ -160,16 +192,21 @@ def load_endpoints(data_dir: Path) -> dict[str, Endpoint]:
 
 def subscribers(data_dir: Path, project: str, event_type: str) -> list[Endpoint]:
     """The project's endpoints that asked for ``event_type`` (no registry file: none)."""
-    return [e for e in load_endpoints(data_dir).values()
-            if e.project == project and event_type in e.events]
+    return [
+        e
+        for e in load_endpoints(data_dir).values()
+        if e.project == project and event_type in e.events
+    ]
 
 
 class Registry:
     """A cached view of the registry for the delivery loop: re-read when the file changes."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._endpoints = versioned.Cached(data_dir / REGISTRY_FILE, lambda document: {
-            eid: Endpoint.from_json(eid, doc) for eid, doc in document.items()})
+        self._endpoints = versioned.Cached(
+            data_dir / REGISTRY_FILE,
+            lambda document: {eid: Endpoint.from_json(eid, doc) for eid, doc in document.items()},
+        )
 
     def get(self, endpoint_id: str) -> Endpoint | None:
         return self._endpoints.get().get(endpoint_id)
