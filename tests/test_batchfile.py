@@ -9,7 +9,9 @@ import random
 import pytest
 from conftest import request_line
 
-from zumik.core.batchfile import HashSet, LineError, RequestBody, request_of
+from zumik.core.lines import LineError
+from zumik.core.validator import HashSet
+from zumik.execution.wire import RequestBody, request_of
 
 
 def test_hash_set_agrees_with_a_python_set():

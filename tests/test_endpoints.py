@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import AUTH_A, create_batch, jsonl, output_lines, upload, wait_batch
 
-from zumik.core.batchfile import SUPPORTED_ENDPOINTS
+from zumik.core.lines import SUPPORTED_ENDPOINTS
 from zumik.settings import load_settings
 
 BODIES = {

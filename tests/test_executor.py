@@ -22,7 +22,7 @@ from conftest import (
     wait_batch,
 )
 
-from zumik.execution.batchrun import error_line
+from zumik.execution.results import error_line
 from zumik.storage import journal
 
 

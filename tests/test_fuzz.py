@@ -12,7 +12,7 @@ from conftest import AUTH_A, request_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zumik.core.batchfile import LineError, check_line, parse_line
+from zumik.core.lines import LineError, check_line, parse_line
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

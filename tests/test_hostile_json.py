@@ -11,8 +11,9 @@ from conftest import AUTH_A, create_batch, jsonl, request_line, upload, wait_bat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zumik.core.batchfile import LineError, check_request, request_of, target_of
 from zumik.core.jsontext import surrogate_path, too_deep
+from zumik.core.lines import LineError, check_request, target_of
+from zumik.execution.wire import request_of
 
 
 def depth(value) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from zumik.execution.batchrun import error_line
+from zumik.execution.results import error_line
 from zumik.storage import journal
 from zumik.storage.batchhandle import BatchHandle
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import AUTH_A, request_line
 
 from zumik.api.receiving import CHUNK
-from zumik.core.batchfile import BOM, JsonlValidator, LineError
+from zumik.core.lines import BOM, LineError
+from zumik.core.validator import JsonlValidator
 
 
 def line_of(size: int, custom_id: str = "a") -> bytes:

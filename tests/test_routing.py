@@ -12,9 +12,9 @@ import requests
 from conftest import AUTH_A, create_batch, jsonl, output_lines, request_line, upload, wait_batch
 from fake_provider import ProviderThread
 
-from zumik.core.batchfile import RequestBody
 from zumik.execution.routing import ProviderConfig, Route, Target
 from zumik.execution.upstream import Upstream, retry_delay
+from zumik.execution.wire import RequestBody
 from zumik.settings import load_settings
 
 

@@ -12,7 +12,7 @@ from zumik.api.errors import bad_request, not_found
 from zumik.api.files import parse_limit
 from zumik.api.requestbody import json_body
 from zumik.core import ids, records
-from zumik.core.batchfile import SUPPORTED_ENDPOINTS
+from zumik.core.lines import SUPPORTED_ENDPOINTS
 from zumik.storage.idempotency import REPLAYED_HEADER
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")

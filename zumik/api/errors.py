@@ -10,7 +10,17 @@ import uuid
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from zumik.core.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive, ZumikError
+from zumik.core.exceptions import (
+    Conflict,
+    FileInUse,
+    InvalidRequest,
+    NoSuchInput,
+    NotFound,
+    QuotaExceeded,
+    TooLarge,
+    TooManyActive,
+    ZumikError,
+)
 
 log = logging.getLogger("zumik")
 access = logging.getLogger("zumik.access")
@@ -89,6 +99,10 @@ def envelope(error: ApiError) -> Response:
 
 # Each domain error's HTTP status; the one place they meet HTTP (subclasses first).
 HTTP_STATUS: tuple[tuple[type[ZumikError], int], ...] = (
+    (InvalidRequest, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooLarge, 413),
     (QuotaExceeded, 400),
     (NoSuchInput, 400),
     (TooManyActive, 429),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from zumik.api.context import current
-from zumik.core.batchfile import SUPPORTED_ENDPOINTS
+from zumik.core.lines import SUPPORTED_ENDPOINTS
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 

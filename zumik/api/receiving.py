@@ -6,8 +6,6 @@ refused without ever being held in memory, and the temp file is removed on any f
 
 from __future__ import annotations
 
-import contextlib
-import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +17,11 @@ from werkzeug.sansio import multipart as mp
 
 from zumik.api.errors import ApiError, bad_request
 from zumik.api.params import whole_number
-from zumik.core.batchfile import JsonlValidator, LineError
 from zumik.core.jsontext import surrogate_message, unencodable
 from zumik.settings import Settings
-from zumik.storage import fsutil
+from zumik.storage.tempsink import CHUNK, TempSink
 
 SUPPORTED_PURPOSES = ("batch",)
-CHUNK = 1024 * 1024  # matches gunicorn's largest body read: fewer copies of its read-ahead
 MAX_FIELD_BYTES = 1024
 MAX_FILENAME_BYTES = 255
 MIN_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS = 3600, 2_592_000
@@ -42,58 +38,6 @@ class Upload:
     filename: str
     purpose: str
     expires_after: int | None
-
-
-class _TempSink:
-    """Writes the file part to a temp file while validating it."""
-
-    def __init__(self, directory: Path, settings: Settings) -> None:
-        self.path = fsutil.temp_path(directory, "upload-")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.size = 0
-        self.max_bytes = settings.max_upload_bytes
-        self.validator = JsonlValidator(
-            settings.max_line_bytes,
-            settings.max_requests,
-            settings.max_json_depth,
-            settings.max_embedding_inputs,
-        )
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise ApiError(
-                413,
-                f"File is larger than the {self.max_bytes}-byte upload limit",
-                param="file",
-                code="file_too_large",
-            )
-        try:
-            self.validator.feed(data)
-        except LineError as exc:
-            raise bad_request(f"Invalid batch input file: {exc}", "file", exc.code) from None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-
-    def finish(self) -> int:
-        try:
-            requests = self.validator.finish()
-        except LineError as exc:
-            raise bad_request(f"Invalid batch input file: {exc}", "file", exc.code) from None
-        os.fsync(self._fd)
-        self.close()
-        return requests
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 def clean_filename(name: str, param: str = "file") -> str:
@@ -169,7 +113,7 @@ def receive_multipart(
     """Stream a multipart upload into a temp file in ``directory``."""
     decoder = mp.MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK, max_parts=16)
     fields: dict[str, str] = {}
-    sink: _TempSink | None = None
+    sink: TempSink | None = None
     filename = ""
     current: str | None = None  # field name being read, or "\0file"
     value = bytearray()
@@ -184,7 +128,7 @@ def receive_multipart(
                 if sink is not None:
                     raise bad_request("More than one 'file' part", "file")
                 filename = clean_filename(event.filename or "")
-                sink = _TempSink(directory, settings)
+                sink = TempSink(directory, settings)
                 current = "\0file"
             elif isinstance(event, mp.Field):
                 if event.name == "file":
@@ -279,7 +223,7 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
         raise bad_request("'purpose' must be a string", "purpose")
     purpose, expires = json_file_fields(purpose, document.get("expires_after"))
     name = clean_filename(filename, "filename")
-    sink = _TempSink(directory, settings)
+    sink = TempSink(directory, settings)
     try:
         data = content.encode("utf-8", "surrogatepass")
         for start in range(0, len(data), CHUNK):

@@ -13,10 +13,12 @@ class ZumikError(Exception):
 
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:
+            self.code = code
 
 
 class QuotaExceeded(ZumikError):
@@ -39,3 +41,24 @@ class FileInUse(ZumikError):
 
 class NoSuchInput(ZumikError):
     """A batch names an input file that does not exist (a request error, not a 404)."""
+
+
+class InvalidRequest(ZumikError):
+    """The request cannot be carried out as asked: a bad value, a wrong state, a mismatch."""
+
+
+class NotFound(ZumikError):
+    """No such object in this project (OpenAI's words: ``No such Upload object: ...``)."""
+
+    def __init__(self, kind: str, object_id: str, param: str = "id") -> None:
+        super().__init__(f"No such {kind} object: {object_id}", param=param)
+
+
+class Conflict(ZumikError):
+    """The object changed under the request (for example a part removed while assembling)."""
+
+    code = "conflict"
+
+
+class TooLarge(ZumikError):
+    """What was sent is over a size limit."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -25,18 +23,21 @@ from typing import Any
 import msgspec
 
 from zumik.core import ids
-from zumik.core.batchfile import CHAT, LineError, RequestBody, iter_lines, request_of, target_of
-from zumik.core.records import Status, ended_at, is_terminal, move
+from zumik.core.lines import CHAT
+from zumik.core.records import Status, is_terminal
+from zumik.execution.finalize import Finalizing
+from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
-from zumik.execution.upstream import Outcome, Upstream
+from zumik.execution.upstream import Upstream
+from zumik.execution.validate import Validating
+from zumik.execution.wire import RequestBody, request_of
 from zumik.ops.metrics import Counter, Metrics
 from zumik.settings import Settings
 from zumik.storage import journal, progress
 from zumik.storage.claims import Claim
-from zumik.storage.fsutil import temp_path
+from zumik.storage.inputs import iter_lines
 from zumik.storage.store import ProjectStore
-from zumik.webhooks import outbox
 
 log = logging.getLogger("zumik.executor")
 
@@ -67,59 +68,7 @@ WATCH_INTERVAL = 0.1
 COUNTS_INTERVAL = 1.0
 
 
-def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
-    """A result line for a request the provider answered, 2xx or an HTTP error (then it goes to
-    the error file with its ``status_code`` and the provider's JSON error body, ``error`` null,
-    as OpenAI writes it), splicing the provider's compact body in unparsed."""
-    assert outcome.body is not None
-    return b"".join(
-        (
-            b'{"id":"',
-            request_id.encode(),
-            b'","custom_id":',
-            encode(custom_id),
-            b',"response":{"status_code":',
-            str(outcome.status_code).encode(),
-            b',"request_id":',
-            encode(outcome.request_id),
-            b',"body":',
-            outcome.body,
-            b'},"error":null,"provider":',
-            encode(outcome.provider),
-            b"}\n",
-        )
-    )
-
-
-def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
-    """A result line for a request that failed without an HTTP answer to show (timeout,
-    connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
-    ``error`` set."""
-    request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
-    return (
-        json.dumps(
-            {
-                "id": request_id,
-                "custom_id": custom_id,
-                "response": None,
-                "error": {"code": code, "message": message},
-            },
-            separators=(",", ":"),
-        ).encode()
-        + b"\n"
-    )
-
-
-def _custom_id_of(raw: bytes, number: int) -> str:
-    """A line's custom_id when the typed decode failed, else a stand-in naming the line."""
-    try:
-        custom_id = json.loads(raw).get("custom_id")
-    except (ValueError, AttributeError, RecursionError):
-        custom_id = None
-    return custom_id if isinstance(custom_id, str) else f"line-{number}"
-
-
-class BatchRun:
+class BatchRun(Validating, Finalizing):
     """Runs one batch this executor has claimed."""
 
     def __init__(
@@ -219,82 +168,6 @@ class BatchRun:
                 self.writer.close()
             await asyncio.to_thread(self.claim.release)
 
-    def _validate(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Check every line can run; move to ``in_progress`` or ``failed``."""
-        started = time.perf_counter()
-        errors: list[dict[str, Any]] = []
-        models: set[str] = set()
-        path = self.store.file_data_path(record["input_file_id"])
-        if self.batch.cancel_requested():
-            return self.batch.read() or record
-        try:
-            for number, raw in iter_lines(str(path)):
-                try:
-                    url, model = target_of(raw, number)
-                    if len(models) < 2:
-                        models.add(model)
-                    if url != record["endpoint"]:
-                        raise LineError(
-                            number,
-                            "invalid_url",
-                            "The URL provided for this request does not match the batch endpoint.",
-                            "url",
-                        )
-                    if self.router.resolve(model) is None:
-                        raise LineError(
-                            number,
-                            "model_not_found",
-                            f"The model {model!r} has no route; "
-                            f"known: {', '.join(self.router.model_names())}",
-                            "body.model",
-                        )
-                except LineError as exc:
-                    errors.append(exc.as_batch_error())
-                    if len(errors) >= self.settings.max_batch_errors:
-                        break
-        except FileNotFoundError:
-            errors.append(
-                {
-                    "code": "invalid_request",
-                    "line": None,
-                    "param": "file_id",
-                    "message": f"Cannot find file {record['input_file_id']}.",
-                }
-            )
-        now = int(self.clock())
-        model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
-        if errors:
-
-            def fail(current: dict[str, Any]) -> bool:
-                if current["status"] != Status.VALIDATING:
-                    return False  # cancelled meanwhile
-                current["errors"] = {"object": "list", "data": errors}
-                current["model"] = model
-                return True
-
-            record = self.make_terminal(Status.FAILED, fail)
-        else:
-
-            def start(current: dict[str, Any]) -> None:
-                if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
-                    current["model"] = model
-                    move(current, Status.IN_PROGRESS, now)
-
-            record = self.batch.update(start)
-        log.info(
-            "batch %s: validated in %.3f s, %s",
-            self.batch_id,
-            time.perf_counter() - started,
-            record["status"],
-            extra={
-                "batch_id": self.batch_id,
-                "project": self.store.project,
-                "status": record["status"],
-                "epoch": self.claim.epoch,
-            },
-        )
-        return record
-
     async def _execute(self, record: dict[str, Any]) -> None:
         self.progress = await asyncio.to_thread(
             journal.recover, self.batch.segments(), self.settings.claim_mode == "flock", self.prices
@@ -378,7 +251,7 @@ class BatchRun:
             try:
                 custom_id, body = request_of(raw, number)
             except Exception as exc:
-                self._line_failed(number, _custom_id_of(raw, number), exc)
+                self._line_failed(number, custom_id_of(raw, number), exc)
                 continue
             yield number, custom_id, body
 
@@ -551,148 +424,3 @@ class BatchRun:
             self.claim.epoch,
             self._progress_seq,
         )
-
-    def _expire_rest(self, record: dict[str, Any]) -> None:
-        """Write a ``batch_expired`` line for every line that never ran."""
-        if self.writer is not None:
-            self.writer.close()  # flushes what the loop queued
-        writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch))
-        self.writer = writer
-        path = str(self.store.file_data_path(record["input_file_id"]))
-        for number, raw in iter_lines(path):
-            if number not in self.progress.done:
-                custom_id = request_of(raw, number)[0]
-                writer.append(
-                    journal.entry_bytes(
-                        number,
-                        error_line(
-                            custom_id,
-                            "batch_expired",
-                            "This request could not be executed before "
-                            "the completion window expired.",
-                        ),
-                    )
-                )
-                self.progress.record(number, True, None)
-        writer.sync()
-
-    def _finalize(self, final: Status) -> None:
-        """Reserve output ids, publish the files, then write the terminal record.
-
-        Cancel is final: the terminal status is decided under the record's lock, so a batch a
-        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
-        every line before it noticed the cancel.
-        """
-        now = int(self.clock())
-        started = time.perf_counter()
-
-        def reserve(record: dict[str, Any]) -> None:
-            nonlocal final
-            if record["status"] == Status.CANCELLING:
-                final = Status.CANCELLED
-            if not record.get("_output_file_id"):
-                record["_output_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
-                record["_error_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
-            if final == Status.COMPLETED:
-                move(record, Status.FINALIZING, now)
-
-        record = self.batch.update(reserve)
-        merged = self._publish(record)
-        summary = merged.summary
-
-        def finish(current: dict[str, Any]) -> None:
-            current["output_file_id"] = current["_output_file_id"] if merged.output_lines else None
-            current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
-            current["request_counts"]["completed"] = summary.completed
-            current["request_counts"]["failed"] = summary.failed
-            current["usage"] = summary.usage
-            current["cost"] = summary.cost()
-
-        self.make_terminal(final, finish)
-        self.batch.remove_run_state()
-        log.info(
-            "batch %s: %s (%d completed, %d failed), finalized in %.3f s",
-            self.batch_id,
-            final.value,
-            summary.completed,
-            summary.failed,
-            time.perf_counter() - started,
-            extra={
-                "batch_id": self.batch_id,
-                "project": self.store.project,
-                "status": final.value,
-                "completed": summary.completed,
-                "failed": summary.failed,
-                "epoch": self.claim.epoch,
-            },
-        )
-
-    def make_terminal(
-        self, final: Status, change: Callable[[dict[str, Any]], bool | None]
-    ) -> dict[str, Any]:
-        """THE place a batch becomes terminal (``failed`` after validation, or the status its
-        run outcome gives it after finalizing).
-
-        ``change`` fills in the record's last fields under the record lock and may return
-        False to keep the record as it is (it moved on meanwhile). Whatever must happen
-        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
-        The webhook outbox entries are written under the record lock *before* the terminal
-        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
-        """
-        now = int(self.clock())
-
-        moved = False
-
-        def terminal(current: dict[str, Any]) -> None:
-            nonlocal moved
-            moved = change(current) is not False
-            if moved:
-                move(current, final, now)
-                outbox.enqueue(self.settings.data_dir, self.store.project, current)
-
-        record = self.batch.update(terminal)
-        if moved:  # counted as it ends, so /metrics never reads finished records
-            self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
-            ended = ended_at(record)
-            if ended is not None:  # the input's expires_at now says when it goes
-                self.store.release_input(record["input_file_id"], ended + self.settings.batch_ttl)
-        return record
-
-    def _publish(self, record: dict[str, Any]) -> journal.Merged:
-        files_dir = self.store.files_dir
-        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
-        try:
-            merged = journal.merge(
-                self.batch.segments(),
-                tmp_out,
-                tmp_err,
-                self.prices,
-                self.settings.result_files == "combined",
-            )
-            now = int(self.clock())
-            ttl = record.get("_output_ttl") or self.settings.output_ttl
-            for tmp, file_id, suffix, count in (
-                (tmp_out, record["_output_file_id"], "output", merged.output_lines),
-                (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
-            ):
-                if count:
-                    self.store.write_file(
-                        tmp,
-                        {
-                            "id": file_id,
-                            "object": "file",
-                            "bytes": os.path.getsize(tmp),
-                            "created_at": now,
-                            "filename": f"{self.batch_id}_{suffix}.jsonl",
-                            "purpose": "batch_output",
-                            "status": "processed",
-                            "status_details": None,
-                            "expires_at": now + ttl,
-                            "requests": count,
-                            "batch_id": self.batch_id,
-                        },
-                    )
-            return merged
-        finally:
-            tmp_out.unlink(missing_ok=True)
-            tmp_err.unlink(missing_ok=True)

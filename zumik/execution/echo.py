@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Any
 
-from zumik.core.batchfile import CHAT, COMPLETIONS, EMBEDDINGS, MODERATIONS, RESPONSES
+from zumik.core.lines import CHAT, COMPLETIONS, EMBEDDINGS, MODERATIONS, RESPONSES
 
 MODEL = "zumik-echo"
 EMBEDDING_DIMENSIONS = 32

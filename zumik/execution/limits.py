@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zumik.core.batchfile import RequestBody
 from zumik.execution.routing import ProviderConfig
+from zumik.execution.wire import RequestBody
 
 BACKOFF_STATUSES = frozenset({429, 503})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

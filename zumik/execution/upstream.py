@@ -24,11 +24,12 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from zumik.core.batchfile import CHAT, RequestBody, strict_decode
+from zumik.core.lines import CHAT, strict_decode
 from zumik.execution import echo
 from zumik.execution.availability import ProviderHealth, is_provider_failure
 from zumik.execution.limits import ProviderLimits
 from zumik.execution.routing import ProviderConfig, Route, Target
+from zumik.execution.wire import RequestBody
 from zumik.ops.metrics import Metrics
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zumik.api.errors import bad_request
+from zumik.core.exceptions import InvalidRequest
 from zumik.storage import fsutil
 
 HEADER = "Idempotency-Key"
@@ -38,8 +38,10 @@ def check_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not 1 <= len(raw) <= MAX_KEY_LENGTH or not raw.isprintable():
-        raise bad_request(
-            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters", HEADER, "invalid_value"
+        raise InvalidRequest(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters",
+            param=HEADER,
+            code="invalid_value",
         )
     return raw
 
@@ -65,11 +67,11 @@ class IdempotentRequest:
         if not isinstance(entry, dict) or entry.get("created_at", 0) + self.ttl <= self.now:
             return None
         if entry.get("route") != self.route or entry.get("fingerprint") != self.fingerprint:
-            raise bad_request(
+            raise InvalidRequest(
                 f"This {HEADER} was already used for a different request; use a "
                 "new key for a new request",
-                HEADER,
-                "idempotency_key_reused",
+                param=HEADER,
+                code="idempotency_key_reused",
             )
         return lookup(entry["object_id"])
 

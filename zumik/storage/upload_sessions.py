@@ -19,14 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zumik.api.errors import ApiError, bad_request, not_found
-from zumik.api.receiving import CHUNK
-from zumik.api.receiving import _TempSink as TempSink  # the direct upload's validating writer
 from zumik.core import ids
-from zumik.core.exceptions import QuotaExceeded
+from zumik.core.exceptions import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.store import ProjectStore, public_file
+from zumik.storage.tempsink import CHUNK, TempSink
 from zumik.storage.upload_records import RECORD_SUFFIX, status_at
 from zumik.storage.versioned import VersionedDoc
 
@@ -78,7 +76,7 @@ class UploadSessions:
         """The stored record; 404 when there is none."""
         record = self._doc(upload_id).read()
         if record is None:
-            raise not_found("Upload", upload_id, "upload_id")
+            raise NotFound("Upload", upload_id, "upload_id")
         return record
 
     def require_pending(
@@ -90,10 +88,10 @@ class UploadSessions:
             record = self.get(upload_id)
         status = status_at(record, self.store.clock())
         if status != "pending":
-            raise bad_request(
+            raise InvalidRequest(
                 f"Upload {upload_id} is {status}; {action} only while it is pending",
-                "upload_id",
-                f"upload_{status}",
+                param="upload_id",
+                code=f"upload_{status}",
             )
         return record
 
@@ -138,11 +136,10 @@ class UploadSessions:
             self.require_pending(upload_id, "parts may be added")
             count = len(self.part_ids(upload_id))
             if count >= self.settings.max_upload_parts:
-                raise bad_request(
-                    f"Upload {upload_id} already has {count} parts, the most one "
+                raise InvalidRequest(
+                    f"Upload {upload_id} already has {count} parts, param=the most one "
                     "upload may hold (ZUMIK_MAX_UPLOAD_PARTS); send larger parts",
-                    "data",
-                    "too_many_parts",
+                    code="data",
                 )
             files, used = self._usage(None)
             self._check_quota(files, used + size)
@@ -177,16 +174,18 @@ class UploadSessions:
                 try:
                     total += self.part_path(upload_id, part_id).stat().st_size
                 except FileNotFoundError:
-                    raise bad_request(
-                        f"No part {part_id} in upload {upload_id}", "part_ids", "invalid_value"
+                    raise InvalidRequest(
+                        f"No part {part_id} in upload {upload_id}",
+                        param="part_ids",
+                        code="invalid_value",
                     ) from None
             if total != record["bytes"]:
-                raise bad_request(
+                raise InvalidRequest(
                     f"The parts add up to {total} bytes but upload {upload_id} "
                     f"was created with bytes={record['bytes']}; send the missing "
                     "parts or list exactly the parts of the file",
-                    "part_ids",
-                    "bytes_mismatch",
+                    param="part_ids",
+                    code="bytes_mismatch",
                 )
             if record["file_id"] is None:
                 record["file_id"] = ids.new_id(ids.FILE_PREFIX, self.store.clock())
@@ -234,8 +233,7 @@ class UploadSessions:
                     part = open(self.part_path(upload_id, part_id), "rb", buffering=0)  # noqa: SIM115
                 except FileNotFoundError:
                     self.require_pending(upload_id, "it can be completed")
-                    raise ApiError(
-                        409,
+                    raise Conflict(
                         f"Part {part_id} of upload {upload_id} disappeared "
                         "while it was being assembled",
                         param="part_ids",
@@ -252,10 +250,8 @@ class UploadSessions:
             raise
         if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
             sink.discard()
-            raise bad_request(
-                f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
-                "md5",
-                "checksum_mismatch",
+            raise InvalidRequest(
+                f"The assembled file's MD5 is {digest.hexdigest()}, param=not {md5}", code="md5"
             )
         return sink, requests
 

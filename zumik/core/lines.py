@@ -1,14 +1,10 @@
-"""Batch input lines: streaming JSONL validation and the shape of one request line.
-
-The validator is fed bytes as they arrive (an upload) or as they are read (the executor), keeps
-only the current partial line and an 8-byte hash per ``custom_id`` (in one flat array, not a
-Python set), and so runs in small, bounded memory whatever the file size.
-"""
+"""The rules of one batch input line: the supported endpoints, the line's shape and its body's
+checks per endpoint (a typed msgspec decode first, the full parser only for lines it does not
+accept), and ``LineError`` naming the line and field at fault."""
 
 from __future__ import annotations
 
 import json
-import mmap
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,12 +165,16 @@ def check_body(url: str, body: dict[str, Any], line: int) -> int:
     return len(value)
 
 
-def _stored_line(raw: bytes, number: int) -> RequestLine:
+def stored_line(raw: bytes, number: int) -> RequestLine:
     """``parse_line`` for a line already stored, whatever depth limit it was uploaded under."""
     try:
         return parse_line(raw, number, max_depth=1 << 62)
     except RecursionError:
         raise LineError(number, "nesting_too_deep", "nested too deeply to decode") from None
+
+
+class Model(msgspec.Struct):
+    model: str
 
 
 def strict_decode(decoder: msgspec.json.Decoder, raw: bytes) -> Any:
@@ -185,72 +185,9 @@ def strict_decode(decoder: msgspec.json.Decoder, raw: bytes) -> Any:
     return decoder.decode(raw)
 
 
-class RequestBody:
-    """A request body as it goes upstream: its raw JSON and its model, parsed only on demand.
-
-    The executor forwards ``raw`` unchanged when the route keeps the model name, so the common
-    path never builds or re-encodes the body in Python.
-    """
-
-    __slots__ = ("raw", "model", "_obj")
-
-    def __init__(self, raw: bytes, model: str, obj: dict[str, Any] | None = None) -> None:
-        self.raw = raw
-        self.model = model
-        self._obj = obj
-
-    @classmethod
-    def of(cls, body: dict[str, Any]) -> RequestBody:
-        return cls(msgspec.json.encode(body), str(body.get("model")), body)
-
-    @property
-    def obj(self) -> dict[str, Any]:
-        """The parsed body (decoded once, on first use)."""
-        if self._obj is None:
-            self._obj = msgspec.json.decode(self.raw)
-        return self._obj
-
-    def payload_for(self, model: str) -> bytes:
-        """The bytes to send to a provider that calls the model ``model``."""
-        if model == self.model:
-            return self.raw
-        return msgspec.json.encode({**self.obj, "model": model})
-
-
-class _Request(msgspec.Struct):
-    custom_id: str
-    body: msgspec.Raw
-
-
-class _Model(msgspec.Struct):
-    model: str
-
-
-_REQUEST = msgspec.json.Decoder(_Request)
-_MODEL = msgspec.json.Decoder(_Model)
-
-
-def request_of(raw: bytes, number: int) -> tuple[str, RequestBody]:
-    """``custom_id`` and body of an input line already validated at upload.
-
-    Two typed decodes that build nothing but the id, the body's raw bytes and its model; a line
-    they do not accept (a lone surrogate escape among them) goes through ``parse_line``, which
-    raises ``LineError`` if it is bad.
-    """
-    try:
-        request = _REQUEST.decode(raw)
-        model = _MODEL.decode(request.body).model
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        pass
-    else:
-        return request.custom_id, RequestBody(bytes(request.body), model)
-    line = _stored_line(raw, number)
-    return line.custom_id, RequestBody.of(line.body)
-
-
 class _Target(msgspec.Struct):
     url: str
-    body: _Model
+    body: Model
 
 
 _TARGET = msgspec.json.Decoder(_Target)
@@ -268,7 +205,7 @@ def target_of(raw: bytes, number: int) -> tuple[str, str]:
         pass
     else:
         return target.url, target.body.model
-    line = _stored_line(raw, number)
+    line = stored_line(raw, number)
     return line.url, line.body["model"]
 
 
@@ -347,179 +284,11 @@ def _slow(raw: bytes, line: int, max_depth: int) -> tuple[str, str, int]:
     return request.custom_id, request.url, check_body(request.url, request.body, line)
 
 
-class HashSet:
-    """A set of ``custom_id`` hashes: 64-bit keys, open addressing in one anonymous mapping.
-
-    8 to 32 bytes per id instead of ~100 for a set of digests, and its own ``mmap``, so the
-    memory goes back to the system the moment the set is dropped (a freed heap block may not).
-    Two different ids collide with odds of n^2 / 2^65 (1e-9 at 200,000 ids).
-    """
-
-    def __init__(self) -> None:
-        self._allocate(1024)
-
-    def _allocate(self, slots: int) -> None:
-        self._map = mmap.mmap(-1, 8 * slots)
-        self._table = memoryview(self._map).cast("Q")
-        self._mask = slots - 1
-        self._size = 0
-
-    @staticmethod
-    def key(text: str) -> int:
-        """A nonzero 64-bit key: Python's own string hash (SipHash, seeded per process)."""
-        return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
-
-    def add(self, text: str) -> bool:
-        """Add ``text``; False when it was there already."""
-        if 2 * (self._size + 1) > len(self._table):
-            self._grow()
-        return self._insert(self.key(text))
-
-    def _insert(self, key: int) -> bool:
-        table, mask = self._table, self._mask
-        slot = key & mask
-        while table[slot]:
-            if table[slot] == key:
-                return False
-            slot = (slot + 1) & mask
-        table[slot] = key
-        self._size += 1
-        return True
-
-    def _grow(self) -> None:
-        old_map, old = self._map, self._table
-        self._allocate(2 * len(old))
-        for key in old:
-            if key:
-                self._insert(key)
-        old.release()
-        old_map.close()
-
-
-class JsonlValidator:
-    """Checks a batch input file fed in chunks; raises ``LineError`` at the first bad line."""
-
-    def __init__(
-        self,
-        max_line_bytes: int,
-        max_requests: int,
-        max_depth: int = DEFAULT_MAX_DEPTH,
-        max_embedding_inputs: int = 50_000,
-    ) -> None:
-        self.max_line_bytes = max_line_bytes
-        self.max_requests = max_requests
-        self.max_depth = max_depth
-        self.max_embedding_inputs = max_embedding_inputs
-        self.lines = 0  # physical lines seen
-        self.requests = 0
-        self.embedding_inputs = 0
-        self._pending = b""
-        self._blank_line: int | None = None
-        self._seen = HashSet()
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk if self._pending else chunk
-        parts = data.split(b"\n")
-        self._pending = parts.pop()
-        for raw in parts:
-            self._line(raw)
-        if self._pending_length() > self.max_line_bytes:
-            raise LineError(
-                self.lines + 1,
-                "line_too_long",
-                f"longer than the {self.max_line_bytes}-byte line limit",
-            )
-
-    def _pending_length(self) -> int:
-        """The unfinished line's length as ``_line`` will count it: without a CR that may yet be
-        followed by LF, and without the first line's BOM. So the verdict on a line never depends
-        on where a read chunk happened to end."""
-        pending = self._pending
-        length = len(pending) - pending.endswith(b"\r")
-        if self.lines == 0 and pending.startswith(BOM):
-            length -= len(BOM)
-        return length
-
-    def finish(self) -> int:
-        """End of input: check the last line; return the number of requests."""
-        if self._pending:
-            self._line(self._pending)
-            self._pending = b""
-        if self.requests == 0:
-            raise LineError(None, "empty_file", "the file holds no request lines")
-        return self.requests
-
-    def _line(self, raw: bytes) -> None:
-        self.lines += 1
-        if self.lines == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if len(raw) > self.max_line_bytes:
-            raise LineError(
-                self.lines,
-                "line_too_long",
-                f"{len(raw)} bytes, over the {self.max_line_bytes}-byte line limit",
-            )
-        if raw[:1] != b"{" and not raw.strip():  # (a request line starts with "{")
-            if self._blank_line is None:
-                self._blank_line = self.lines
-            return
-        if self._blank_line is not None:
-            raise LineError(self._blank_line, "invalid_json_line", "empty line between requests")
-        custom_id, _, inputs = check_request(raw, self.lines, self.max_depth)
-        self.requests += 1
-        if inputs:
-            self.embedding_inputs += inputs
-            if self.embedding_inputs > self.max_embedding_inputs:
-                raise LineError(
-                    self.lines,
-                    "too_many_inputs",
-                    f"more than {self.max_embedding_inputs} embedding inputs in "
-                    "one file (an embeddings batch's limit); split it",
-                    "body.input",
-                )
-        if self.requests > self.max_requests:
-            raise LineError(
-                self.lines,
-                "too_many_requests",
-                f"more than {self.max_requests} requests in one file; split it",
-            )
-        if not self._seen.add(custom_id):
-            raise LineError(
-                self.lines,
-                "duplicate_custom_id",
-                f"custom_id {custom_id!r} is used by an earlier line; each must be unique",
-                "custom_id",
-            )
-
-
-def iter_lines(path: str, chunk_size: int = 1 << 20):
-    """Yield ``(line_number, raw_line)`` for each non-blank line of a stored input file."""
-    number = 0
-    pending = b""
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(chunk_size)
-            if not chunk:
-                break
-            parts = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-            pending = parts.pop()
-            for raw in parts:
-                number += 1
-                raw = _clean(raw, number)
-                if raw:
-                    yield number, raw
-    if pending:
-        number += 1
-        raw = _clean(pending, number)
-        if raw:
-            yield number, raw
-
-
-def _clean(raw: bytes, number: int) -> bytes:
+def clean_line(raw: bytes, number: int) -> bytes:
+    """A raw input line as the rules see it: line 1 without its BOM, any line without its
+    trailing CR. The one normaliser, for uploads and for stored files alike."""
     if number == 1 and raw.startswith(BOM):
         raw = raw[len(BOM) :]
     if raw.endswith(b"\r"):
         raw = raw[:-1]
-    return raw if raw.strip() else b""
+    return raw

@@ -1,0 +1,187 @@
+"""The end of a claimed batch: ``batch_expired`` lines for what never ran, the journal merged
+into the output and error files, then the terminal record (``make_terminal``, the one place a
+batch becomes terminal)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zumik.core import ids
+from zumik.core.records import Status, ended_at, move
+from zumik.execution.results import error_line
+from zumik.execution.wire import request_of
+from zumik.ops.metrics import Metrics
+from zumik.settings import Settings
+from zumik.storage import journal
+from zumik.storage.batchhandle import BatchHandle
+from zumik.storage.claims import Claim
+from zumik.storage.fsutil import temp_path
+from zumik.storage.inputs import iter_lines
+from zumik.storage.store import ProjectStore
+from zumik.webhooks import outbox
+
+log = logging.getLogger("zumik.executor")
+
+
+class Finalizing:
+    """``BatchRun``'s last step (a mixin: the state is the run's)."""
+
+    settings: Settings
+    clock: Callable[[], float]
+    store: ProjectStore
+    claim: Claim
+    batch: BatchHandle
+    batch_id: str
+    metrics: Metrics
+    prices: journal.Prices
+    progress: journal.Progress
+    writer: journal.JournalWriter | None
+
+    def _expire_rest(self, record: dict[str, Any]) -> None:
+        """Write a ``batch_expired`` line for every line that never ran."""
+        if self.writer is not None:
+            self.writer.close()  # flushes what the loop queued
+        writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch))
+        self.writer = writer
+        path = str(self.store.file_data_path(record["input_file_id"]))
+        for number, raw in iter_lines(path):
+            if number not in self.progress.done:
+                custom_id = request_of(raw, number)[0]
+                writer.append(
+                    journal.entry_bytes(
+                        number,
+                        error_line(
+                            custom_id,
+                            "batch_expired",
+                            "This request could not be executed before "
+                            "the completion window expired.",
+                        ),
+                    )
+                )
+                self.progress.record(number, True, None)
+        writer.sync()
+
+    def _finalize(self, final: Status) -> None:
+        """Reserve output ids, publish the files, then write the terminal record.
+
+        Cancel is final: the terminal status is decided under the record's lock, so a batch a
+        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
+        every line before it noticed the cancel.
+        """
+        now = int(self.clock())
+        started = time.perf_counter()
+
+        def reserve(record: dict[str, Any]) -> None:
+            nonlocal final
+            if record["status"] == Status.CANCELLING:
+                final = Status.CANCELLED
+            if not record.get("_output_file_id"):
+                record["_output_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
+                record["_error_file_id"] = ids.new_id(ids.FILE_PREFIX, self.clock())
+            if final == Status.COMPLETED:
+                move(record, Status.FINALIZING, now)
+
+        record = self.batch.update(reserve)
+        merged = self._publish(record)
+        summary = merged.summary
+
+        def finish(current: dict[str, Any]) -> None:
+            current["output_file_id"] = current["_output_file_id"] if merged.output_lines else None
+            current["error_file_id"] = current["_error_file_id"] if merged.error_lines else None
+            current["request_counts"]["completed"] = summary.completed
+            current["request_counts"]["failed"] = summary.failed
+            current["usage"] = summary.usage
+            current["cost"] = summary.cost()
+
+        self.make_terminal(final, finish)
+        self.batch.remove_run_state()
+        log.info(
+            "batch %s: %s (%d completed, %d failed), finalized in %.3f s",
+            self.batch_id,
+            final.value,
+            summary.completed,
+            summary.failed,
+            time.perf_counter() - started,
+            extra={
+                "batch_id": self.batch_id,
+                "project": self.store.project,
+                "status": final.value,
+                "completed": summary.completed,
+                "failed": summary.failed,
+                "epoch": self.claim.epoch,
+            },
+        )
+
+    def make_terminal(
+        self, final: Status, change: Callable[[dict[str, Any]], bool | None]
+    ) -> dict[str, Any]:
+        """THE place a batch becomes terminal (``failed`` after validation, or the status its
+        run outcome gives it after finalizing).
+
+        ``change`` fills in the record's last fields under the record lock and may return
+        False to keep the record as it is (it moved on meanwhile). Whatever must happen
+        exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
+        The webhook outbox entries are written under the record lock *before* the terminal
+        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
+        """
+        now = int(self.clock())
+
+        moved = False
+
+        def terminal(current: dict[str, Any]) -> None:
+            nonlocal moved
+            moved = change(current) is not False
+            if moved:
+                move(current, final, now)
+                outbox.enqueue(self.settings.data_dir, self.store.project, current)
+
+        record = self.batch.update(terminal)
+        if moved:  # counted as it ends, so /metrics never reads finished records
+            self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
+            ended = ended_at(record)
+            if ended is not None:  # the input's expires_at now says when it goes
+                self.store.release_input(record["input_file_id"], ended + self.settings.batch_ttl)
+        return record
+
+    def _publish(self, record: dict[str, Any]) -> journal.Merged:
+        files_dir = self.store.files_dir
+        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
+        try:
+            merged = journal.merge(
+                self.batch.segments(),
+                tmp_out,
+                tmp_err,
+                self.prices,
+                self.settings.result_files == "combined",
+            )
+            now = int(self.clock())
+            ttl = record.get("_output_ttl") or self.settings.output_ttl
+            for tmp, file_id, suffix, count in (
+                (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+                (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
+            ):
+                if count:
+                    self.store.write_file(
+                        tmp,
+                        {
+                            "id": file_id,
+                            "object": "file",
+                            "bytes": os.path.getsize(tmp),
+                            "created_at": now,
+                            "filename": f"{self.batch_id}_{suffix}.jsonl",
+                            "purpose": "batch_output",
+                            "status": "processed",
+                            "status_details": None,
+                            "expires_at": now + ttl,
+                            "requests": count,
+                            "batch_id": self.batch_id,
+                        },
+                    )
+            return merged
+        finally:
+            tmp_out.unlink(missing_ok=True)
+            tmp_err.unlink(missing_ok=True)
