@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from zumik.api.openapi_results import RESULTS_PATHS
 from zumik.api.openapi_schemas import (
     BATCH_ID,
     BATCH_SCHEMA,
@@ -400,6 +401,8 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+DOCUMENT["paths"].update(RESULTS_PATHS)
 
 
 @bp.get("/openapi.json")

@@ -150,6 +150,11 @@ BATCH_SCHEMA = {
                 },
             ],
         },
+        "retry_of": {
+            "description": "Zumik extension: the id of the batch this one retries "
+            "(POST /v1/batches/{batch_id}/retry), null on every other batch",
+            **NULLABLE_STR,
+        },
     },
 }
 

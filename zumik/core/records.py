@@ -44,6 +44,7 @@ PUBLIC_FIELDS = (
     "metadata",
     "usage",
     "cost",
+    "retry_of",  # Zumik extension: the batch this one retries (POST /v1/batches/{id}/retry)
 )
 STATUS_TIMESTAMP = {
     Status.IN_PROGRESS: "in_progress_at",
