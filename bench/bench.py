@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs.
+uploads, json_upload, fairness, sharedfs, results_paging (bench/results_paging.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -31,6 +31,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from fake_provider import free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import results_paging  # noqa: E402
 
 KEY = "bench-key"
 ROUNDS = 3  # runs per side; the best of each is compared
@@ -937,6 +940,7 @@ SCENARIOS = {
     "fairness": fairness,
     "json_upload": json_upload,
     "uploads": uploads,
+    "results_paging": lambda w: results_paging.scenario(w, Zumik, Provider, lines_file, AUTH),
 }
 
 

@@ -14,6 +14,8 @@ from zumik.api.openapi_schemas import (
     _ref,
 )
 
+TOO_LONG = {"414": {**_errors(400)["400"], "description": "Request line too long"}}
+
 RESULTS_PAGE = {
     "type": "object",
     "required": ["object", "data", "first_id", "last_id", "has_more"],
@@ -84,7 +86,7 @@ RESULTS_PATHS: dict[str, Any] = {
                     "schema": {"enum": ["succeeded", "failed", "all"]},
                 },
             ],
-            "responses": {"200": _json(RESULTS_PAGE), **_errors(400, 404)},
+            "responses": {"200": _json(RESULTS_PAGE), **_errors(400, 404), **TOO_LONG},
         },
     },
     "/v1/batches/{batch_id}/merged": {
@@ -102,6 +104,7 @@ RESULTS_PATHS: dict[str, Any] = {
                     "content": {"application/jsonl": {"schema": {"type": "string"}}},
                 },
                 **_errors(400, 404),
+                **TOO_LONG,
             },
         },
     },

@@ -85,11 +85,16 @@ def _result_paths(store: ProjectStore, original: dict[str, Any]) -> list[Any]:
 
 @bp.post("/<batch_id>/retry")
 def retry_batch(batch_id: str) -> tuple[Response, int]:
+    return retry(batch_id, json_body(allow_empty=True))
+
+
+def retry(batch_id: str, body: Any) -> tuple[Response, int]:
+    """Retry ``batch_id`` as ``body`` asks (the route's JSON body, or the dashboard's form)."""
     store = project_store()
     original = store.get_batch(batch_id) if ids.is_batch_id(batch_id) else None
     if original is None:
         raise not_found("Batch", batch_id)
-    kind, metadata, window = _options(json_body(allow_empty=True) or {}, original)
+    kind, metadata, window = _options(body, original)
     if original["status"] not in RETRYABLE:
         raise ApiError(
             409,
