@@ -200,3 +200,63 @@ def test_retry_counts_against_the_active_batch_cap(gunicorn, provider):
     assert len(api(server, "GET", "/v1/files").json()["data"]) == files_before  # file undone
     api(server, "POST", f"/v1/batches/{blocker['id']}/cancel")
     wait(server, blocker["id"])
+
+
+def test_retry_of_an_expired_batch_runs_its_batch_expired_lines(gunicorn, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.5})
+    server = gunicorn(
+        {
+            "ZUMIK_UPSTREAM_URL": provider.url,
+            "ZUMIK_CONCURRENCY": "1",
+            "ZUMIK_COMPLETION_WINDOW": "3",
+        }
+    )
+    data = echo_lines(40, model="m")
+    expired = wait(server, start(server, data)["id"])
+    assert expired["status"] == "expired"
+    errors = [json.loads(x) for x in content(server, expired["error_file_id"]).splitlines()]
+    late = {x["custom_id"] for x in errors if x["error"]["code"] == "batch_expired"}
+    assert late and expired["request_counts"]["completed"] + len(late) == 40
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.0})
+    # batch_expired lines are unfinished, not failed
+    refused = api(server, "POST", f"/v1/batches/{expired['id']}/retry", json={"lines": "failed"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "nothing_to_retry"
+    retry = api(server, "POST", f"/v1/batches/{expired['id']}/retry")  # not_succeeded
+    assert retry.status_code == 200, retry.text
+    expected = b"".join(
+        line + b"\n" for line in data.splitlines() if json.loads(line)["custom_id"] in late
+    )
+    assert content(server, retry.json()["input_file_id"]) == expected
+
+
+def test_retry_and_results_through_the_sdk(gunicorn, provider):
+    """The README's calls: ``client.post(..., cast_to=Batch)`` and ``client.get(...,
+    cast_to=object)``; the SDK's Batch model keeps ``retry_of``."""
+    import openai
+    from openai.types import Batch
+
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url})
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=AUTH_A["Authorization"][7:])
+    data, failing = mixed_input()
+    uploaded = client.files.create(file=("in.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait(server, batch.id)
+    page = client.get(
+        f"/batches/{batch.id}/results",
+        cast_to=object,
+        options={"params": {"outcome": "failed", "limit": 2}},
+    )
+    assert len(page["data"]) == 2 and page["has_more"] is True
+    rest = client.get(
+        f"/batches/{batch.id}/results",
+        cast_to=object,
+        options={"params": {"outcome": "failed", "after": page["last_id"]}},
+    )
+    assert len(rest["data"]) == 1 and rest["has_more"] is False
+    retry = client.post(f"/batches/{batch.id}/retry", cast_to=Batch, body={"lines": "failed"})
+    assert isinstance(retry, Batch) and retry.status == "validating"
+    assert retry.retry_of == batch.id  # type: ignore[attr-defined]
+    assert client.batches.retrieve(batch.id).retry_of is None  # type: ignore[attr-defined]
+    assert client.files.content(retry.input_file_id).content == b"".join(x + b"\n" for x in failing)
