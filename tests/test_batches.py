@@ -32,6 +32,7 @@ BATCH_FIELDS = {
     "metadata",
     "usage",
     "cost",
+    "retry_of",  # Zumik extension, null unless the batch retries another
 }
 
 

@@ -156,7 +156,7 @@ def _create(
     if count > settings.max_requests:
         raise bad_request(f"{count} lines to retry, over the limit of {settings.max_requests}")
     now = int(zumik.clock())
-    file_meta = {
+    file_meta: dict[str, Any] = {
         "id": ids.new_id(ids.FILE_PREFIX, zumik.clock()),
         "object": "file",
         "bytes": os.path.getsize(tmp),

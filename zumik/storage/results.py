@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +92,12 @@ Step = tuple[bytes | None, Cursor]  # a wanted line (None: skipped) and the curs
 
 
 def _at_line_start(f: Any, offset: int) -> bool:
-    """Whether ``offset`` starts a line of ``f`` (a cursor is never mid-line)."""
+    """Whether ``offset`` starts a line of ``f`` or is past its end (a cursor is never
+    mid-line; a segment cut back after a failed write can end before a cursor)."""
     if offset == 0:
         return True
     f.seek(offset - 1)
-    return f.read(1) == b"\n"
+    return f.read(1) in (b"\n", b"")
 
 
 def _wanted(failed: bool, outcome: str) -> bool:
@@ -105,12 +106,12 @@ def _wanted(failed: bool, outcome: str) -> bool:
 
 def journal_steps(
     batch: BatchHandle, cursor: Cursor, outcome: str, combined: bool
-) -> Iterator[Step] | None:
+) -> Generator[Step, None, None] | None:
     """Walk the journal from ``cursor``; None when a segment it needs is gone (finalized)."""
     segments = _segments(batch)
     if cursor.epoch and cursor.epoch not in {epoch for epoch, _ in segments}:
         return None
-    files = []
+    files: list[tuple[int, bool, Any]] = []
     for index, (epoch, path) in enumerate(segments):
         if epoch < cursor.epoch:
             continue
@@ -124,7 +125,9 @@ def journal_steps(
     return _walk(files, cursor, outcome, combined)
 
 
-def _walk(files: list[Any], cursor: Cursor, outcome: str, combined: bool) -> Iterator[Step]:
+def _walk(
+    files: list[Any], cursor: Cursor, outcome: str, combined: bool
+) -> Generator[Step, None, None]:
     position = cursor
     try:
         for epoch, newer, f in files:
@@ -175,7 +178,7 @@ def _segments(batch: BatchHandle) -> list[tuple[int, Path]]:
 
 def file_steps(
     store: ProjectStore, record: dict[str, Any], cursor: Cursor, outcome: str, combined: bool
-) -> Iterator[Step]:
+) -> Generator[Step, None, None]:
     """Walk the published files from ``cursor``: the output file, then the error file."""
     sources = []
     if outcome != "failed":
@@ -210,12 +213,12 @@ def file_steps(
                 yield (raw if wanted else None), position
 
 
-def take(steps: Iterator[Step], start: Cursor, limit: int) -> Page:
+def take(steps: Generator[Step, None, None], start: Cursor, limit: int) -> Page:
     """One page of at most ``limit`` wanted lines from ``steps``; ``has_more`` when a further
     wanted line is readable now (or ``SCAN_LINES`` unwanted ones were read first)."""
     page = Page(cursor=start)
     skipped = 0
-    with contextlib.closing(steps):  # type: ignore[arg-type]
+    with contextlib.closing(steps):
         for line, position in steps:
             if line is not None and len(page.lines) == limit:
                 page.has_more = True
