@@ -1,6 +1,6 @@
 """Webhook delivery: a task of its own in the executor's loop, with its own HTTP session.
 
-Every ``webhook_poll_interval`` it claims due outbox entries (``zumik.outbox``) up to
+Every ``webhook_poll_interval`` it claims due outbox entries (``zumik.webhooks.outbox``) up to
 ``webhook_concurrency`` in flight and POSTs each, signed with the endpoint's active secrets and
 a fresh ``webhook-timestamp`` (the ``webhook-id`` never changes). A 2xx deletes the entry; a
 timeout (``webhook_timeout``), a connection error or any other status schedules the next
