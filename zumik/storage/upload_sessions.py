@@ -30,7 +30,7 @@ from zumik.storage.versioned import VersionedDoc
 
 
 class UploadSessions:
-    """One project's uploads. Callers pass ids already checked with ``zumik.ids``."""
+    """One project's uploads. Callers pass ids already checked with ``zumik.core.ids``."""
 
     def __init__(self, store: ProjectStore, settings: Settings) -> None:
         self.store = store
