@@ -84,6 +84,12 @@ def test_outcome_filter_and_bad_cursors(tmp_path):
             read_page(store, running, Cursor.decode(bad))
     with pytest.raises(InvalidRequest):  # mid-line
         read_page(store, running, Cursor(0, 0, 1, 3))
+    # in the files a mid-line offset goes on at the next line
+    out, err = store.file_data_path("file-out"), store.file_data_path("file-err")
+    journal.merge(store.batch(BATCH).segments(), out, err)
+    done = {"id": BATCH, "status": "completed", "output_file_id": "file-out"}
+    page = read_page(store, done, Cursor(3, 0, 0, 0), limit=1)
+    assert [json.loads(x)["custom_id"] for x in page.lines] == ["r2"]
     # a segment cut back below a cursor (a failed write) reads as its end, not an error
     page = read_page(store, running, Cursor(0, 0, 1, 10**9))
     assert page.lines == [] and page.has_more is False

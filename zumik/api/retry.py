@@ -9,6 +9,7 @@ download walks). ``Idempotency-Key`` is honoured as on create.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -204,7 +205,8 @@ def _create(
         if record["id"] not in retries:
             retries.append(record["id"])
 
-    store.batch(original["id"]).update(link)
+    with contextlib.suppress(KeyError):  # the original was swept meanwhile: nothing to link
+        store.batch(original["id"]).update(link)
     log.info(
         "batch %s: created, retrying %d lines of %s",
         record["id"],

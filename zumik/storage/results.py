@@ -195,10 +195,12 @@ def file_steps(
             continue  # the file expired or was deleted: its lines are gone
         with f:
             start = position.out if which == "out" else position.err
-            if not _at_line_start(f, start):
-                raise InvalidRequest("'after' is not a results cursor", param="after")
+            aligned = _at_line_start(f, start)
             f.seek(start)
-            offset = start
+            # A cursor whose offset is mid-line here (a journal that changed under a reader:
+            # a stalled lease holder's late lines, a write cut back) goes on at the next line
+            # rather than failing the reader.
+            offset = start if aligned else start + len(f.readline())
             for raw in f:
                 if not raw.endswith(b"\n"):
                     break
