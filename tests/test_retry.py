@@ -260,3 +260,13 @@ def test_retry_and_results_through_the_sdk(gunicorn, provider):
     assert retry.retry_of == batch.id  # type: ignore[attr-defined]
     assert client.batches.retrieve(batch.id).retry_of is None  # type: ignore[attr-defined]
     assert client.files.content(retry.input_file_id).content == b"".join(x + b"\n" for x in failing)
+
+
+def test_retry_counts_against_the_file_quota(gunicorn, provider):
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_MAX_FILES": "4"})
+    data, _ = mixed_input()
+    original = wait(server, start(server, data)["id"])  # input, output and error: 3 files
+    refused = api(server, "POST", f"/v1/batches/{original['id']}/retry")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "quota_exceeded"
+    assert len(api(server, "GET", "/v1/files").json()["data"]) == 3  # nothing left behind
