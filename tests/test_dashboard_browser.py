@@ -175,7 +175,8 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     page.get_by_role("link", name=running).click()
     page.wait_for_url(f"**/dashboard/batches/{running}")
     detail = page.locator("[data-detail] .badge").first
-    detail.filter(has_text="completed").wait_for(timeout=40_000)  # region refreshed at the end
+    detail.filter(has_text="completed").wait_for(timeout=40_000)  # updated live, then
+    page.locator(".timeline").filter(has_text="completed").wait_for()  # the region refreshed
     assert page.evaluate("window.__notReloaded") is None  # (a new page: the click navigated)
     timeline = page.locator(".timeline").inner_text()
     for step in ("created", "in progress", "finalizing", "completed"):
