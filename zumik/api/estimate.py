@@ -70,8 +70,13 @@ def _check_body(body: Any, file_id: str) -> tuple[str, bool]:
 
 @bp.post("/<file_id>/estimate")
 def estimate(file_id: str) -> Response:
+    return jsonify(estimate_for(file_id, json_body()))
+
+
+def estimate_for(file_id: str, body: Any) -> dict[str, Any]:
+    """The estimate of the request's project's file ``file_id`` for a create-like ``body``
+    (``ApiError`` as a create would answer; the dashboard shows it too)."""
     zumik = current()
-    body = json_body()
     store = project_store()
     meta = store.get_file(file_id) if ids.is_file_id(file_id) else None
     if meta is None:
@@ -110,4 +115,4 @@ def estimate(file_id: str) -> Response:
         raise not_found("File", file_id) from None
     except LineError as exc:
         raise bad_request(str(exc), exc.param or "input_file_id", exc.code) from None
-    return jsonify(answer)
+    return answer
