@@ -106,7 +106,8 @@ def estimate_for(file_id: str, body: Any) -> dict[str, Any]:
             endpoint,
             zumik.router,
             zumik.settings.data_dir,
-            zumik.settings.estimate_seconds,
+            # within what a connection may wait for its answer (ZUMIK_CLIENT_TIMEOUT)
+            min(zumik.settings.estimate_seconds, zumik.settings.client_timeout * 0.6),
             use_tokenizer=use_tokenizer,
         )
         if pricing:
