@@ -26,6 +26,7 @@ Knobs:
   under ``/v1``): ``{"model", "messages"}`` or ``{"model", "prompt"}`` answers
   ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
   (or completions) answer then reports for that request; off, the route answers 404;
+  ``tokenize_latency`` (seconds) delays each of its answers;
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -110,6 +111,9 @@ class FakeProvider:
             return web.json_response({"detail": "Not Found"}, status=404)
         body = await request.json()
         self.by_path["/tokenize"] += 1
+        delay = float(self.control.get("tokenize_latency") or 0)
+        if delay:
+            await asyncio.sleep(delay)
         if "messages" in body:
             count = chat_prompt_tokens(body["messages"])
         elif isinstance(body.get("prompt"), str):

@@ -120,6 +120,7 @@ def test_a_high_priority_batch_finishes_while_a_low_one_has_most_to_go(gunicorn,
     done = wait_done(server, high["id"], timeout=60)
     left = get(server, low["id"])
     post(server, f"/v1/batches/{low['id']}/cancel")
+    print("\npriority:", json.dumps({"high_done": 20, "low_done": left["request_counts"]}))
     assert done["status"] == "completed" and done["request_counts"]["completed"] == 20
     assert left["status"] == "in_progress"
     assert left["request_counts"]["completed"] < 750, left["request_counts"]

@@ -157,6 +157,8 @@ def test_a_failing_tokenizer_never_fails_the_estimate(gunicorn, provider):
             requests.get(provider.url.replace("/v1", "/_stats"), timeout=1)
         except requests.ConnectionError:
             break
+        except requests.Timeout:  # shutting down: not refused yet
+            pass
         assert time.time() < deadline
         time.sleep(0.05)
     got = estimate(server, file_id)
@@ -179,3 +181,21 @@ def test_cost_from_configured_prices(gunicorn, provider, tmp_path):
     assert got["cost"]["currency"] == "USD"
     assert got["cost"]["low"] == round(tokens_in * 2.0 / 1e6, 6)
     assert got["cost"]["high"] == round(tokens_in * 2.0 / 1e6 + 3 * 28 * 10.0 / 1e6, 6)
+
+
+def test_the_tokenizer_time_budget_falls_back_to_the_heuristic_and_says_so(gunicorn, provider):
+    requests.post(
+        provider.url.replace("/v1", "/_control"),
+        json={"tokenize": True, "tokenize_latency": 0.2},
+        timeout=10,
+    )
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_ESTIMATE_SECONDS": "1.5"})
+    lines = lines_with_limits(300)
+    file_id = upload(server, jsonl(lines))
+    started = time.time()
+    got = estimate(server, file_id).json()
+    assert time.time() - started < 15  # the budget, not 300 x 0.2 s / 8
+    assert got["tokenizer_time_budget_reached"] is True
+    assert got["input_tokens_method"] == "heuristic"
+    assert 0 < got["tokenized_lines"] < 300
+    assert got["lines"] == 300 and got["max_output_tokens"] == 100 * 28

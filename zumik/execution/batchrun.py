@@ -327,9 +327,7 @@ class BatchRun(Validating, Finalizing):
             outcome = await self.upstream.send(route, body, self.endpoint)
             ok = outcome.ok
             if ok:
-                self.throughput.record(
-                    outcome.provider, sent, time.monotonic(), journal.total_tokens(outcome.usage)
-                )
+                self.throughput.answered(outcome.provider, sent, outcome.usage)
             line = (
                 response_line(custom_id, outcome, self.next_request_id())
                 if outcome.body is not None and outcome.status_code is not None

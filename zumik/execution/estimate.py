@@ -163,7 +163,8 @@ class Estimator:
             target = _target(self.router, model, number)
             tokenizer = None
             if self.use_tokenizer and self.clock() < self.deadline:
-                tokenizer = self.cache.get(target.provider, target.model)
+                left = self.deadline - self.clock()
+                tokenizer = self.cache.get(target.provider, target.model, left)
             tally = self.tallies[model] = _Tally(target, tokenizer)
         tally.lines += 1
         most = 0 if url in (EMBEDDINGS, MODERATIONS) else _max_output(body)

@@ -12,8 +12,11 @@ Old history fades: past ``HALF_LIFE`` seconds of busy time the sums are halved.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+
+from zumik.storage.journal import total_tokens
 
 HALF_LIFE = 3600.0  # seconds of busy time after which the sums are halved
 MIN_BUSY = 0.01  # seconds of busy time before a rate is published
@@ -33,6 +36,11 @@ class Throughput:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
+
+    def answered(self, provider: str, sent: float, usage: Any) -> None:
+        """A line of ``provider`` sent at ``sent`` (``time.monotonic()``) answered now, with
+        the answer's ``usage``."""
+        self.record(provider, sent, time.monotonic(), total_tokens(usage))
 
     def record(self, provider: str, sent: float, answered: float, tokens: int) -> None:
         """One line of ``provider`` sent at ``sent`` and answered at ``answered``

@@ -44,6 +44,7 @@ class Tokenizer:
     root: str
     headers: dict[str, str]
     chat_template: bool  # the server renders chat messages itself (vllm, llamacpp with one)
+    read_timeout: float = READ_TIMEOUT
 
     def count(
         self, session: requests.Session, model: str, messages: Any = None, text: Any = None
@@ -77,7 +78,7 @@ def _post(
             tokenizer.root + path,
             json=body,
             headers=tokenizer.headers,
-            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            timeout=(min(CONNECT_TIMEOUT, tokenizer.read_timeout), tokenizer.read_timeout),
             stream=True,
         ) as response:
             if response.status_code != 200:
@@ -111,26 +112,35 @@ def root_of(base_url: str) -> str:
     return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
-def probe(provider: ProviderConfig, model: str) -> Tokenizer | None:
-    """Find which tokenizer ``provider`` offers, if any (a few small requests)."""
+def probe(
+    provider: ProviderConfig, model: str, seconds: float = 3 * READ_TIMEOUT
+) -> Tokenizer | None:
+    """Find which tokenizer ``provider`` offers, if any: a few small requests, all within
+    ``seconds``."""
     if provider.is_echo or not provider.base_url.startswith(("http://", "https://")):
         return None
     headers = dict(provider.headers)
     if provider.api_key:
         headers["Authorization"] = f"Bearer {provider.api_key}"
     root = root_of(provider.base_url)
+    deadline = time.monotonic() + seconds
+
+    def within(kind: str, templated: bool) -> Tokenizer | None:
+        left = min(READ_TIMEOUT, deadline - time.monotonic())
+        return Tokenizer(provider.name, kind, root, headers, templated, left) if left > 0 else None
+
     with requests.Session() as session:
-        vllm = Tokenizer(provider.name, "vllm", root, headers, True)
-        if vllm.count(session, model, messages=PROBE_MESSAGES):
-            return vllm
-        llama = Tokenizer(provider.name, "llamacpp", root, headers, False)
-        if llama.count(session, model, text="Hello"):
+        vllm = within("vllm", True)
+        if vllm and vllm.count(session, model, messages=PROBE_MESSAGES):
+            return Tokenizer(provider.name, "vllm", root, headers, True)
+        llama = within("llamacpp", False)
+        if llama and llama.count(session, model, text="Hello"):
             rendered = _post(session, llama, "/apply-template", {"messages": PROBE_MESSAGES})
             templated = isinstance(rendered, dict) and isinstance(rendered.get("prompt"), str)
             return Tokenizer(provider.name, "llamacpp", root, headers, templated)
-        python = Tokenizer(provider.name, "llamacpp-python", root, headers, False)
-        if python.count(session, model, text="Hello"):
-            return python
+        python = within("llamacpp-python", False)
+        if python and python.count(session, model, text="Hello"):
+            return Tokenizer(provider.name, "llamacpp-python", root, headers, False)
     return None
 
 
@@ -142,13 +152,16 @@ class TokenizerCache:
         self._found: dict[str, tuple[Tokenizer | None, float]] = {}
         self._clock = clock
 
-    def get(self, provider: ProviderConfig, model: str) -> Tokenizer | None:
+    def get(
+        self, provider: ProviderConfig, model: str, seconds: float = 3 * READ_TIMEOUT
+    ) -> Tokenizer | None:
+        """``provider``'s tokenizer (probed within ``seconds`` the first time), or None."""
         with self._lock:
             known = self._found.get(provider.name)
         now = self._clock()
         if known is not None and (known[0] is not None or now - known[1] < REPROBE_SECONDS):
             return known[0]
-        found = probe(provider, model)
+        found = probe(provider, model, seconds)
         with self._lock:
             self._found[provider.name] = (found, now)
         return found
