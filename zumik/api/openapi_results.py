@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zumik.api.openapi_extensions import WINDOW
 from zumik.api.openapi_schemas import (
     BATCH_ID,
     IDEMPOTENCY_KEY,
@@ -53,7 +54,7 @@ RESULTS_PATHS: dict[str, Any] = {
                             "additionalProperties": False,
                             "properties": {
                                 "lines": {"enum": ["failed", "unfinished", "not_succeeded"]},
-                                "completion_window": {"enum": ["24h"]},
+                                "completion_window": WINDOW,
                                 "metadata": {
                                     "type": ["object", "null"],
                                     "maxProperties": 16,

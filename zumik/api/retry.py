@@ -16,7 +16,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from zumik.api.batches import COMPLETION_WINDOWS, check_metadata
+from zumik.api.batches import check_metadata
+from zumik.api.batchoptions import window_seconds
 from zumik.api.context import current, idempotent_request, project_store
 from zumik.api.errors import ApiError, bad_request, not_found
 from zumik.api.requestbody import json_body
@@ -57,13 +58,7 @@ def _options(body: Any, original: dict[str, Any]) -> tuple[str, dict[str, str], 
         else dict(original.get("metadata") or {})
     )
     window = body.get("completion_window", original.get("completion_window") or "24h")
-    if window not in COMPLETION_WINDOWS:
-        raise bad_request(
-            f"Invalid value for 'completion_window': {window!r}. Supported "
-            f"values are: {', '.join(COMPLETION_WINDOWS)}",
-            "completion_window",
-            "invalid_value",
-        )
+    window_seconds(window, current().settings)  # a clear 400 for a window not offered
     return kind, metadata, window
 
 
@@ -178,9 +173,11 @@ def _create(
         window=window,
         metadata=metadata,
         total=count,
-        window_seconds=settings.completion_window,
+        window_seconds=window_seconds(window, settings),
     )
     record["retry_of"] = original["id"]
+    if original.get("priority"):  # the original's priority; budgets were for the original
+        record["priority"] = original["priority"]
     if original.get("_output_ttl"):
         record["_output_ttl"] = original["_output_ttl"]
     try:
