@@ -74,6 +74,8 @@ def test_retry_failed_lines_byte_identical_then_merged(gunicorn, provider):
     batch = retry.json()
     assert batch["status"] == "validating" and batch["retry_of"] == original["id"]
     assert batch["endpoint"] == original["endpoint"]
+    assert batch["completion_window"] == original["completion_window"]
+    assert batch["priority"] == "normal" and batch["max_cost"] is None  # as a create stores it
     assert batch["request_counts"]["total"] == 3
     meta = api(server, "GET", f"/v1/files/{batch['input_file_id']}").json()
     assert meta["purpose"] == "batch" and meta["filename"] == "job-retry.jsonl"

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from zumik.api.batches import check_metadata
-from zumik.api.batchoptions import window_seconds
+from zumik.api.batchoptions import BatchOptions, window_seconds
 from zumik.api.context import current, idempotent_request, project_store
 from zumik.api.errors import ApiError, bad_request, not_found
 from zumik.api.requestbody import json_body
@@ -176,8 +176,8 @@ def _create(
         window_seconds=window_seconds(window, settings),
     )
     record["retry_of"] = original["id"]
-    if original.get("priority"):  # the original's priority; budgets were for the original
-        record["priority"] = original["priority"]
+    # as a create stores them: the original's priority; its budgets were for the original
+    record.update(BatchOptions(priority=original.get("priority") or "normal").record_fields())
     if original.get("_output_ttl"):
         record["_output_ttl"] = original["_output_ttl"]
     try:
