@@ -36,7 +36,7 @@ def create_app(
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = Flask("zumik")
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's knob
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     router = Router.from_settings(settings)
     metrics = Metrics()

@@ -161,10 +161,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError
             return number
         if name in _FLOAT_FIELDS:
-            number = float(value)
-            if number <= 0:
+            real = float(value)
+            if real <= 0:
                 raise ValueError
-            return number
+            return real
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {value!r} is not a positive number") from None
     if name == "data_dir":

@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from zumik.api import batches as batches_api
@@ -125,7 +126,8 @@ def batch(batch_id: str) -> str:
     record = _batch(batch_id)
     now = _now()
     store = project_store()
-    failures, more = [], False
+    failures: list[dict[str, str]] = []
+    more = False
     error_file = record.get("error_file_id")
     if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
         failures, more = present.failed_lines(store.file_data_path(error_file))
@@ -153,7 +155,7 @@ def batch(batch_id: str) -> str:
 
 
 @bp.post("/batches/<batch_id>/cancel")
-def cancel(batch_id: str) -> Response:
+def cancel(batch_id: str) -> ResponseReturnValue:
     _batch(batch_id)
     record = batches_api.cancel_batch(batch_id).get_json()
     if record["status"] == "cancelling":
@@ -193,7 +195,7 @@ def upload() -> tuple[Response, int]:
 
 
 @bp.post("/files/<file_id>/delete")
-def delete_file(file_id: str) -> Response:
+def delete_file(file_id: str) -> ResponseReturnValue:
     meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
     try:
         files_api.delete_file(file_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -239,7 +240,7 @@ class Executor:
                 held.add(project)
                 task = asyncio.create_task(run.run())
                 self.tasks.add(task)
-                task.add_done_callback(lambda t, b=batch_id: self._finished(t, b))
+                task.add_done_callback(functools.partial(self._finished, batch_id=batch_id))
                 claimed += 1
         self._first_seen = seen
         return claimed

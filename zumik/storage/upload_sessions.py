@@ -107,8 +107,9 @@ class UploadSessions:
     ) -> dict[str, Any]:
         """A new pending upload; refused when the file it would make cannot fit the quota."""
         now = int(self.store.clock())
-        record = {
-            "id": ids.new_id(ids.UPLOAD_PREFIX, self.store.clock()),
+        upload_id = ids.new_id(ids.UPLOAD_PREFIX, self.store.clock())
+        record: dict[str, Any] = {
+            "id": upload_id,
             "object": "upload",
             "bytes": nbytes,
             "created_at": now,
@@ -125,7 +126,7 @@ class UploadSessions:
             files, used = self._usage(None)
             self._check_quota(files + 1, used + nbytes)
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._doc(record["id"]).create(record)
+            self._doc(upload_id).create(record)
         return record
 
     def add_part(self, upload_id: str, tmp: Path) -> dict[str, Any]:
