@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 
+import pytest
 import requests
-from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch
+from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch, wait_until
 
 from zumik.ops.metrics import MAX_SERIES, Metrics
 
@@ -40,20 +40,17 @@ def test_metrics_sum_across_workers(gunicorn, provider):
         ).json()["id"]
         for _ in range(4)
     ]
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        statuses = {
-            requests.get(f"{server.url}/v1/batches/{b}", headers=AUTH_A, timeout=10).json()[
-                "status"
-            ]
-            for b in batch_ids
-        }
-        if statuses == {"completed"}:
-            break
-        time.sleep(0.2)
-    assert statuses == {"completed"}
-    time.sleep(2.5)  # every executor flushes its counters at least every 2 s
-    text = requests.get(server.url + "/metrics", timeout=10).text
+    for batch_id in batch_ids:
+        assert server.wait_batch(batch_id)["status"] == "completed"
+
+    def flushed() -> str | None:  # every executor flushes its counters at least every 2 s
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        lines = metric(
+            text, "zumik_lines_total", provider="default", model="m", outcome="completed"
+        )
+        return text if lines >= 200 else None
+
+    text = wait_until(flushed, 30, "the workers' counters to be flushed")
     assert (
         metric(text, "zumik_lines_total", provider="default", model="m", outcome="completed") == 200
     )
@@ -89,6 +86,7 @@ def _record_opens(event: str, args: tuple) -> None:
         _OPENED.append(os.fsdecode(args[0]))
 
 
+@pytest.mark.slow
 def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
     """20 finished batches and 1 active: a scrape opens the active record and nothing else of
     the project's (finished batches are counted by the executor as they end)."""
