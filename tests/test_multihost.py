@@ -22,7 +22,7 @@ import requests
 from conftest import AUTH_A, AUTH_B, TERMINAL, echo_lines, wait_until
 from juicefs_cluster import Cluster, ClusterUnavailable, Host
 
-from zumik.api.auth import create_key, list_keys, revoke_key
+from zumik.storage.keys import create_key, list_keys, revoke_key
 
 pytestmark = pytest.mark.slow  # two hosts on a JuiceFS mount
 
