@@ -188,9 +188,7 @@ def files() -> str:
 @bp.post("/api/files")
 def upload() -> tuple[Response, int]:
     """The upload the files page sends (drag and drop or the chooser), through the API's view."""
-    settings = current().settings
-    request.max_content_length = settings.max_upload_bytes * 2 + (1 << 20)
-    response, status = files_api.create_file()
+    response, status = files_api.create_file()  # (body caps: the guard, body_cap)
     return response, status
 
 

@@ -32,6 +32,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import Forbidden
 
 from zumik.api.context import Zumik, current
+from zumik.api.receiving import body_cap
 from zumik.dashboard import bp
 from zumik.storage import fsutil
 from zumik.storage.keys import hash_key
@@ -158,7 +159,9 @@ def wants_json() -> bool:
 @bp.before_request
 def guard() -> ResponseReturnValue | None:
     """Every dashboard request: a signed-in session (except sign-in itself) and, for a POST,
-    a valid CSRF token. Sets ``g.project`` as the API's auth does, and ``g.admin``."""
+    a valid CSRF token. Sets ``g.project`` as the API's auth does, and ``g.admin``. Caps the
+    body as the API does (``body_cap``: the upload view has the caps of ``/v1/files``)."""
+    request.max_content_length = body_cap(current().settings, request.endpoint, request.mimetype)
     if request.method == "POST":
         _check_csrf()
     if request.endpoint in PUBLIC_ENDPOINTS:
