@@ -141,3 +141,38 @@ def test_without_a_token_metrics_answers_this_host_only(make_app):
         assert "ZUMIK_METRICS_TOKEN" in remote.json["error"]["message"]
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
     assert client.get("/healthz", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+
+
+def test_one_host_identity_a_rebooted_hosts_gauges_are_not_live(tmp_path):
+    """Snapshots name their host as temps, leases and outbox claims do (host name + boot id):
+    after a reboot a dead worker's snapshot names an earlier boot, so its gauges do not count
+    even where its pid now belongs to a live process; counters (totals) still do."""
+    from zumik.ops import metrics
+    from zumik.storage import fsutil
+
+    name = fsutil.host_id().rsplit(".", 1)[0]
+    live = Metrics()
+    live.set_gauge("zumik_inflight_requests", (("provider", "p"),), 2.0)
+    live.inc("zumik_lines_total", (("outcome", "completed"),))
+    gauge, counter = next(iter(live.gauges)), next(iter(live.counters))
+    live.flush(tmp_path)  # this process, now
+    assert live.snapshot()["host"] == fsutil.host_id()
+
+    def snapshot(host: str, pid: int) -> None:
+        fsutil.write_json(
+            tmp_path / ".metrics" / f"{host}-{pid}.json",
+            {
+                "pid": pid,
+                "host": host,
+                "counters": {counter: 1.0},
+                "histograms": {},
+                "gauges": {gauge: 5.0},
+                "providers": {},
+            },
+        )
+
+    snapshot(f"{name}.00000000", os.getpid())  # this machine before a reboot; pid reused now
+    snapshot("elsewhere.0000beef", 1)  # another host: assumed live
+    seen = metrics.collect(tmp_path)
+    assert seen["gauges"] == {gauge: 7.0}  # 2 + 5, not 12
+    assert seen["counters"][counter] == 3.0

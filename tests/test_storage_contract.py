@@ -176,7 +176,8 @@ def test_the_sweep_removes_only_abandoned_or_old_temps(where: Where) -> None:
     mine_dead = where.here / f"{fsutil.TEMP_PREFIX}{host}@{dead_pid}-dead"
     other_host = where.here / f"{fsutil.TEMP_PREFIX}elsewhere.0000beef@{dead_pid}-theirs"
     other_old = where.here / f"{fsutil.TEMP_PREFIX}elsewhere.0000beef@{dead_pid}-old"
-    rebooted = where.here / f"{fsutil.TEMP_PREFIX}{host.rsplit('.', 1)[0]}.00000000@1-before"
+    before_reboot = f"{host.rsplit('.', 1)[0]}.00000000"  # this machine, an earlier boot id
+    rebooted = where.here / f"{fsutil.TEMP_PREFIX}{before_reboot}@{os.getpid()}-before"
     unrelated = where.here / "file-abc.json"
     for path in (mine_live, mine_dead, other_host, other_old, rebooted, unrelated):
         path.write_bytes(b"x")
@@ -185,10 +186,11 @@ def test_the_sweep_removes_only_abandoned_or_old_temps(where: Where) -> None:
     # for a second, which only delays that sweep)
     os.utime(where.there / other_old.name, (old, old))
     removed = fsutil.sweep_temps(where.there)  # the sweep reads names, wherever it runs
-    assert not mine_dead.exists() and not other_old.exists()
-    # another host's (or this host before a reboot: another boot id) young temp is theirs
-    assert mine_live.exists() and other_host.exists() and rebooted.exists()
-    assert unrelated.exists() and removed == 2
+    # this host's with its process gone, this machine's from before a reboot (whatever pid it
+    # names: pids are reused after a boot), anyone's older than a day
+    assert not mine_dead.exists() and not rebooted.exists() and not other_old.exists()
+    assert mine_live.exists() and other_host.exists()  # another host's young temp is theirs
+    assert unrelated.exists() and removed == 3
 
 
 # -- the progress slots ---------------------------------------------------------------------------
@@ -265,6 +267,9 @@ def test_an_outbox_claim_is_stale_past_its_lease_or_when_its_holder_is_gone() ->
     )
     mine_dead = f"wh_1{outbox.CLAIM_MARK}{int(now * 1000)}-{int(dead.stdout)}-{outbox.HOST}"
     assert outbox._claim_is_stale(mine_dead, now + 1, lease=30)  # this host, pid gone
+    rebooted = f"{outbox.HOST.rsplit('.', 1)[0]}.00000000"  # this machine, an earlier boot
+    before_reboot = f"wh_1{outbox.CLAIM_MARK}{int(now * 1000)}-{os.getpid()}-{rebooted}"
+    assert outbox._claim_is_stale(before_reboot, now + 1, lease=30)  # its pid is reused now
     theirs = f"wh_1{outbox.CLAIM_MARK}{int(now * 1000)}-{int(dead.stdout)}-elsewhere.0000beef"
     assert not outbox._claim_is_stale(theirs, now + 1, lease=30)  # another host's pid: lease
     # a host name with dashes in it still parses (the host is everything after the pid)

@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,7 @@ from zumik.execution.scheduler import FairScheduler
 from zumik.execution.upstream import HealthSettings, Upstream
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings
+from zumik.storage import fsutil
 from zumik.storage.claims import Claimer
 from zumik.storage.janitor import Janitor
 from zumik.storage.store import ProjectStore, iter_projects
@@ -184,7 +184,7 @@ class Executor:
                 metrics.set_gauge(
                     "zumik_inflight_requests", (("provider", name),), limits.in_flight
                 )
-            worker = f"{socket.gethostname()}-{os.getpid()}"  # after the fork
+            worker = f"{fsutil.host_id()}-{os.getpid()}"  # after the fork
             states = {}
             for name, health in self.upstream.health.items():
                 state = states[name] = health.snapshot()

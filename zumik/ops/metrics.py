@@ -14,7 +14,6 @@ import bisect
 import functools
 import json
 import os
-import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ HELP = {
     "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
     "zumik_webhook_deliveries_total": ("counter", "Webhook delivery attempts, by outcome."),
 }
-HOST = socket.gethostname()
+HOST = fsutil.host_id()  # host name + boot id: a rebooted host's old snapshots are not live
 MAX_SERIES = 1000  # counter series per metric name in one process
 
 Labels = tuple[tuple[str, str], ...]
@@ -171,8 +170,13 @@ def _cumulative(series: list[float]) -> list[float]:
 
 
 def alive(snapshot: dict[str, Any]) -> bool:
-    """Whether the process that wrote ``snapshot`` runs (another host's: assumed so)."""
-    return snapshot.get("host") != HOST or fsutil.pid_alive(int(snapshot["pid"]))
+    """Whether the process that wrote ``snapshot`` runs: this host's is checked, this machine's
+    from before a reboot is not, another host's is assumed to (``fsutil.owner_alive``)."""
+    try:
+        found = fsutil.owner_alive(str(snapshot.get("host")), int(snapshot["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return False  # not a snapshot this code wrote
+    return found is not False
 
 
 def snapshots(data_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -125,10 +125,10 @@ def _claim_name(wid: str, now: float) -> str:
 def _claim_is_stale(name: str, now: float, lease: float) -> bool:
     try:
         millis, pid, host = name.split(CLAIM_MARK, 1)[1].split("-", 2)
-        age = now - int(millis) / 1000
+        age, holder_pid = now - int(millis) / 1000, int(pid)
     except ValueError:
         return True
-    return age > lease or (host == HOST and not fsutil.pid_alive(int(pid)))
+    return age > lease or fsutil.owner_alive(host, holder_pid) is False
 
 
 class Outbox:
