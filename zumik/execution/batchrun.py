@@ -150,8 +150,11 @@ class BatchRun(Validating, Finalizing):
     async def run(self) -> None:
         try:
             record = self.batch.read()
-            if record is None or is_terminal(record):
+            if record is None:
                 self.batch.clear_active()
+                return
+            if is_terminal(record):  # its finisher was killed before settling the ending
+                await asyncio.to_thread(self.settle_ending, record)
                 return
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)
