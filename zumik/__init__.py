@@ -80,4 +80,4 @@ def recover(settings: Settings, clock: Callable[[], float]) -> None:
     for directory in (settings.data_dir, settings.data_dir / ".metrics"):
         fsutil.sweep_temps(directory)
     for project in iter_projects(settings.data_dir):
-        ProjectStore(settings.data_dir, project, clock).ensure().sweep()
+        ProjectStore.open(settings, project, clock).ensure().sweep()

@@ -32,9 +32,7 @@ class Zumik:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def store(self, project: str) -> ProjectStore:
-        return ProjectStore(
-            self.settings.data_dir, project, self.clock, batch_ttl=self.settings.batch_ttl
-        )
+        return ProjectStore.open(self.settings, project, self.clock, api_view=True)
 
 
 def current() -> Zumik:

@@ -124,7 +124,7 @@ def list_files() -> Response:
 
 
 def _get_meta(file_id: str) -> dict[str, Any]:
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = project_store().get_file(file_id)  # (None for a malformed id too)
     if meta is None:
         raise not_found("File", file_id)
     return meta
@@ -163,6 +163,6 @@ def file_content(file_id: str) -> Response:
 
 @bp.delete("/<file_id>")
 def delete_file(file_id: str) -> Response:
-    if not ids.is_file_id(file_id) or not project_store().delete_file(file_id):
+    if not project_store().delete_file(file_id):
         raise not_found("File", file_id)
     return jsonify({"id": file_id, "object": "file", "deleted": True})

@@ -84,6 +84,4 @@ def metrics() -> Response:
     zumik = current()
     check_scraper(zumik.settings.metrics_token)
     zumik.metrics.flush(zumik.settings.data_dir)
-    return Response(
-        render(zumik.settings.data_dir, zumik.clock), mimetype="text/plain; version=0.0.4"
-    )
+    return Response(render(zumik.settings, zumik.clock), mimetype="text/plain; version=0.0.4")

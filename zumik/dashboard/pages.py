@@ -108,7 +108,7 @@ def poll_batches() -> Response:
 
 
 def _batch(batch_id: str) -> dict[str, Any]:
-    record = project_store().get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    record = project_store().get_batch(batch_id)
     if record is None:
         abort(404, f"No batch {batch_id} in project {g.project}.")
     return record
@@ -117,7 +117,7 @@ def _batch(batch_id: str) -> dict[str, Any]:
 def _file_link(file_id: str | None) -> dict[str, Any] | None:
     if not file_id:
         return None
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = project_store().get_file(file_id)
     return {"id": file_id, "meta": meta}
 
 
@@ -129,7 +129,7 @@ def batch(batch_id: str) -> str:
     failures: list[dict[str, str]] = []
     more = False
     error_file = record.get("error_file_id")
-    if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
+    if error_file and store.get_file(error_file):
         failures, more = present.failed_lines(store.file_data_path(error_file))
     errors = (record.get("errors") or {}).get("data") or []
     downloads = [
@@ -194,7 +194,7 @@ def upload() -> tuple[Response, int]:
 
 @bp.post("/files/<file_id>/delete")
 def delete_file(file_id: str) -> ResponseReturnValue:
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = project_store().get_file(file_id)
     try:
         files_api.delete_file(file_id)
         flash(f"Deleted {meta['filename'] if meta else file_id}.")

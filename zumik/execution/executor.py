@@ -216,7 +216,7 @@ class Executor:
         # projects this executor holds nothing of come first
         projects.sort(key=lambda project: project in held)
         for project in projects:
-            store = ProjectStore(self.settings.data_dir, project, self.clock)
+            store = ProjectStore.open(self.settings, project, self.clock)
             for batch_id in store.active_ids():
                 seen[batch_id] = self._first_seen.get(batch_id, now)
                 if batch_id in self.runs or self.paused_until.get(batch_id, 0) > now:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.store import ProjectStore, iter_projects
 
@@ -240,12 +241,12 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(data_dir: Path, clock) -> str:
+def render(settings: Settings, clock) -> str:
     """The Prometheus text exposition of everything Zumik knows."""
-    data = collect(data_dir)
+    data = collect(settings.data_dir)
     store_gauges: dict[str, float] = defaultdict(float)
-    for project in iter_projects(data_dir):
-        store = ProjectStore(data_dir, project, clock)
+    for project in iter_projects(settings.data_dir):
+        store = ProjectStore.open(settings, project, clock)
         files, stored = store.stored_blobs()
         store_gauges[_key("zumik_stored_files", (("project", project),))] = files
         store_gauges[_key("zumik_stored_bytes", (("project", project),))] = stored

@@ -26,8 +26,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from zumik.core import ids
 from zumik.core.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
 from zumik.core.records import ended_at
+from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
 from zumik.storage.idempotency import IdempotentRequest
@@ -88,6 +90,18 @@ class ProjectStore:
         self.clock = clock
         self.batch_ttl = batch_ttl  # set: a record past it reads as gone (the API's view)
 
+    @classmethod
+    def open(
+        cls, settings: Settings, project: str, clock: Clock = time.time, *, api_view: bool = False
+    ) -> ProjectStore:
+        """THE way Zumik builds a project's store (the constructor is for tests on bare
+        folders). ``api_view``: the store as the API shows it, where a record past
+        ``batch_ttl`` reads as gone; the executor, janitor, deliverer and census see every
+        record until the janitor removes it."""
+        return cls(
+            settings.data_dir, project, clock, batch_ttl=settings.batch_ttl if api_view else None
+        )
+
     # -- plumbing -------------------------------------------------------------------------
     def ensure(self) -> ProjectStore:
         """Create the project's folders (idempotent)."""
@@ -112,7 +126,10 @@ class ProjectStore:
         return self.files_dir / f"{file_id}.data"
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
-        """The metadata of a live (stored, unexpired) file, or None."""
+        """The metadata of a live (stored, unexpired) file, or None (a malformed id included:
+        the store checks ids, its callers pass what they were given)."""
+        if not ids.is_file_id(file_id):
+            return None
         meta = fsutil.read_json(self.file_meta_path(file_id))
         if meta is None or self._expired(meta):
             return None
@@ -258,7 +275,10 @@ class ProjectStore:
             raise
 
     def delete_file(self, file_id: str) -> bool:
-        """Delete a file; refuse (409) while an active batch reads it. False if unknown."""
+        """Delete a file; refuse (409) while an active batch reads it. False if unknown (or
+        not a file id)."""
+        if not ids.is_file_id(file_id):
+            return False
         with self.quota_lock():
             if self.get_file(file_id) is None:
                 return False
@@ -304,7 +324,10 @@ class ProjectStore:
     # -- batches --------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
-        janitor will remove it at its next sweep (expired files answer the same way)."""
+        janitor will remove it at its next sweep (expired files answer the same way). A
+        malformed id is None too."""
+        if not ids.is_batch_id(batch_id):
+            return None
         record = self.batch(batch_id).read()
         if record is not None and self.batch_ttl is not None:
             ended = ended_at(record)
@@ -313,9 +336,10 @@ class ProjectStore:
         return record
 
     def active_ids(self) -> list[str]:
-        """Batches marked active (may include a few just turned terminal)."""
+        """Batches marked active (may include a few just turned terminal); a stray name in
+        the folder is not a batch."""
         try:
-            return sorted(os.listdir(self.active_dir))
+            return sorted(n for n in os.listdir(self.active_dir) if ids.is_batch_id(n))
         except FileNotFoundError:
             return []
 
