@@ -9,7 +9,7 @@ Layout under ``<data_dir>/<project>/``::
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
     uploads/<upload_id>.*    Uploads API records and parts (see zumik.upload_sessions)
 
-Callers pass ids already checked against ``zumik.core.ids``; names are never built from raw input.
+The store checks ids itself (a malformed id reads as unknown); names are never built from raw input.
 Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
 """
 
@@ -94,13 +94,9 @@ class ProjectStore:
     def open(
         cls, settings: Settings, project: str, clock: Clock = time.time, *, api_view: bool = False
     ) -> ProjectStore:
-        """THE way Zumik builds a project's store (the constructor is for tests on bare
-        folders). ``api_view``: the store as the API shows it, where a record past
-        ``batch_ttl`` reads as gone; the executor, janitor, deliverer and census see every
-        record until the janitor removes it."""
-        return cls(
-            settings.data_dir, project, clock, batch_ttl=settings.batch_ttl if api_view else None
-        )
+        """THE way Zumik builds a store. ``api_view``: as the API shows it, a record past
+        ``batch_ttl`` reads as gone (workers see every record until the janitor removes it)."""
+        return cls(settings.data_dir, project, clock, settings.batch_ttl if api_view else None)
 
     # -- plumbing -------------------------------------------------------------------------
     def ensure(self) -> ProjectStore:
@@ -126,11 +122,8 @@ class ProjectStore:
         return self.files_dir / f"{file_id}.data"
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
-        """The metadata of a live (stored, unexpired) file, or None (a malformed id included:
-        the store checks ids, its callers pass what they were given)."""
-        if not ids.is_file_id(file_id):
-            return None
-        meta = fsutil.read_json(self.file_meta_path(file_id))
+        """The metadata of a live (stored, unexpired) file; None if unknown or not a file id."""
+        meta = fsutil.read_json(self.file_meta_path(file_id)) if ids.is_file_id(file_id) else None
         if meta is None or self._expired(meta):
             return None
         return meta
@@ -275,10 +268,7 @@ class ProjectStore:
             raise
 
     def delete_file(self, file_id: str) -> bool:
-        """Delete a file; refuse (409) while an active batch reads it. False if unknown (or
-        not a file id)."""
-        if not ids.is_file_id(file_id):
-            return False
+        """Delete a file; refuse (409) while an active batch reads it. False if unknown."""
         with self.quota_lock():
             if self.get_file(file_id) is None:
                 return False
@@ -324,11 +314,8 @@ class ProjectStore:
     # -- batches --------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
-        janitor will remove it at its next sweep (expired files answer the same way). A
-        malformed id is None too."""
-        if not ids.is_batch_id(batch_id):
-            return None
-        record = self.batch(batch_id).read()
+        janitor will remove it at its next sweep (expired files answer the same way)."""
+        record = self.batch(batch_id).read() if ids.is_batch_id(batch_id) else None
         if record is not None and self.batch_ttl is not None:
             ended = ended_at(record)
             if ended is not None and ended + self.batch_ttl <= self.clock():
@@ -336,8 +323,7 @@ class ProjectStore:
         return record
 
     def active_ids(self) -> list[str]:
-        """Batches marked active (may include a few just turned terminal); a stray name in
-        the folder is not a batch."""
+        """Batches marked active (may include a few just turned terminal; stray names skipped)."""
         try:
             return sorted(n for n in os.listdir(self.active_dir) if ids.is_batch_id(n))
         except FileNotFoundError:
