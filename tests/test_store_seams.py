@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from conftest import AUTH_A, create_batch, echo_lines, upload
 
 import zumik
@@ -56,3 +57,13 @@ def test_callers_pass_ids_through_and_get_404(client):
         assert answer.status_code == 404, path
         assert answer.get_json()["error"]["type"] == "invalid_request_error"
     assert client.delete("/v1/files/not-an-id", headers=AUTH_A).status_code == 404
+
+
+def test_upload_sessions_refuse_a_malformed_id(settings):
+    from zumik.core.exceptions import NotFound
+    from zumik.storage.upload_sessions import UploadSessions
+
+    sessions = UploadSessions(ProjectStore.open(settings, "proj-a").ensure(), settings)
+    for bad in ("../../keys", "upload_x/../y", ""):
+        with pytest.raises(NotFound):
+            sessions.get(bad)

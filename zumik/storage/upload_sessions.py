@@ -43,7 +43,10 @@ class UploadSessions:
 
     def _doc(self, upload_id: str) -> VersionedDoc:
         """The record's versions (zumik.versioned): a host with a stale cache still reads the
-        newest, so changes made under the quota lock on several hosts never go back."""
+        newest, so changes made under the quota lock on several hosts never go back. A
+        malformed id is refused here (404), before any name is built from it."""
+        if not ids.is_upload_id(upload_id):
+            raise NotFound("Upload", upload_id, "upload_id")
         return VersionedDoc(self.record_path(upload_id))
 
     def _save(self, record: dict[str, Any]) -> None:
