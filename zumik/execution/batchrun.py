@@ -23,9 +23,10 @@ from typing import Any
 import msgspec
 
 from zumik.core import ids
-from zumik.core.lines import CHAT
+from zumik.core.lines import CHAT, EMBEDDINGS
 from zumik.core.records import Status, is_terminal
 from zumik.execution.finalize import Finalizing
+from zumik.execution.packing import Pack, Packer
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
@@ -106,6 +107,7 @@ class BatchRun(Validating, Finalizing):
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
         self.endpoint = CHAT
+        self.packer: Packer | None = None  # embeddings batches only
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0
@@ -220,7 +222,12 @@ class BatchRun(Validating, Finalizing):
         self.sending = True
         failure: BaseException | None = None
         try:
-            pending = self._pending(str(self.store.file_data_path(record["input_file_id"])))
+            pending: Iterator[Any] = self._pending(
+                str(self.store.file_data_path(record["input_file_id"]))
+            )
+            if self.endpoint == EMBEDDINGS:  # lines go upstream in packs (execution.packing)
+                self.packer = Packer(self.router, self.upstream, EMBEDDINGS, self.next_request_id)
+                pending = self.packer.units(pending)
             self._start_sender(pending)
             while self.senders:  # senders start more senders while they find free slots
                 done, _ = await asyncio.wait(set(self.senders))
@@ -255,12 +262,12 @@ class BatchRun(Validating, Finalizing):
                 continue
             yield number, custom_id, body
 
-    def _start_sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    def _start_sender(self, pending: Iterator[Any]) -> None:
         task = asyncio.create_task(self._sender(pending))
         self.senders.add(task)
         task.add_done_callback(self.senders.discard)
 
-    async def _sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    async def _sender(self, pending: Iterator[Any]) -> None:
         """Send lines one after another, each under a slot of the fair scheduler, until none is
         left or the run has an outcome.
 
@@ -285,6 +292,14 @@ class BatchRun(Validating, Finalizing):
                     return
                 if not self._waiting_senders and len(self.senders) < scheduler.slots:
                     self._start_sender(pending)
+                if isinstance(line, Pack):  # one slot, one request, one journal write
+                    assert self.packer is not None
+                    results = await self.packer.send(line, self._request)
+                    held = scheduler.renew(project, batch_id)
+                    for number, packed in results:
+                        if packed is not None:
+                            self._journal(number, *packed)
+                    continue
                 number, custom_id, body = line
                 result = await self._request(number, custom_id, body)
                 held = scheduler.renew(project, batch_id)  # as soon as the answer is in
