@@ -234,3 +234,20 @@ def test_fake_provider_vectors_do_not_depend_on_position(provider):
     ).json()
     assert one["data"][0]["embedding"] == two["data"][1]["embedding"]
     assert json.dumps(one["usage"]) == json.dumps({"prompt_tokens": 2, "total_tokens": 2})
+
+
+def test_a_toml_provider_sets_its_own_pack_size(make_app, provider, tmp_path):
+    from zumik.settings import load_settings
+
+    config = tmp_path / "zumik.toml"
+    config.write_text(
+        f'[providers.local]\nbase_url = "{provider.url}"\nembedding_pack = 3\n'
+        f'embedding_pack_bytes = 100000\n\n[models."e"]\nprovider = "local"\nmodel = "bge"\n'
+    )
+    settings = load_settings({"ZUMIK_CONFIG": str(config)})
+    lines = [line(f"t{i}", f"text {i}", "e") for i in range(7)]
+    batch, out, _ = run(
+        make_app, provider, lines, providers=settings.providers, models=settings.models
+    )
+    assert batch["request_counts"]["completed"] == 7
+    assert stats(provider)["by_path"] == {EMBEDDINGS: 3 + 3}  # the check, then 3 + 3 + 1

@@ -140,6 +140,13 @@ class PackChecks:
         route = Route(target.model, "fallback", (target,))
         base = {k: v for k, v in options.items() if k not in ("input", "encoding_format")}
         base["model"] = target.model
+        alone: list[list[float] | None] = []
+        for text in PROBE_TEXTS:  # alone first: a request the model refuses anyway says nothing
+            outcome = await upstream.send(route, RequestBody.of({**base, "input": text}), endpoint)
+            vectors = _vectors(outcome.body, 1) if outcome.ok else None
+            if vectors is None:
+                return self._unclear_once(key)
+            alone.append(vectors[0])
         packed = await upstream.send(
             route, RequestBody.of({**base, "input": list(PROBE_TEXTS)}), endpoint
         )
@@ -152,13 +159,6 @@ class PackChecks:
         ):
             return self._decide(key, False, f"it answered a list input with HTTP {status}")
         packed_vectors = _vectors(packed.body, len(PROBE_TEXTS)) if packed.ok else None
-        alone: list[list[float] | None] = []
-        for text in PROBE_TEXTS:
-            outcome = await upstream.send(route, RequestBody.of({**base, "input": text}), endpoint)
-            vectors = _vectors(outcome.body, 1) if outcome.ok else None
-            if vectors is None:
-                return self._unclear_once(key)
-            alone.append(vectors[0])
         if packed_vectors is None:
             return self._unclear_once(key)
         same = all(close(p, a) for p, a in zip(packed_vectors, alone, strict=True))
