@@ -234,7 +234,7 @@ class PackChecks:
     ) -> int | None:
         """One text's count: vLLM takes ``prompt``, llama.cpp ``content``; None on anything
         but a bounded count in a 2xx JSON answer."""
-        body = {"model": model, form: text}
+        body: dict[str, Any] = {"model": model, form: text}
         if form == "content":
             body["add_special"] = True
         try:
