@@ -32,7 +32,7 @@ EMBED_REQUEST_COST = 0.0025  # s per request (the issue's llama.cpp: ~298 inputs
 EMBED_ITEM_COST = 0.0005  # s per input (... and ~1,400/s packing 64)
 TEXTS = 2000
 PACK = 64
-ROUNDS = 2
+ROUNDS = 3
 WORDS = ["hi", "hello", "the", "world", "test", "ok", "yes", "no"]  # one token each in the
 # tiny model's vocabulary (other text falls back to one token per byte)
 LLAMA_TOOLS = ROOT.parent.parent / "shared" / "tools" / "llama"
@@ -143,6 +143,11 @@ def compare(name: str, url: str, model: str, workdir: Path, zumik_factory: Any) 
             runs.append(zumik_batch(zumik, path))
     finally:
         zumik.stop()
+    unpacked = zumik_factory(workdir / f"data-{name}-1", url, {"ZUMIK_EMBEDDING_PACK": "1"})
+    try:  # Zumik before packing (embedding_pack = 1), one round for reference
+        one_line_each = zumik_batch(unpacked, path)[0]
+    finally:
+        unpacked.stop()
     n = len(corpus)
     best_packed = min(t for t, _ in packed)
     best_alone = min(t for t, _ in alone)
@@ -157,6 +162,8 @@ def compare(name: str, url: str, model: str, workdir: Path, zumik_factory: Any) 
         "zumik_inputs_s": round(n / best_zumik),
         "ratio_to_packed": round(best_packed / best_zumik, 3),
         "ratio_to_one_by_one": round(best_alone / best_zumik, 3),
+        "zumik_pack_1_inputs_s": round(n / one_line_each),
+        "speedup_over_pack_1": round(one_line_each / best_zumik, 2),
         "packed_vs_one_by_one_max_diff": max_diff(packed[-1][1], one_by_one),
         "zumik_vs_one_by_one_max_diff": max(max_diff(r[2], one_by_one) for r in runs),
         "target": "ratio_to_packed >= 0.8, vectors within 1e-4",
@@ -178,7 +185,7 @@ def fake(workdir: Path) -> dict:
             provider.url,
             "bench-embed",
             workdir,
-            lambda data, url: Zumik(data, url, workers=2, concurrency=32),
+            lambda data, url, env=None: Zumik(data, url, workers=2, concurrency=32, extra_env=env),
         )
         result["provider_cost"] = f"{EMBED_REQUEST_COST} s/request + {EMBED_ITEM_COST} s/input"
         return result
@@ -235,7 +242,7 @@ def llama(workdir: Path) -> dict:
             url,
             "tiny",
             workdir,
-            lambda data, url: Zumik(data, url, workers=2, concurrency=32),
+            lambda data, url, env=None: Zumik(data, url, workers=2, concurrency=32, extra_env=env),
         )
         result["provider"] = "llama-cpp-python server, tiny local GGUF, mean pooling"
         return result
