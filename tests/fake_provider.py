@@ -24,7 +24,8 @@ Knobs:
   only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
 - embeddings: ``input`` as a text, a token list or a list of either, a deterministic vector
   per input (packed or alone the same) and ``usage.prompt_tokens`` per item; knobs
-  ``misserve_lists`` (list items after the first get wrong vectors), ``reject_marker`` (an
+  ``misserve_lists`` (list items after the first get wrong vectors), ``refuse_lists`` (a 400
+  for a list ``input``), ``reject_marker`` (an
   item containing it gets a 400, default ``#reject``), ``tokenize`` (serve ``POST /tokenize``),
   ``embed_request_cost`` and ``embed_item_cost`` (seconds per request and per item, served one
   request at a time like a model server); ``by_item`` in ``/_stats`` counts each input sent.
@@ -67,6 +68,7 @@ class FakeProvider:
             "hang_seconds": 30.0,
             "big_bytes": 8 << 20,
             "misserve_lists": False,
+            "refuse_lists": False,
             "reject_marker": "#reject",
             "tokenize": False,
             "embed_request_cost": 0.0,
@@ -152,6 +154,12 @@ class FakeProvider:
         items = embedding_items(body)
         for item in items:
             self.by_item[json.dumps(item) if not isinstance(item, str) else item] += 1
+        if self.control.get("refuse_lists") and isinstance(body.get("input"), list):
+            self.statuses["400"] += 1
+            return web.json_response(
+                {"error": {"message": "input must be a string", "type": "invalid_request_error"}},
+                status=400,
+            )
         marker = self.control.get("reject_marker")
         for index, item in enumerate(items):
             if marker and isinstance(item, str) and marker in item:

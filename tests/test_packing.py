@@ -158,13 +158,25 @@ def test_a_pack_answered_5xx_is_retried_whole(make_app, provider):
     assert stats(provider)["by_path"] == {EMBEDDINGS: 3 + 3}  # check, then the pack 3 times
 
 
-def test_a_provider_that_misserves_lists_is_detected_and_served_one_by_one(
-    make_app, provider, caplog
-):
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_provider_that_misserves_lists_is_detected_and_served_one_by_one(make_app, provider):
     control(provider, misserve_lists=True)
     lines = [line(f"t{i}", text) for i, text in enumerate(TEXTS * 2)]
-    with caplog.at_level(logging.WARNING, logger="zumik.packing"):
+    caplog = Records()  # Zumik's loggers do not propagate to pytest's handler once configured
+    logger = logging.getLogger("zumik.packing")
+    logger.addHandler(caplog)
+    try:
         batch, out, _ = run(make_app, provider, lines)
+    finally:
+        logger.removeHandler(caplog)
     assert batch["request_counts"]["completed"] == len(lines)
     for x in lines:  # every vector is the one the text gets alone
         assert out[x["custom_id"]]["response"]["body"]["data"][0]["embedding"] == item_vector(
@@ -174,6 +186,22 @@ def test_a_provider_that_misserves_lists_is_detected_and_served_one_by_one(
     assert stats(provider)["by_path"] == {EMBEDDINGS: 3 + len(lines)}
     warnings = [r for r in caplog.records if "one at a time" in r.getMessage()]
     assert len(warnings) == 1 and "'m'" in warnings[0].getMessage()
+
+
+def test_the_verdict_is_remembered_and_a_server_refusing_lists_gets_lines(make_app, provider):
+    control(provider, refuse_lists=True)
+    app = make_app(start=True, upstream_url=provider.url, retry_backoff=0.01)
+    client = app.test_client()
+    for round_ in range(2):  # the second batch asks nothing again: the verdict is kept
+        reset(provider)
+        lines = [line(f"t{i}", text) for i, text in enumerate(TEXTS)]
+        file_id = upload(client, jsonl(lines)).get_json()["id"]
+        created = create_batch(client, file_id, endpoint=EMBEDDINGS).get_json()
+        batch = wait_batch(client, created["id"])
+        assert batch["request_counts"]["completed"] == len(TEXTS)
+        check = 3 if round_ == 0 else 0  # two texts alone, then the list it refuses
+        assert stats(provider)["by_path"] == {EMBEDDINGS: check + len(TEXTS)}
+        assert stats(provider)["statuses"].get("400", 0) == (1 if round_ == 0 else 0)
 
 
 def test_embedding_pack_1_sends_each_line_alone(make_app, provider):
