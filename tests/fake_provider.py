@@ -22,11 +22,17 @@ Knobs:
   ``deep`` (a 400 whose error body nests 100,000 deep), ``deep200`` (the same as a 200),
   ``retryafter`` (a 429 with a Retry-After that is neither number nor date, first attempt
   only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
+- ``tokenize`` (global knob, default off): offer vLLM's ``POST /tokenize`` (at the root, not
+  under ``/v1``): ``{"model", "messages"}`` or ``{"model", "prompt"}`` answers
+  ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
+  (or completions) answer then reports for that request; off, the route answers 404;
+  ``tokenize_latency`` (seconds) delays each of its answers;
 - embeddings: ``input`` as a text, a token list or a list of either, a deterministic vector
   per input (packed or alone the same) and ``usage.prompt_tokens`` per item; knobs
   ``misserve_lists`` (list items after the first get wrong vectors), ``refuse_lists`` (a 400
   for a list ``input``), ``reject_marker`` (an
-  item containing it gets a 400, default ``#reject``), ``tokenize`` (serve ``POST /tokenize``),
+  item containing it gets a 400, default ``#reject``), ``tokenize_embeddings`` (``POST
+  /tokenize`` counts a ``prompt`` as the embeddings do, less the BOS they add),
   ``embed_request_cost`` and ``embed_item_cost`` (seconds per request and per item, served one
   request at a time like a model server); ``by_item`` in ``/_stats`` counts each input sent.
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
@@ -70,6 +76,7 @@ class FakeProvider:
             "misserve_lists": False,
             "refuse_lists": False,
             "reject_marker": "#reject",
+            "tokenize_embeddings": False,
             "tokenize": False,
             "embed_request_cost": 0.0,
             "embed_item_cost": 0.0,
@@ -90,7 +97,6 @@ class FakeProvider:
         self.times: list[float] = []
         self.headers_seen: list[dict[str, str]] = []
         self.by_item: collections.Counter[str] = collections.Counter()
-        self.tokenize_requests = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -116,6 +122,29 @@ class FakeProvider:
         self.control.update(update)
         return web.json_response(self.control)
 
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's tokenize route (when the ``tokenize`` knob is on)."""
+        embeddings = self.control.get("tokenize_embeddings")
+        if not self.control.get("tokenize") and not embeddings:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        body = await request.json()
+        self.by_path["/tokenize"] += 1
+        if embeddings and isinstance(body.get("prompt", body.get("content")), str):
+            count = item_tokens(body.get("prompt", body.get("content"))) - 1  # less the BOS
+            return web.json_response({"count": count, "tokens": list(range(count))})
+        delay = float(self.control.get("tokenize_latency") or 0)
+        if delay:
+            await asyncio.sleep(delay)
+        if "messages" in body:
+            count = chat_prompt_tokens(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            count = max(1, len(body["prompt"]) // 4)
+        else:
+            return web.json_response({"error": "messages or prompt"}, status=400)
+        return web.json_response(
+            {"count": count, "max_model_len": 4096, "tokens": list(range(count))}
+        )
+
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"ok": True})
@@ -132,20 +161,8 @@ class FakeProvider:
                 "times": self.times,
                 "headers": self.headers_seen[-5:],
                 "by_item": dict(self.by_item),
-                "tokenize_requests": self.tokenize_requests,
             }
         )
-
-    async def tokenize(self, request: web.Request) -> web.Response:
-        """vLLM's ``POST /tokenize`` (``prompt``; llama.cpp's takes ``content``), when the
-        ``tokenize`` knob is on: the count without the BOS its embeddings add."""
-        if not self.control.get("tokenize"):
-            return web.json_response({"detail": "Not Found"}, status=404)
-        self.tokenize_requests += 1
-        body = json.loads(await request.read())
-        text = body.get("prompt", body.get("content"))
-        count = item_tokens(text) - 1
-        return web.json_response({"count": count, "tokens": list(range(count))})
 
     async def _embeddings(self, body: dict[str, Any], content: str) -> web.Response | None:
         """Embeddings extras: per-item counts, the reject marker (a 400 naming the item, as
@@ -329,8 +346,13 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
+def chat_prompt_tokens(messages: Any) -> int:
+    """The fake's tokenizer: a token per 4 characters of the messages as JSON."""
+    return max(1, len(json.dumps(messages)) // 4)
+
+
 def _chat_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
-    prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
+    prompt = chat_prompt_tokens(body.get("messages"))
     return {
         "id": f"chatcmpl-{n}",
         "object": "chat.completion",
