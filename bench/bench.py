@@ -4,8 +4,8 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs, estimate, results_paging
-(bench/results_paging.py).
+uploads, json_upload, fairness, sharedfs, estimate, embeddings, embeddings_llama
+(bench/embeddings.py), results_paging (bench/results_paging.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -31,6 +31,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+import embeddings  # noqa: E402  (bench/ is on the path: this script's folder)
 from fake_provider import free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -998,6 +999,8 @@ SCENARIOS = {
     "json_upload": json_upload,
     "uploads": uploads,
     "estimate": estimate,
+    "embeddings": embeddings.fake,
+    "embeddings_llama": embeddings.llama,
     "results_paging": lambda w: results_paging.scenario(w, Zumik, Provider, lines_file, AUTH),
 }
 
