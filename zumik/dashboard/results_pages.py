@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, flash, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 
 from zumik.api import results as results_api
 from zumik.api import retry as retry_api
@@ -41,7 +42,7 @@ def retry_info(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.post("/batches/<batch_id>/retry")
-def retry(batch_id: str) -> Response:
+def retry(batch_id: str) -> ResponseReturnValue:
     _batch(batch_id)
     lines = request.form.get("lines", "not_succeeded")
     try:
