@@ -25,7 +25,7 @@ import msgspec
 from zumik.core import ids
 from zumik.core.lines import CHAT
 from zumik.core.records import Status, is_terminal
-from zumik.execution.finalize import Finalizing
+from zumik.execution.finalize import Finalizing, Incomplete
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
@@ -152,12 +152,17 @@ class BatchRun(Validating, Finalizing):
             record = self.batch.read()
             if record is None or is_terminal(record):
                 self.batch.clear_active()
+                if record is not None:  # a finalize cut short after its terminal record
+                    await asyncio.to_thread(self.batch.remove_run_state)
                 return
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)
                 if record["status"] == Status.FAILED:
                     return
             await self._execute(record)
+        except Incomplete as exc:
+            self.end(RunOutcome.PAUSED)
+            log.warning("batch %s: not finalized: %s", self.batch_id, exc)
         except Exception:
             self.end(RunOutcome.PAUSED)
             log.exception(
@@ -173,8 +178,17 @@ class BatchRun(Validating, Finalizing):
             journal.recover, self.batch.segments(), self.settings.claim_mode == "flock", self.prices
         )
         status = record["status"]
+        if status == Status.FINALIZING and await asyncio.to_thread(
+            self.missing_lines, record, self.progress.done
+        ):  # an earlier finalize was cut short with lines missing: send them first
+            record = await asyncio.to_thread(self.back_to_sending)
+            status = record["status"]
+        if status == Status.IN_PROGRESS and self.clock() >= record["expires_at"]:
+            self.end(RunOutcome.EXPIRED)  # never send past the window, whatever is left
+        elif status == Status.IN_PROGRESS and self.batch.cancel_requested():
+            self.end(RunOutcome.CANCELLED)
         started = time.perf_counter()
-        if status == Status.IN_PROGRESS:
+        if status == Status.IN_PROGRESS and self.outcome is None:
             self.writer = journal.JournalWriter(
                 self.batch.segment_path(self.claim.epoch), asyncio.get_running_loop()
             )
@@ -189,6 +203,11 @@ class BatchRun(Validating, Finalizing):
             self.end(RunOutcome.CANCELLED)
         if self.outcome is None and self.clock() >= record["expires_at"]:
             self.end(RunOutcome.EXPIRED)
+        if self.writer is not None and self.writer.error is not None:
+            log.error(
+                "batch %s: journal write failed (%s); pausing", self.batch_id, self.writer.error
+            )
+            self.end(RunOutcome.PAUSED)  # lines it dropped count as done only in memory
         self.end(RunOutcome.DONE)  # no other outcome: every line has its result
         outcome = self.outcome
         assert outcome is not None
