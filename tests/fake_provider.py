@@ -21,7 +21,9 @@ Knobs:
   ``big`` (a 200 of ``big_bytes``), ``gzipbomb`` (a 200 whose gzip body inflates to 64 MiB),
   ``deep`` (a 400 whose error body nests 100,000 deep), ``deep200`` (the same as a 200),
   ``retryafter`` (a 429 with a Retry-After that is neither number nor date, first attempt
-  only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
+  only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits),
+  ``hugeusage`` (a 200 whose ``usage`` counts have 400 digits), ``trillion`` (a 200 claiming
+  ``total_tokens: 10**12``).
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -181,6 +183,15 @@ class FakeProvider:
             )
         if kind == "retryafter" and attempt == 1:
             return self._status(429, "slow down", {"Retry-After": "soon, maybe tomorrow"})
+        if kind in ("hugeusage", "trillion"):
+            answer = _chat_answer(self.requests, model, {}, content)
+            huge = 10**400
+            answer["usage"] = (
+                {"prompt_tokens": huge, "completion_tokens": huge, "total_tokens": huge}
+                if kind == "hugeusage"
+                else {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 10**12}
+            )
+            return web.json_response(answer)
         if kind == "resetheader":
             answer = {
                 "id": "r",

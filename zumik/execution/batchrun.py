@@ -168,6 +168,9 @@ class BatchRun(Validating, Finalizing):
             log.exception(
                 "batch %s: run failed; paused, it will be retried by a later claim", self.batch_id
             )
+            if not self.claim.lost:  # cancel and expiry hold whatever broke the run
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.end_if_due)
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -177,6 +180,13 @@ class BatchRun(Validating, Finalizing):
         self.progress = await asyncio.to_thread(
             journal.recover, self.batch.segments(), self.settings.claim_mode == "flock", self.prices
         )
+        if self.progress.unreadable:
+            log.error(
+                "batch %s: %d journal entries could not be counted; their lines are sent again",
+                self.batch_id,
+                self.progress.unreadable,
+            )
+            self.metrics.inc("zumik_line_errors_total", (), self.progress.unreadable)
         status = record["status"]
         if status == Status.FINALIZING and await asyncio.to_thread(
             self.missing_lines, record, self.progress.done

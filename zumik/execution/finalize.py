@@ -160,6 +160,47 @@ class Finalizing:
             },
         )
 
+    def end_if_due(self) -> None:
+        """After a run failed: a batch cancelled or past its window ends anyway, so no line,
+        provider answer or journal entry can keep it from being cancelled or expiring. The
+        normal finalize first; if that fails too (but the disk takes writes), the terminal
+        record alone, without result files (logged)."""
+        record = self.batch.read()
+        if record is None or record["status"] not in (
+            Status.IN_PROGRESS,
+            Status.FINALIZING,
+            Status.CANCELLING,
+        ):
+            return
+        if record["status"] == Status.CANCELLING:
+            final = Status.CANCELLED
+        elif self.clock() >= record["expires_at"]:
+            final = Status.EXPIRED
+        else:
+            return
+        try:
+            if final == Status.EXPIRED:
+                self._expire_rest(record)
+            self._finalize(final)
+            return
+        except Exception as exc:
+            log.error(
+                "batch %s: cannot finalize (%s: %s); ending it %s without result files",
+                self.batch_id,
+                type(exc).__name__,
+                exc,
+                final.value,
+            )
+
+        def bare(current: dict[str, Any]) -> bool:
+            if current["status"] not in (Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING):
+                return False
+            current["output_file_id"] = current["error_file_id"] = None
+            return True
+
+        self.make_terminal(final, bare)
+        self.batch.remove_run_state()
+
     def make_terminal(
         self, final: Status, change: Callable[[dict[str, Any]], bool | None]
     ) -> dict[str, Any]:

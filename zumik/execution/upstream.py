@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ import aiohttp
 import msgspec
 
 from zumik.core.lines import CHAT, strict_decode
+from zumik.core.numbers import bounded_seconds
 from zumik.execution import echo
 from zumik.execution.availability import ProviderHealth, is_provider_failure
 from zumik.execution.limits import ProviderLimits
@@ -63,33 +63,25 @@ class Outcome:
     provider: str = ""
 
 
-def _seconds(value: float) -> float | None:
-    return min(max(value, 0.0), RETRY_AFTER_MAX) if math.isfinite(value) else None
-
-
 def retry_after(headers: Any) -> float | None:
     """The provider's own wait (``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP
-    date), capped; None when absent or unparseable (never an exception)."""
+    date), bounded (``bounded_seconds``); None when absent or unparseable (never raises)."""
     if headers is None:
         return None
     raw_ms = headers.get("retry-after-ms")
     if raw_ms and len(raw_ms) <= HEADER_CHARS:
-        try:
-            seconds = _seconds(float(raw_ms) / 1000.0)
-            if seconds is not None:
-                return seconds
-        except ValueError:
-            pass
+        millis = bounded_seconds(raw_ms, RETRY_AFTER_MAX * 1000.0)
+        if millis is not None:
+            return millis / 1000.0
     raw = headers.get("retry-after")
     if not raw or len(raw) > HEADER_CHARS:
         return None
-    try:
-        return _seconds(float(raw))
-    except ValueError:
-        pass
+    seconds = bounded_seconds(raw, RETRY_AFTER_MAX)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(raw)
-        return _seconds(when.timestamp() - time.time())
+        return bounded_seconds(when.timestamp() - time.time(), RETRY_AFTER_MAX)
     except (TypeError, ValueError, OverflowError, IndexError):
         return None
 

@@ -24,6 +24,8 @@ from zumik.core.numbers import bounded_int
 from zumik.core.records import zero_usage
 from zumik.storage import fsutil
 
+NUMBER_DIGITS = 12  # a line number with more digits is garbage (int() refuses 4,300+)
+
 
 class LineSet:
     """A set of positive line numbers as a growable bitmap: 1 bit per line of the input."""
@@ -104,8 +106,8 @@ def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
             if not raw.endswith(b"\n"):
                 return  # torn tail
             number, tab, line = raw.partition(b"\t")
-            if not tab or not number.isdigit():
-                continue
+            if not tab or not number.isdigit() or len(number) > NUMBER_DIGITS:
+                continue  # not an entry this code wrote: the line is sent again
             try:
                 entry = _ENTRY.decode(line)
             except msgspec.DecodeError:
