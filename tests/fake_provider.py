@@ -10,7 +10,8 @@ Knobs:
   while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
   ``error_message`` (the message of every injected error answer, e.g. a hostile one),
   ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
-  Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
+  Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers),
+  ``fail_every`` (``{"500": 3, "429": 5}``: every 3rd request answers 500, else every 5th 429);
 - outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
   connection for ``down`` seconds (a killed process: connection refused), then answers 503
   for ``unavailable`` seconds;
@@ -24,6 +25,8 @@ Knobs:
   only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits),
   ``hugeusage`` (a 200 whose ``usage`` counts have 400 digits), ``trillion`` (a 200 claiming
   ``total_tokens: 10**12``).
+- ``GET /v1/models`` lists one model (503 while ``unavailable_seconds`` lasts), counted in
+  ``probes``;
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -68,6 +71,7 @@ class FakeProvider:
 
     def reset(self) -> None:
         self.requests = 0
+        self.probes = 0  # GET /v1/models
         self.by_content: collections.Counter[str] = collections.Counter()
         self.by_model: collections.Counter[str] = collections.Counter()
         self.by_path: collections.Counter[str] = collections.Counter()
@@ -88,10 +92,18 @@ class FakeProvider:
         ):
             app.router.add_post("/v1" + path, self.chat)
             app.router.add_post(path, self.chat)
+        app.router.add_get("/v1/models", self.models)
         app.router.add_post("/_control", self.set_control)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_reset", self.reset_stats)
         return app
+
+    async def models(self, request: web.Request) -> web.Response:
+        """``GET /v1/models`` (what Zumik probes a provider with): 503 while loading."""
+        self.probes += 1
+        if time.time() < self.unavailable_until:
+            return self._status(503, "Loading model, try again later")
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     async def set_control(self, request: web.Request) -> web.Response:
         update = await request.json()
@@ -108,6 +120,7 @@ class FakeProvider:
         return web.json_response(
             {
                 "requests": self.requests,
+                "probes": self.probes,
                 "by_content": dict(self.by_content),
                 "by_model": dict(self.by_model),
                 "by_path": dict(self.by_path),
@@ -149,6 +162,9 @@ class FakeProvider:
         overload = self.control.get("overload_above")
         if overload is not None and self.in_flight > overload:
             return self._status(429, "overloaded")
+        for status, every in (self.control.get("fail_every") or {}).items():
+            if self.requests % int(every) == 0:  # a flaky provider, by request count
+                return self._status(int(status), f"injected {status} (every {every})")
         latency = float(self.control.get("latency") or 0)
         if latency:
             await asyncio.sleep(latency)

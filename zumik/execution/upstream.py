@@ -28,6 +28,7 @@ from zumik.core.numbers import bounded_seconds
 from zumik.execution import echo
 from zumik.execution.availability import ProviderHealth, is_provider_failure
 from zumik.execution.limits import ProviderLimits
+from zumik.execution.probe import models_prober
 from zumik.execution.routing import ProviderConfig, Route, Target
 from zumik.execution.wire import RequestBody
 from zumik.ops.metrics import Metrics
@@ -165,6 +166,7 @@ class Upstream:
                 down_failures=config.down_failures,
                 down_seconds=config.down_seconds,
                 probe_max=config.probe_max,
+                prober=models_prober(self.session, provider),
             )
         return health
 
@@ -253,7 +255,7 @@ class Upstream:
             if provider_failure:
                 if health.up and not probe:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
-                health.failed(probe, outcome.status_code, retry_after(response_headers))
+                health.failed(probe, outcome.status_code, retry_after(response_headers), id(body))
             else:
                 health.answered(probe, latency)
                 if outcome.ok:
@@ -262,9 +264,10 @@ class Upstream:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
             # the line's own failure: not about the provider, or others got answers meanwhile;
             # with another candidate to fall through to, every attempt counts
-            if not outcome.ok and (
-                not wait or not provider_failure or health.answers != answers_before
-            ):
+            own = not wait or not provider_failure or health.answers != answers_before
+            if provider_failure and not own and health.failing_alone(id(body)):
+                own = await health.judge()  # the provider answers its probe: a poisoned line
+            if not outcome.ok and own:
                 charged += 1
             outcome.attempts = sends
             outcome.provider = provider.name
