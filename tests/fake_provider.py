@@ -25,8 +25,8 @@ Knobs:
   only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits),
   ``hugeusage`` (a 200 whose ``usage`` counts have 400 digits), ``trillion`` (a 200 claiming
   ``total_tokens: 10**12``).
-- ``GET /v1/models`` lists one model (503 while ``unavailable_seconds`` lasts), counted in
-  ``probes``;
+- ``GET /v1/models`` lists one model (503 while ``unavailable_seconds`` lasts; with the knob
+  ``models_bomb`` a gzip bomb), counted in ``probes``;
 - ``tokenize`` (global knob, default off): offer vLLM's ``POST /tokenize`` (at the root, not
   under ``/v1``): ``{"model", "messages"}`` or ``{"model", "prompt"}`` answers
   ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
@@ -127,6 +127,8 @@ class FakeProvider:
         self.probes += 1
         if time.time() < self.unavailable_until:
             return self._status(503, "Loading model, try again later")
+        if self.control.get("models_bomb"):  # a 200 whose gzip body inflates to 64 MiB
+            return self._hostile("gzipbomb", 1, "", "")
         return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     async def set_control(self, request: web.Request) -> web.Response:

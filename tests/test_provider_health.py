@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 
+import aiohttp
 import pytest
 import requests
 from conftest import (
@@ -309,3 +311,30 @@ def test_a_flaky_provider_fails_no_line(make_app, provider):
 def test_a_flaky_provider_fails_no_line_10_of_10(make_app, provider, run):
     batch = flaky_provider_batch(make_app, provider)
     assert batch["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+
+
+def test_the_models_probe_reads_a_capped_answer_never_decompressed(provider):
+    """The probe is a reader of a peer's answer too: a ``GET /models`` answering a gzip bomb
+    counts as an answer (the provider is there) and at most 64 KiB of it is read, as sent."""
+    from zumik.execution.probe import models_prober
+    from zumik.execution.routing import ProviderConfig
+
+    control(provider, models_bomb=True)
+
+    async def probe() -> tuple[bool, float]:
+        async with aiohttp.ClientSession() as session:
+            prober = models_prober(session, ProviderConfig("p", provider.url))
+            started = time.monotonic()
+            return await prober(), time.monotonic() - started
+
+    asyncio.run(probe())  # the fake provider (in this process) builds its bomb once
+    tracemalloc.start()
+    try:
+        alive, took = asyncio.run(probe())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert alive and took < 10
+    assert peak < 8 << 20, f"reading the probe's answer took {peak} bytes"
+    provider.outage(30.0)  # nobody listening: not alive
+    assert asyncio.run(probe())[0] is False

@@ -114,6 +114,11 @@ def test_ctrl_c_of_zumik_serve_mid_batch_ends_within_15_s(tmp_path, provider):
     assert max(took) < STOP_WITHIN, took
 
 
+def test_sigterm_of_zumik_serve_mid_batch_ends_within_15_s(tmp_path, provider):
+    took = stop_mid_batch(tmp_path, provider, signal.SIGTERM, 2)
+    assert max(took) < STOP_WITHIN, took
+
+
 @pytest.mark.slow
 def test_ctrl_c_of_zumik_serve_mid_batch_20_of_20(tmp_path, provider):
     took = stop_mid_batch(tmp_path, provider, signal.SIGINT, 20)

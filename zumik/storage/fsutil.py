@@ -71,7 +71,7 @@ def inject_faults(plan: FaultPlan | None) -> None:
     _faults = plan
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data`` to ``fd``."""
     if _faults is not None:
         _faults.check("write")
