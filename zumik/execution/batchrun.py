@@ -137,8 +137,8 @@ class BatchRun(Validating, Finalizing, LastRound, Watching):
     async def run(self) -> None:
         try:
             record = self.batch.read()
-            if record is None or is_terminal(record):
-                self.batch.clear_active()
+            if record is None or is_terminal(record):  # (a finisher killed before settling)
+                await asyncio.to_thread(self.settle_ending, record)
                 if record is not None:  # a finalize cut short after its terminal record
                     await asyncio.to_thread(self.batch.remove_run_state)
                 return
