@@ -99,6 +99,7 @@ def test_every_write_point_failing_loses_no_line(make_app, tmp_path, error, pers
         record, client, state = run_batch_with_faults(make_app, plan, tmp_path / f"k{k}")
         check_consistent(record, client, state, f"k={k} ({plan.ops[k - 1 : k]})")
         failed_somewhere += plan.failures > 0
+    print(f"\n{error=} {persistent=}: {calls} write calls, a fault at each of 1..{calls + 2}")
     assert failed_somewhere >= calls - 2  # the seam really hit (almost) every write point
 
 
