@@ -10,7 +10,8 @@ Knobs:
   while more than N requests are in flight), ``hang_seconds`` (how long ``hang`` lasts),
   ``error_message`` (the message of every injected error answer, e.g. a hostile one),
   ``unavailable_seconds`` (answer 503 "loading model" to everything for that long, as vLLM or
-  Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers);
+  Ollama do while a model loads), ``big_bytes`` (size of ``#hostile:big`` answers),
+  ``fail_every`` (``{"500": 3, "429": 5}``: every 3rd request answers 500, else every 5th 429);
 - outage: ``ProviderThread.outage(down, unavailable)`` stops listening and drops every
   connection for ``down`` seconds (a killed process: connection refused), then answers 503
   for ``unavailable`` seconds;
@@ -21,7 +22,11 @@ Knobs:
   ``big`` (a 200 of ``big_bytes``), ``gzipbomb`` (a 200 whose gzip body inflates to 64 MiB),
   ``deep`` (a 400 whose error body nests 100,000 deep), ``deep200`` (the same as a 200),
   ``retryafter`` (a 429 with a Retry-After that is neither number nor date, first attempt
-  only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
+  only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits),
+  ``hugeusage`` (a 200 whose ``usage`` counts have 400 digits), ``trillion`` (a 200 claiming
+  ``total_tokens: 10**12``).
+- ``GET /v1/models`` lists one model (503 while ``unavailable_seconds`` lasts; with the knob
+  ``models_bomb`` a gzip bomb), counted in ``probes``;
 - ``tokenize`` (global knob, default off): offer vLLM's ``POST /tokenize`` (at the root, not
   under ``/v1``): ``{"model", "messages"}`` or ``{"model", "prompt"}`` answers
   ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
@@ -88,6 +93,7 @@ class FakeProvider:
 
     def reset(self) -> None:
         self.requests = 0
+        self.probes = 0  # GET /v1/models
         self.by_content: collections.Counter[str] = collections.Counter()
         self.by_model: collections.Counter[str] = collections.Counter()
         self.by_path: collections.Counter[str] = collections.Counter()
@@ -109,11 +115,21 @@ class FakeProvider:
         ):
             app.router.add_post("/v1" + path, self.chat)
             app.router.add_post(path, self.chat)
+        app.router.add_get("/v1/models", self.models)
         app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/_control", self.set_control)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_reset", self.reset_stats)
         return app
+
+    async def models(self, request: web.Request) -> web.Response:
+        """``GET /v1/models`` (what Zumik probes a provider with): 503 while loading."""
+        self.probes += 1
+        if time.time() < self.unavailable_until:
+            return self._status(503, "Loading model, try again later")
+        if self.control.get("models_bomb"):  # a 200 whose gzip body inflates to 64 MiB
+            return self._hostile("gzipbomb", 1, "", "")
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     async def set_control(self, request: web.Request) -> web.Response:
         update = await request.json()
@@ -153,6 +169,7 @@ class FakeProvider:
         return web.json_response(
             {
                 "requests": self.requests,
+                "probes": self.probes,
                 "by_content": dict(self.by_content),
                 "by_model": dict(self.by_model),
                 "by_path": dict(self.by_path),
@@ -231,6 +248,9 @@ class FakeProvider:
         overload = self.control.get("overload_above")
         if overload is not None and self.in_flight > overload:
             return self._status(429, "overloaded")
+        for status, every in (self.control.get("fail_every") or {}).items():
+            if self.requests % int(every) == 0:  # a flaky provider, by request count
+                return self._status(int(status), f"injected {status} (every {every})")
         latency = float(self.control.get("latency") or 0)
         if latency:
             await asyncio.sleep(latency)
@@ -273,6 +293,15 @@ class FakeProvider:
             )
         if kind == "retryafter" and attempt == 1:
             return self._status(429, "slow down", {"Retry-After": "soon, maybe tomorrow"})
+        if kind in ("hugeusage", "trillion"):
+            answer = _chat_answer(self.requests, model, {}, content)
+            huge = 10**400
+            answer["usage"] = (
+                {"prompt_tokens": huge, "completion_tokens": huge, "total_tokens": huge}
+                if kind == "hugeusage"
+                else {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 10**12}
+            )
+            return web.json_response(answer)
         if kind == "resetheader":
             answer = {
                 "id": "r",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from zumik.storage.claims import Claimer, current_lease
 from zumik.storage.store import ProjectStore
@@ -59,3 +60,20 @@ def test_lease_mode_takes_a_released_lease_at_once(tmp_path):
     holder.release()
     taken = Claimer("lease", 30.0).try_claim(batch)
     assert taken is not None and taken.epoch == 2
+
+
+def test_flock_claim_released_from_another_thread_is_free_at_once(tmp_path):
+    """The executor takes a claim in its loop thread and releases it from a worker thread
+    (``asyncio.to_thread``): the run lock must be free at once, not when the garbage collector
+    closes the lock's file (filelock's hold count is thread-local by default)."""
+    batch = handle(tmp_path)
+    claimer = Claimer("flock", 30.0)
+    claim = claimer.try_claim(batch)
+    assert claim is not None
+    releaser = threading.Thread(target=claim.release)
+    releaser.start()
+    releaser.join()
+    again = Claimer("flock", 30.0).try_claim(batch)  # ``claim`` is still referenced
+    assert again is not None and again.epoch == 2
+    again.release()
+    assert claim.released

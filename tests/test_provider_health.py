@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 
+import aiohttp
 import pytest
 import requests
 from conftest import (
@@ -113,7 +115,7 @@ def test_a_poison_line_fails_alone_after_its_attempts(make_app, provider):
     assert batch["request_counts"] == {"total": 40, "completed": 39, "failed": 1}
     poison = by_id(client, batch)["poison"]  # the provider's last answer, as it gave it
     assert poison["error"] is None and poison["response"]["status_code"] == 500
-    assert stats(provider)["by_content"]["#fail:500:999"] == 3
+    assert stats(provider)["by_content"]["#fail:500:999"] == 6  # 3, and 3 in the last round
 
 
 @pytest.mark.slow
@@ -255,3 +257,90 @@ def test_lines_fall_through_to_a_live_candidate_while_a_provider_is_down(
     assert stats(second_provider)["requests"] == 40
     # once alpha was down, lines went to beta first: far fewer than 2 tries per line at alpha
     assert stats(provider)["requests"] < 40
+
+
+def test_a_query_of_death_alone_cannot_mark_its_provider_down(make_app, provider):
+    """Found by review: a request the provider drops the connection for, as the only traffic,
+    was sent 33 times in 30 s with ZUMIK_MAX_ATTEMPTS=3 and the batch stayed in_progress: its
+    own failures marked the provider down, attempts were not charged while down, and it kept
+    winning the probe slot. Now one line cannot mark its provider down alone: the provider's
+    ``GET /models`` answers, so the line is charged and fails after its attempts."""
+    client = make_app(
+        start=True, upstream_url=provider.url, concurrency=4, max_attempts=3, **FAST
+    ).test_client()
+    started = time.time()
+    batch = wait_batch(
+        client, start(client, jsonl([request_line("qod", "#fail:reset:999", "m")])), timeout=30
+    )
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+    line = by_id(client, batch)["qod"]
+    assert line["error"]["code"] == "connection_error"
+    sent = stats(provider)["by_content"]["#fail:reset:999"]
+    # the row, its 3 charged attempts, and 3 more in the last round at the end of the batch
+    assert sent <= FAST["provider_down_failures"] + 6
+    assert stats(provider)["probes"] >= 1
+    assert time.time() - started < 20
+
+
+def test_a_dead_provider_is_still_waited_out_by_a_single_line(make_app, provider):
+    """The probe tells a dead provider from a poisoned request: a one-line batch whose provider
+    is down keeps its line waiting (uncharged) and completes when it is back."""
+    client = make_app(
+        start=True, upstream_url=provider.url, concurrency=4, max_attempts=2, **FAST
+    ).test_client()
+    provider.outage(4.0)
+    batch = wait_batch(client, start(client, echo_lines(1, model="m")), timeout=40)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+
+
+def flaky_provider_batch(make_app, provider, lines: int = 200) -> dict:
+    """Every 3rd request 500, every 5th 429, over a ``lines``-line batch."""
+    control(provider, fail_every={"500": 3, "429": 5})
+    client = make_app(
+        start=True, upstream_url=provider.url, concurrency=16, retry_backoff=0.01
+    ).test_client()
+    return wait_batch(client, start(client, echo_lines(lines, model="m")), timeout=120)
+
+
+def test_a_flaky_provider_fails_no_line(make_app, provider):
+    """Found by review: 199/200 (a line drew five 500s in a row). A line whose attempts ran
+    out while its provider answered other lines gets one last round at the end."""
+    batch = flaky_provider_batch(make_app, provider)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(10))
+def test_a_flaky_provider_fails_no_line_10_of_10(make_app, provider, run):
+    batch = flaky_provider_batch(make_app, provider)
+    assert batch["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+
+
+def test_the_models_probe_reads_a_capped_answer_never_decompressed(provider):
+    """The probe is a reader of a peer's answer too: a ``GET /models`` answering a gzip bomb
+    counts as an answer (the provider is there) and at most 64 KiB of it is read, as sent."""
+    from zumik.execution.probe import models_prober
+    from zumik.execution.routing import ProviderConfig
+
+    control(provider, models_bomb=True)
+
+    async def probe() -> tuple[bool, float]:
+        async with aiohttp.ClientSession() as session:
+            prober = models_prober(session, ProviderConfig("p", provider.url))
+            started = time.monotonic()
+            return await prober(), time.monotonic() - started
+
+    asyncio.run(probe())  # the fake provider (in this process) builds its bomb once
+    tracemalloc.start()
+    try:
+        alive, took = asyncio.run(probe())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert alive and took < 10
+    assert peak < 8 << 20, f"reading the probe's answer took {peak} bytes"
+    provider.outage(30.0)  # nobody listening: not alive
+    assert asyncio.run(probe())[0] is False

@@ -5,8 +5,10 @@ receiver that checks every delivery with ``client.webhooks.unwrap``)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -417,3 +419,23 @@ def test_rotation_both_secrets_sign_during_the_grace(gunicorn, receivers, tmp_pa
     receiver.secrets = [old, new, newest]
     after = deliver_one()  # no grace: only the newest secret signs
     assert after.verified_with == [newest]
+
+
+def test_a_receivers_answer_is_read_capped_and_never_decompressed(make_app, receivers, settings):
+    """Found by review: the deliverer read a receiver's whole answer, decompressed: a 200 with
+    a ~1.5 MB gzip body that inflates to 1.5 GiB took a worker from 46 MB to ~1.5 GB. Here a
+    200 whose gzip body inflates to 512 MiB is delivered (2xx) without the process growing."""
+    receiver = receivers()
+    _, secret = webhooks.add_endpoint(settings.data_dir, "proj-a", receiver.url)
+    receiver.secrets = [secret]
+    bomb = gzip.compress(b"\0" * (512 << 20), 6)
+    receiver.reply_body = bomb
+    receiver.reply_headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    client = make_app(start=True, webhook_poll_interval=0.05).test_client()
+    batch_id = create_batch(client, upload(client, echo_lines(2)).get_json()["id"]).get_json()["id"]
+    assert wait_batch(client, batch_id)["status"] == "completed"
+    wait_until(lambda: outbox_entries(settings.data_dir) == {}, what="the delivery settled")
+    assert len(receiver.deliveries) == 1  # a 2xx: delivered once, not retried
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 100 * 1024, f"the process grew by {grown} KiB"

@@ -4,11 +4,13 @@ official openai SDK (``client.webhooks.unwrap``) and records what it got.
 It listens only between ``start()`` and ``stop()`` (a receiver that is down refuses the
 connection) and always on the same port. While ``hanging`` is set, requests get no answer
 until ``stop()`` (a slow receiver; they are counted in ``seen`` but never become deliveries);
-``fail_next`` answers that many with 503.
+``fail_next`` answers that many with 503. ``reply_body`` and ``reply_headers`` are sent with
+every answer (a hostile receiver: a gzip bomb, a huge body).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ class Receiver:
         self.seen: list[str] = []  # the webhook-id of every request, answered or not
         self.fail_next = 0
         self.hanging = False
+        self.reply_body = b""
+        self.reply_headers: dict[str, str] = {}
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -55,8 +59,12 @@ class Receiver:
                     return
                 status = receiver._record(dict(self.headers.items()), body)
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                for name, value in receiver.reply_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(receiver.reply_body)))
                 self.end_headers()
+                with contextlib.suppress(OSError):  # the sender may hang up mid-body
+                    self.wfile.write(receiver.reply_body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -11,6 +11,13 @@ what it was before the failures began.
 A line's attempt counts only when the failure is the line's own: any non-provider-level failure
 (500, a 4xx, a bad body), or a provider-level one while the provider answered other requests
 (``answers`` moved on while the attempt was out).
+
+Given a ``prober`` (``zumik.probe``: the provider's ``GET /models``), a provider is judged by
+more than one line. A row of failures from one line alone cannot mark it down: once that row
+is ``down_failures`` long, the probe decides (``judge``): the provider answers, so the failures
+are the line's own and are charged (a poisoned request fails after its attempts); or it does
+not, and it is down. While it is down the probe, never a waiting line's request, says when it
+is back.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from zumik.execution.limits import ProviderLimits
@@ -48,8 +55,12 @@ class ProviderHealth:
         down_seconds: float = 2.0,
         probe_max: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        prober: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.name = name
+        self.prober = prober
+        self._row_lines: set[int] = set()  # the lines whose failures make the current row
+        self._probe_task: asyncio.Task[None] | None = None
         self.limits = limits
         self.down_failures = down_failures
         self.down_seconds = down_seconds
@@ -85,12 +96,14 @@ class ProviderHealth:
         try:
             while not self.up:
                 now = self.clock()
-                if not self.probing and now >= self.probe_at:
+                if self.prober is None and not self.probing and now >= self.probe_at:
                     self.probing = True
                     return True
                 if self._changed is None:
                     self._changed = asyncio.Event()
                 timeout = None if self.probing else max(self.probe_at - now, 0.01)
+                if self.prober is not None:  # the probe task notifies; look now and then
+                    timeout = 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout)
             return False
@@ -114,6 +127,7 @@ class ProviderHealth:
         """The provider answered (a success, or a failure that is the line's)."""
         self.answers += 1
         self.failures_in_row = 0
+        self._row_lines.clear()
         self.last_answer = self.clock()
         self.latency_ewma = (
             latency if not self.latency_ewma else (0.9 * self.latency_ewma + 0.1 * latency)
@@ -123,8 +137,10 @@ class ProviderHealth:
         if not self.up:
             self._mark_up()
 
-    def failed(self, probe: bool, status: int | None, retry_after: float | None = None) -> None:
-        """A provider-level failure (see ``is_provider_failure``)."""
+    def failed(
+        self, probe: bool, status: int | None, retry_after: float | None = None, line: int = 0
+    ) -> None:
+        """A provider-level failure (see ``is_provider_failure``) of ``line``'s request."""
         if status == 429:
             self.rate_limited += 1
         if probe:
@@ -139,11 +155,45 @@ class ProviderHealth:
         if self.failures_in_row == 0:
             self._limit_before = self.limits.limit  # what to resume at
         self.failures_in_row += 1
+        self._row_lines.add(line)
         if (
             self.failures_in_row >= self.down_failures
             and self.clock() - self.last_answer >= self.down_seconds
+            and (self.prober is None or len(self._row_lines) > 1)  # never one line alone
         ):
             self._mark_down()
+
+    def failing_alone(self, line: int) -> bool:
+        """Whether ``line`` alone made a row of ``down_failures`` failures (``judge`` then
+        decides whose they are)."""
+        return (
+            self.prober is not None
+            and self.up
+            and self.failures_in_row >= self.down_failures
+            and self._row_lines == {line}
+        )
+
+    async def judge(self) -> bool:
+        """Probe the provider for a line failing alone: True when it answers (the failures
+        are the line's own); else it is marked down and False."""
+        assert self.prober is not None
+        alive = await self.prober()
+        if not alive and self.up:
+            self._mark_down()
+        return alive
+
+    async def _probe_loop(self) -> None:
+        """While down: the probe on a capped exponential backoff, until it answers."""
+        assert self.prober is not None
+        while not self.up:
+            await asyncio.sleep(max(self.probe_at - self.clock(), 0.0))
+            if self.up:
+                return
+            if await self.prober():
+                self._mark_up()
+                return
+            self.probe_delay = min(self.probe_delay * 2, self.probe_max)
+            self.probe_at = self.clock() + self.probe_delay
 
     def abandon(self, probe: bool) -> None:
         """A probe that was never sent (its line was cancelled): let another line probe."""
@@ -158,6 +208,9 @@ class ProviderHealth:
         self.down_since = time.time()
         self.probe_delay = PROBE_FIRST
         self.probe_at = self._down_at + PROBE_FIRST
+        if self.prober is not None and (self._probe_task is None or self._probe_task.done()):
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to probe with
+                self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
         log.warning(
             "provider %s is down after %d failures in a row and no answer for "
             "%.1f s; holding its lines, probing",
@@ -171,6 +224,8 @@ class ProviderHealth:
         down_for = self.clock() - self._down_at
         self.up = True
         self.down_since = None
+        self.failures_in_row = 0
+        self._row_lines.clear()
         self.limits.limit = max(self.limits.limit, self._limit_before)
         self.limits.wake()
         log.warning(

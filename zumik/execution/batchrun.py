@@ -17,7 +17,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -26,7 +25,9 @@ from zumik.core import ids
 from zumik.core.lines import CHAT, EMBEDDINGS
 from zumik.core.records import Status, is_terminal, priority_rank
 from zumik.execution.budget import Budget
-from zumik.execution.finalize import Finalizing
+from zumik.execution.finalize import Finalizing, Incomplete
+from zumik.execution.lastround import LastRound
+from zumik.execution.outcome import RunOutcome
 from zumik.execution.packing import Pack, Packer
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
@@ -34,10 +35,11 @@ from zumik.execution.scheduler import FairScheduler
 from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import Upstream
 from zumik.execution.validate import Validating
+from zumik.execution.watch import Watching
 from zumik.execution.wire import RequestBody, request_of
 from zumik.ops.metrics import Counter, Metrics
 from zumik.settings import Settings
-from zumik.storage import journal, progress
+from zumik.storage import journal
 from zumik.storage.claims import Claim
 from zumik.storage.inputs import iter_lines
 from zumik.storage.store import ProjectStore
@@ -45,33 +47,10 @@ from zumik.storage.store import ProjectStore
 log = logging.getLogger("zumik.executor")
 
 
-class RunOutcome(StrEnum):
-    """Why a run stops: the first three finalize the batch, the rest hand the claim back."""
-
-    DONE = "done"  # every line has a result: completed
-    CANCELLED = "cancelled"  # the cancel marker was seen: cancelled with what finished
-    EXPIRED = "expired"  # the completion window ended: the rest become batch_expired
-    SHUTDOWN = "shutdown"  # the worker is stopping; the next claim resumes
-    LOST = "lost"  # a newer epoch took the lease; this run writes nothing more
-    PAUSED = "paused"  # storage failed (disk full): hand back, the executor retries later
-
-    @property
-    def final_status(self) -> Status | None:
-        """The terminal status this outcome gives the batch (None: the claim is handed back)."""
-        return _FINAL_STATUS.get(self)
-
-
-_FINAL_STATUS = {
-    RunOutcome.DONE: Status.COMPLETED,
-    RunOutcome.CANCELLED: Status.CANCELLED,
-    RunOutcome.EXPIRED: Status.EXPIRED,
-}
 encode = msgspec.json.encode
-WATCH_INTERVAL = 0.1
-COUNTS_INTERVAL = 1.0
 
 
-class BatchRun(Validating, Finalizing):
+class BatchRun(Validating, Finalizing, LastRound, Watching):
     """Runs one batch this executor has claimed."""
 
     def __init__(
@@ -117,6 +96,7 @@ class BatchRun(Validating, Finalizing):
         self._request_count = 0
         self._progress_seq = 0
         self._line_counters: dict[tuple[str | None, str, bool], Counter] = {}
+        self.deferred: list[tuple[int, str, RequestBody]] | None = []  # for the last round
 
     def next_request_id(self) -> str:
         """``batch_req_`` + 24 hex: a random prefix per run and a counter (no syscall per line)."""
@@ -159,17 +139,25 @@ class BatchRun(Validating, Finalizing):
             record = self.batch.read()
             if record is None or is_terminal(record):  # (a finisher killed before settling)
                 await asyncio.to_thread(self.settle_ending, record)
+                if record is not None:  # a finalize cut short after its terminal record
+                    await asyncio.to_thread(self.batch.remove_run_state)
                 return
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)
                 if record["status"] == Status.FAILED:
                     return
             await self._execute(record)
+        except Incomplete as exc:
+            self.end(RunOutcome.PAUSED)
+            log.warning("batch %s: not finalized: %s", self.batch_id, exc)
         except Exception:
             self.end(RunOutcome.PAUSED)
             log.exception(
                 "batch %s: run failed; paused, it will be retried by a later claim", self.batch_id
             )
+            if not self.claim.lost:  # cancel and expiry hold whatever broke the run
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.end_if_due)
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -179,9 +167,25 @@ class BatchRun(Validating, Finalizing):
         self.progress = await asyncio.to_thread(
             journal.recover, self.batch.segments(), self.settings.claim_mode == "flock", self.prices
         )
+        if self.progress.unreadable:
+            log.error(
+                "batch %s: %d journal entries could not be counted; their lines are sent again",
+                self.batch_id,
+                self.progress.unreadable,
+            )
+            self.metrics.inc("zumik_line_errors_total", (), self.progress.unreadable)
         status = record["status"]
+        if status == Status.FINALIZING and await asyncio.to_thread(
+            self.missing_lines, record, self.progress.done
+        ):  # an earlier finalize was cut short with lines missing: send them first
+            record = await asyncio.to_thread(self.back_to_sending)
+            status = record["status"]
+        if status == Status.IN_PROGRESS and self.clock() >= record["expires_at"]:
+            self.end(RunOutcome.EXPIRED)  # never send past the window, whatever is left
+        elif status == Status.IN_PROGRESS and self.batch.cancel_requested():
+            self.end(RunOutcome.CANCELLED)
         started = time.perf_counter()
-        if status == Status.IN_PROGRESS:
+        if status == Status.IN_PROGRESS and self.outcome is None:
             self.writer = journal.JournalWriter(
                 self.batch.segment_path(self.claim.epoch), asyncio.get_running_loop()
             )
@@ -196,6 +200,11 @@ class BatchRun(Validating, Finalizing):
             self.end(RunOutcome.CANCELLED)
         if self.outcome is None and self.clock() >= record["expires_at"]:
             self.end(RunOutcome.EXPIRED)
+        if self.writer is not None and self.writer.error is not None:
+            log.error(
+                "batch %s: journal write failed (%s); pausing", self.batch_id, self.writer.error
+            )
+            self.end(RunOutcome.PAUSED)  # lines it dropped count as done only in memory
         self.end(RunOutcome.DONE)  # no other outcome: every line has its result
         outcome = self.outcome
         assert outcome is not None
@@ -238,13 +247,15 @@ class BatchRun(Validating, Finalizing):
             if self.endpoint == EMBEDDINGS:  # lines go upstream in packs (execution.packing)
                 pending = self.packer.units(pending)
             self._start_sender(pending)
-            while self.senders:  # senders start more senders while they find free slots
-                done, _ = await asyncio.wait(set(self.senders))
-                for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        failure = failure or task.exception()
-            if failure is not None:  # lines may be left unsent: never DONE, pause instead
-                raise failure
+            for _ in range(2):  # every line, then the last round of the deferred ones
+                while self.senders:  # senders start more senders while they find free slots
+                    done, _ = await asyncio.wait(set(self.senders))
+                    for task in done:
+                        if not task.cancelled() and task.exception() is not None:
+                            failure = failure or task.exception()
+                if failure is not None:  # lines may be left unsent: never DONE, pause instead
+                    raise failure
+                await self.last_round()
         finally:
             self.scheduler.clear_rank(self.project, self.batch_id)
             for task in self.senders:
@@ -272,12 +283,12 @@ class BatchRun(Validating, Finalizing):
                 continue
             yield number, custom_id, body
 
-    def _start_sender(self, pending: Iterator[Any]) -> None:
-        task = asyncio.create_task(self._sender(pending))
+    def _start_sender(self, pending: Iterator[Any], single: bool = False) -> None:
+        task = asyncio.create_task(self._sender(pending, single))
         self.senders.add(task)
         task.add_done_callback(self.senders.discard)
 
-    async def _sender(self, pending: Iterator[Any]) -> None:
+    async def _sender(self, pending: Iterator[Any], single: bool = False) -> None:
         """Send lines one after another, each under a slot of the fair scheduler, until none is
         left or the run has an outcome.
 
@@ -301,7 +312,7 @@ class BatchRun(Validating, Finalizing):
                 line = None if stop else next(pending, None)
                 if line is None:
                     return
-                if not self._waiting_senders and len(self.senders) < scheduler.slots:
+                if not single and not self._waiting_senders and len(self.senders) < scheduler.slots:
                     self._start_sender(pending)
                 if isinstance(line, Pack):  # one slot, one request, one journal write
                     results = await self.packer.send(line, self._request)
@@ -336,6 +347,8 @@ class BatchRun(Validating, Finalizing):
             ok = outcome.ok
             if ok:
                 self.throughput.answered(outcome.provider, sent, outcome.usage)
+            elif outcome.retryable and self.defer(number, custom_id, body):
+                return None  # not journaled: sent again in the last round
             line = (
                 response_line(custom_id, outcome, self.next_request_id())
                 if outcome.body is not None and outcome.status_code is not None
@@ -387,64 +400,4 @@ class BatchRun(Validating, Finalizing):
         message = f"Internal error while running this request ({type(exc).__name__})"
         self._journal(
             number, error_line(custom_id, "internal_error", message), False, None, None, model
-        )
-
-    async def _watch(self, record: dict[str, Any]) -> None:
-        """Cancel, expiry, lease and durability housekeeping while lines are sent. If it fails
-        (a storage error), the run pauses: a run nobody watches must not go on sending."""
-        try:
-            await self._watch_loop(record)
-        except Exception:
-            log.exception("batch %s: watcher failed; pausing", self.batch_id)
-            if self.outcome is None:
-                self.end(RunOutcome.PAUSED, abort=True)
-
-    async def _watch_loop(self, record: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        next_counts = next_beat = loop.time()
-        beat_every = self.settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(min(WATCH_INTERVAL, self.settings.upstream_fsync_interval))
-            if self.writer is not None:
-                await asyncio.to_thread(self.writer.sync)
-                if self.writer.error is not None and self.outcome is None:
-                    log.error(
-                        "batch %s: journal write failed (%s); pausing",
-                        self.batch_id,
-                        self.writer.error,
-                    )
-                    self.end(RunOutcome.PAUSED, abort=True)
-            if self.outcome is None and self.batch.cancel_requested():
-                self.end(RunOutcome.CANCELLED, abort=True)
-            if self.outcome is None and self.clock() >= record["expires_at"]:
-                self.end(RunOutcome.EXPIRED, abort=True)
-            now = loop.time()
-            if now >= next_beat:
-                next_beat = now + beat_every
-                if not await asyncio.to_thread(self.claim.heartbeat):
-                    log.warning("batch %s: lease lost to a newer epoch; stopping", self.batch_id)
-                    self.end(RunOutcome.LOST, abort=True)
-            if now >= next_counts:
-                next_counts = now + COUNTS_INTERVAL
-                try:
-                    await asyncio.to_thread(self._save_counts)
-                except OSError as exc:
-                    log.error("batch %s: saving counts failed (%s); pausing", self.batch_id, exc)
-                    if self.outcome is None:
-                        self.end(RunOutcome.PAUSED, abort=True)
-
-    def _save_counts(self) -> None:
-        if self.outcome in (RunOutcome.LOST, RunOutcome.PAUSED):
-            return
-        saved = self.progress
-        self._progress_seq += 1
-        progress.write(
-            self.batch.progress_path,
-            {
-                "request_counts": {"completed": saved.completed, "failed": saved.failed},
-                "usage": saved.usage,
-                "cost": saved.cost(),
-            },
-            self.claim.epoch,
-            self._progress_seq,
         )

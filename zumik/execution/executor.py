@@ -62,6 +62,7 @@ class Executor:
         self.paused_until: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}  # active batch id -> when this executor saw it
         self.pause_seconds = 5.0
+        self.grace = settings.shutdown_grace  # how long a stop lets in-flight requests finish
         self._metrics_flushed = float("-inf")
         self._reported: dict[str, tuple[float, int]] = {}  # provider -> counters flushed
         self.upstream: Upstream | None = None
@@ -93,11 +94,14 @@ class Executor:
         self._thread.start()
         self._ready.wait(10)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop sending, let in-flight requests finish (up to the grace), hand claims back."""
+    def stop(self, timeout: float = 15.0, grace: float | None = None) -> None:
+        """Stop sending, let in-flight requests finish (up to ``grace``, by default
+        ``ZUMIK_SHUTDOWN_GRACE``), hand claims back."""
         loop, stopping = self._loop, self._stopping
         if self._thread is None or loop is None or stopping is None:
             return
+        if grace is not None:
+            self.grace = grace
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(stopping.set)
         self._thread.join(timeout)
@@ -277,7 +281,7 @@ class Executor:
         for run in list(self.runs.values()):
             run.stop()
         if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=self.settings.shutdown_grace)
+            _, pending = await asyncio.wait(set(tasks), timeout=self.grace)
             for run in list(self.runs.values()):
                 run.abort()
             if pending:

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from zumik.core import ids
@@ -26,6 +27,11 @@ from zumik.storage.store import ProjectStore
 from zumik.webhooks import outbox
 
 log = logging.getLogger("zumik.executor")
+
+
+class Incomplete(RuntimeError):
+    """The journal on disk lacks lines the batch must have: nothing is published, the batch
+    goes back to sending them (``BatchRun`` pauses; the next claim sends what is missing)."""
 
 
 class Finalizing:
@@ -79,12 +85,31 @@ class Finalizing:
         writer.sync()
         return written
 
-    def _finalize(self, final: Status) -> None:
-        """Reserve output ids, publish the files, then write the terminal record.
+    def missing_lines(self, record: dict[str, Any], done: journal.LineSet) -> int:
+        """How many request lines of the input have no entry in ``done``."""
+        path = str(self.store.file_data_path(record["input_file_id"]))
+        return sum(1 for number, _ in iter_lines(path) if number not in done)
 
-        Cancel is final: the terminal status is decided under the record's lock, so a batch a
-        cancel already moved to ``cancelling`` ends ``cancelled`` even when this run finished
-        every line before it noticed the cancel.
+    def back_to_sending(self) -> dict[str, Any]:
+        """A ``finalizing`` batch whose journal lacks lines moves back to ``in_progress``."""
+
+        def resume(record: dict[str, Any]) -> None:
+            if record["status"] == Status.FINALIZING:
+                record["status"] = Status.IN_PROGRESS.value
+                record["finalizing_at"] = None
+
+        return self.batch.update(resume)
+
+    def _finalize(self, final: Status) -> None:
+        """Merge the journal, check it holds every line, reserve output ids, publish the
+        files, then write the terminal record.
+
+        ``completed`` and ``expired`` need an entry for every request line 1..N in the journal
+        on disk (not in memory: a write may have failed); when one is missing nothing is
+        published and the batch goes back to sending (``Incomplete``). Cancel is final: the
+        terminal status is decided under the record's lock, so a batch a cancel already moved
+        to ``cancelling`` ends ``cancelled`` even when this run finished every line before it
+        noticed the cancel.
         """
         now = int(self.clock())
         started = time.perf_counter()
@@ -99,8 +124,27 @@ class Finalizing:
             if final == Status.COMPLETED:
                 move(record, Status.FINALIZING, now)
 
-        record = self.batch.update(reserve)
-        merged = self._publish(record)
+        files_dir = self.store.files_dir
+        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
+        try:
+            merged = journal.merge(
+                self.batch.segments(),
+                tmp_out,
+                tmp_err,
+                self.prices,
+                self.settings.result_files == "combined",
+            )
+            record = self.batch.read() or {}
+            if final != Status.CANCELLED and record.get("status") != Status.CANCELLING:
+                missing = self.missing_lines(record, merged.summary.done)
+                if missing:
+                    self.back_to_sending()
+                    raise Incomplete(f"the journal lacks {missing} lines; sending them again")
+            record = self.batch.update(reserve)
+            self._publish(record, merged, tmp_out, tmp_err)
+        finally:
+            tmp_out.unlink(missing_ok=True)
+            tmp_err.unlink(missing_ok=True)
         summary = merged.summary
 
         def finish(current: dict[str, Any]) -> None:
@@ -131,6 +175,47 @@ class Finalizing:
                 "epoch": self.claim.epoch,
             },
         )
+
+    def end_if_due(self) -> None:
+        """After a run failed: a batch cancelled or past its window ends anyway, so no line,
+        provider answer or journal entry can keep it from being cancelled or expiring. The
+        normal finalize first; if that fails too (but the disk takes writes), the terminal
+        record alone, without result files (logged)."""
+        record = self.batch.read()
+        if record is None or record["status"] not in (
+            Status.IN_PROGRESS,
+            Status.FINALIZING,
+            Status.CANCELLING,
+        ):
+            return
+        if record["status"] == Status.CANCELLING:
+            final = Status.CANCELLED
+        elif self.clock() >= record["expires_at"]:
+            final = Status.EXPIRED
+        else:
+            return
+        try:
+            if final == Status.EXPIRED:
+                self._expire_rest(record)
+            self._finalize(final)
+            return
+        except Exception as exc:
+            log.error(
+                "batch %s: cannot finalize (%s: %s); ending it %s without result files",
+                self.batch_id,
+                type(exc).__name__,
+                exc,
+                final.value,
+            )
+
+        def bare(current: dict[str, Any]) -> bool:
+            if current["status"] not in (Status.IN_PROGRESS, Status.FINALIZING, Status.CANCELLING):
+                return False
+            current["output_file_id"] = current["error_file_id"] = None
+            return True
+
+        self.make_terminal(final, bare)
+        self.batch.remove_run_state()
 
     def make_terminal(
         self, final: Status, change: Callable[[dict[str, Any]], bool | None]
@@ -163,7 +248,12 @@ class Finalizing:
             self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
             ended = ended_at(record)
             if ended is not None:  # the input's expires_at now says when it goes
-                self.store.release_input(record["input_file_id"], ended + self.settings.batch_ttl)
+                try:
+                    self.store.release_input(
+                        record["input_file_id"], ended + self.settings.batch_ttl
+                    )
+                except OSError as exc:  # the batch has ended: its input just stays longer
+                    log.warning("batch %s: input not released (%s)", self.batch_id, exc)
             self.settle_ending(record)
         elif is_terminal(record):
             self.batch.clear_active()  # another claim ended it and settles it
@@ -180,41 +270,30 @@ class Finalizing:
             outbox.enqueue(self.settings.data_dir, self.store.project, record)
         self.batch.clear_active()
 
-    def _publish(self, record: dict[str, Any]) -> journal.Merged:
-        files_dir = self.store.files_dir
-        tmp_out, tmp_err = temp_path(files_dir, "out-"), temp_path(files_dir, "err-")
-        try:
-            merged = journal.merge(
-                self.batch.segments(),
-                tmp_out,
-                tmp_err,
-                self.prices,
-                self.settings.result_files == "combined",
-            )
-            now = int(self.clock())
-            ttl = record.get("_output_ttl") or self.settings.output_ttl
-            for tmp, file_id, suffix, count in (
-                (tmp_out, record["_output_file_id"], "output", merged.output_lines),
-                (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
-            ):
-                if count:
-                    self.store.write_file(
-                        tmp,
-                        {
-                            "id": file_id,
-                            "object": "file",
-                            "bytes": os.path.getsize(tmp),
-                            "created_at": now,
-                            "filename": f"{self.batch_id}_{suffix}.jsonl",
-                            "purpose": "batch_output",
-                            "status": "processed",
-                            "status_details": None,
-                            "expires_at": now + ttl,
-                            "requests": count,
-                            "batch_id": self.batch_id,
-                        },
-                    )
-            return merged
-        finally:
-            tmp_out.unlink(missing_ok=True)
-            tmp_err.unlink(missing_ok=True)
+    def _publish(
+        self, record: dict[str, Any], merged: journal.Merged, tmp_out: Path, tmp_err: Path
+    ) -> None:
+        """Publish the merged result files under the ids the record reserved."""
+        now = int(self.clock())
+        ttl = record.get("_output_ttl") or self.settings.output_ttl
+        for tmp, file_id, suffix, count in (
+            (tmp_out, record["_output_file_id"], "output", merged.output_lines),
+            (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
+        ):
+            if count:
+                self.store.write_file(
+                    tmp,
+                    {
+                        "id": file_id,
+                        "object": "file",
+                        "bytes": os.path.getsize(tmp),
+                        "created_at": now,
+                        "filename": f"{self.batch_id}_{suffix}.jsonl",
+                        "purpose": "batch_output",
+                        "status": "processed",
+                        "status_details": None,
+                        "expires_at": now + ttl,
+                        "requests": count,
+                        "batch_id": self.batch_id,
+                    },
+                )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
+from zumik.core.numbers import bounded_int, bounded_seconds
 from zumik.execution.routing import ProviderConfig
 from zumik.execution.wire import RequestBody
 
@@ -37,16 +37,13 @@ def parse_reset(value: str | None) -> float | None:
     ``RESET_MAX``; None for anything else (never an exception, whatever the provider sends)."""
     if not value or len(value) > RESET_CHARS:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        parts = _DURATION.findall(value)
-        if not parts:
-            return None
-        seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
-    if not math.isfinite(seconds):
+    seconds = bounded_seconds(value, RESET_MAX)
+    if seconds is not None:
+        return seconds
+    parts = _DURATION.findall(value)
+    if not parts:
         return None
-    return min(max(seconds, 0.0), RESET_MAX)
+    return bounded_seconds(sum(float(number) * _UNITS[unit] for number, unit in parts), RESET_MAX)
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
@@ -94,7 +91,9 @@ class TokenBucket:
         return (cost - self.tokens) / self.rate
 
     def adjust(self, delta: float) -> None:
-        self.tokens -= delta
+        """Correct the bucket by what a request really cost beyond its estimate; the debt is
+        bounded to one minute's worth, whatever an answer claims."""
+        self.tokens = min(self.capacity, max(self.tokens - delta, -self.rate * 60.0))
 
 
 class ProviderLimits:
@@ -205,8 +204,8 @@ class ProviderLimits:
             self._wake()
         if self.tpm is not None and isinstance(usage, dict):
             actual = usage.get("total_tokens")
-            if isinstance(actual, int):
-                self.tpm.adjust(actual - estimate)
+            if isinstance(actual, int) and not isinstance(actual, bool):
+                self.tpm.adjust(bounded_int(actual) - estimate)
         self._respect_headers(headers)
 
     def on_failure(self, status: int | None, headers: Any = None, ticket: int = 0) -> None:

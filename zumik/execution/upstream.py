@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,9 +24,11 @@ import aiohttp
 import msgspec
 
 from zumik.core.lines import CHAT, strict_decode
+from zumik.core.numbers import bounded_seconds
 from zumik.execution import echo
 from zumik.execution.availability import ProviderHealth, is_provider_failure
 from zumik.execution.limits import ProviderLimits
+from zumik.execution.probe import models_prober
 from zumik.execution.routing import ProviderConfig, Route, Target
 from zumik.execution.wire import RequestBody
 from zumik.ops.metrics import Metrics
@@ -63,33 +64,25 @@ class Outcome:
     provider: str = ""
 
 
-def _seconds(value: float) -> float | None:
-    return min(max(value, 0.0), RETRY_AFTER_MAX) if math.isfinite(value) else None
-
-
 def retry_after(headers: Any) -> float | None:
     """The provider's own wait (``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP
-    date), capped; None when absent or unparseable (never an exception)."""
+    date), bounded (``bounded_seconds``); None when absent or unparseable (never raises)."""
     if headers is None:
         return None
     raw_ms = headers.get("retry-after-ms")
     if raw_ms and len(raw_ms) <= HEADER_CHARS:
-        try:
-            seconds = _seconds(float(raw_ms) / 1000.0)
-            if seconds is not None:
-                return seconds
-        except ValueError:
-            pass
+        millis = bounded_seconds(raw_ms, RETRY_AFTER_MAX * 1000.0)
+        if millis is not None:
+            return millis / 1000.0
     raw = headers.get("retry-after")
     if not raw or len(raw) > HEADER_CHARS:
         return None
-    try:
-        return _seconds(float(raw))
-    except ValueError:
-        pass
+    seconds = bounded_seconds(raw, RETRY_AFTER_MAX)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(raw)
-        return _seconds(when.timestamp() - time.time())
+        return bounded_seconds(when.timestamp() - time.time(), RETRY_AFTER_MAX)
     except (TypeError, ValueError, OverflowError, IndexError):
         return None
 
@@ -173,6 +166,7 @@ class Upstream:
                 down_failures=config.down_failures,
                 down_seconds=config.down_seconds,
                 probe_max=config.probe_max,
+                prober=models_prober(self.session, provider),
             )
         return health
 
@@ -261,7 +255,7 @@ class Upstream:
             if provider_failure:
                 if health.up and not probe:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
-                health.failed(probe, outcome.status_code, retry_after(response_headers))
+                health.failed(probe, outcome.status_code, retry_after(response_headers), id(body))
             else:
                 health.answered(probe, latency)
                 if outcome.ok:
@@ -270,9 +264,10 @@ class Upstream:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
             # the line's own failure: not about the provider, or others got answers meanwhile;
             # with another candidate to fall through to, every attempt counts
-            if not outcome.ok and (
-                not wait or not provider_failure or health.answers != answers_before
-            ):
+            own = not wait or not provider_failure or health.answers != answers_before
+            if provider_failure and not own and health.failing_alone(id(body)):
+                own = await health.judge()  # the provider answers its probe: a poisoned line
+            if not outcome.ok and own:
                 charged += 1
             outcome.attempts = sends
             outcome.provider = provider.name

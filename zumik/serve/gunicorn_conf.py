@@ -7,6 +7,7 @@ automatically when started there. Every value can still be overridden on the com
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 from zumik.settings import load_settings
@@ -45,7 +46,14 @@ def post_worker_init(worker):
         executor.start()
 
 
+QUICK_GRACE = 2.0  # seconds in-flight lines may finish on SIGINT/SIGQUIT (then re-sent later)
+
+
 def worker_exit(server, worker):
     executor = _executor(worker)
+    quick = getattr(worker, "quitting", False)  # SIGINT/SIGQUIT, not SIGTERM
     if executor is not None:
-        executor.stop(timeout=graceful_timeout - 5)
+        executor.stop(timeout=graceful_timeout - 5, grace=QUICK_GRACE if quick else None)
+    if quick:  # nothing left to save: never wait for pool threads serving slow clients
+        logging.shutdown()
+        os._exit(0)

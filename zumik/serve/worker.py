@@ -24,6 +24,7 @@ import collections
 import errno
 import selectors
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -145,6 +146,24 @@ class ClientConn(TConn):
 class ZumikWorker(JsonErrorPages, ThreadWorker):
     """gthread with the slow-client defences described in the module docstring, answering
     gunicorn's own errors (400, 414, 431) in the JSON envelope (``zumik.serve.error_pages``)."""
+
+    quitting = False
+
+    def handle_quit(self, sig, frame) -> None:
+        """SIGINT or SIGQUIT: quick shutdown (``worker_exit`` then ends the process).
+
+        gthread's own handler shuts its thread pool down from inside the signal handler; when
+        the signal lands while the main thread is inside the pool's ``submit`` (a connection
+        handed to a thread, which may be starting one), both take the pool's non-reentrant
+        lock and the worker deadlocks until the master SIGKILLs it (Ctrl-C of ``zumik serve``
+        hung once in 8). Here the handler only ends the run loop, once (the master's SIGQUIT
+        follows the terminal's SIGINT), and touches no lock."""
+        if self.quitting:
+            return
+        self.quitting = True
+        self.alive = False
+        self.cfg.worker_int(self)
+        sys.exit(0)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

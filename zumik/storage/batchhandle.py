@@ -114,8 +114,9 @@ class BatchHandle:
 
     # -- claims ----------------------------------------------------------------------------
     def run_lock(self) -> FileLock:
-        """The flock a running worker holds (flock mode); non-blocking."""
-        return FileLock(self.run_lock_path, blocking=False)
+        """The flock a running worker holds (flock mode); non-blocking. Not thread-local: the
+        executor takes it in its loop thread and releases it from a worker thread."""
+        return FileLock(self.run_lock_path, blocking=False, thread_local=False)
 
     def lease_path(self, epoch: int) -> Path:
         return self.dir / f"{self.batch_id}.lease.{epoch}"

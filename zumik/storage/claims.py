@@ -91,8 +91,8 @@ class Claim:
         """Rewrite the lease in place (never rename: see the module docstring)."""
         fd = os.open(self.lease_path, os.O_WRONLY)
         try:
-            os.pwrite(fd, self._lease_bytes(released), 0)
-            os.fsync(fd)
+            fsutil.pwrite(fd, self._lease_bytes(released), 0)
+            fsutil.fsync(fd)
         finally:
             os.close(fd)
 
@@ -150,8 +150,8 @@ class Claimer:
             return None
         try:
             try:
-                os.write(fd, claim._lease_bytes())
-                os.fsync(fd)
+                fsutil.write_all(fd, claim._lease_bytes())
+                fsutil.fsync(fd)
             finally:
                 os.close(fd)
             fsutil.fsync_dir(batch.dir)

@@ -5,23 +5,104 @@ Temp files are named ``.tmp-<host>@<pid>-<label><random>``, where ``<host>`` is 
 host name and boot id (``host_id``). Several hosts may share a data dir on a network
 filesystem, and a pid means nothing on another host: a sweep removes a temp file only when it
 is this host's and its process is gone, or when it is older than ``max_age`` (whoever made it).
+
+Every write of the batch path (journal, progress, leases, record versions, result files) goes
+through the helpers here (``write_all``, ``pwrite``, ``fsync``, ``replace``, ``link``), so
+tests can fail the k-th of them with ENOSPC or EIO (``FaultPlan``, SQLite's I/O-error tests):
+off by default, one ``is None`` check per call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class FaultPlan:
+    """A test seam: fail the ``fail_at``-th write call (1-based) with ``error``, and every
+    later one too while ``persistent`` (a disk that stays full until ``heal``). With
+    ``fail_at`` None it only counts the calls (``calls``, ``ops``)."""
+
+    def __init__(
+        self, fail_at: int | None = None, error: int = errno.ENOSPC, persistent: bool = True
+    ) -> None:
+        self.fail_at = fail_at
+        self.error = error
+        self.persistent = persistent
+        self.calls = 0
+        self.failures = 0
+        self.ops: list[str] = []
+        self._lock = threading.Lock()
+
+    def check(self, op: str) -> None:
+        with self._lock:
+            self.calls += 1
+            self.ops.append(op)
+            at = self.fail_at
+            if at is None or self.calls < at or (self.calls > at and not self.persistent):
+                return
+            self.failures += 1
+        raise OSError(self.error, os.strerror(self.error), op)
+
+    def heal(self) -> None:
+        """The space is freed: nothing fails any more."""
+        self.fail_at = None
+
+
+_faults: FaultPlan | None = None
+
+
+def inject_faults(plan: FaultPlan | None) -> None:
+    """Install (or with None remove) the fault plan every write helper consults."""
+    global _faults
+    _faults = plan
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` to ``fd``."""
+    if _faults is not None:
+        _faults.check("write")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def pwrite(fd: int, data: bytes, offset: int) -> None:
+    """Write ``data`` at ``offset`` of ``fd`` (in place)."""
+    if _faults is not None:
+        _faults.check("pwrite")
+    os.pwrite(fd, data, offset)
+
+
+def fsync(fd: int) -> None:
+    if _faults is not None:
+        _faults.check("fsync")
+    os.fsync(fd)
+
+
+def replace(src: Path, dst: Path) -> None:
+    if _faults is not None:
+        _faults.check("replace")
+    os.replace(src, dst)
+
+
+def link(src: Path, dst: Path) -> None:
+    if _faults is not None:
+        _faults.check("link")
+    os.link(src, dst)
 
 
 @functools.cache
@@ -65,7 +146,7 @@ def fsync_dir(directory: Path) -> None:
     """Make renames and creations inside ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        fsync(fd)
     finally:
         os.close(fd)
 
@@ -74,10 +155,8 @@ def write_durably(tmp: Path, data: bytes) -> None:
     """Create ``tmp`` (it must not exist) holding ``data``, fsynced before it is closed."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        write_all(fd, data)
+        fsync(fd)
     finally:
         os.close(fd)
 
@@ -87,7 +166,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = temp_path(path.parent)
     try:
         write_durably(tmp, data)
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -111,7 +190,7 @@ def read_json(path: Path) -> Any | None:
 
 def commit_temp(tmp: Path, final: Path) -> None:
     """Move a fully written and fsynced temp file into place durably."""
-    os.replace(tmp, final)
+    replace(tmp, final)
     fsync_dir(final.parent)
 
 
@@ -123,7 +202,7 @@ def link_once(tmp: Path, final: Path) -> bool:
     happened (a retransmitted NFS call): ``tmp`` then has two links, which is success.
     ``tmp`` stays for the caller to unlink."""
     try:
-        os.link(tmp, final)
+        link(tmp, final)
     except FileExistsError:
         return False
     except OSError:

@@ -20,8 +20,11 @@ from typing import Any
 
 import msgspec
 
+from zumik.core.numbers import bounded_int
 from zumik.core.records import zero_usage
 from zumik.storage import fsutil
+
+NUMBER_DIGITS = 12  # a line number with more digits is garbage (int() refuses 4,300+)
 
 
 class LineSet:
@@ -103,8 +106,8 @@ def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
             if not raw.endswith(b"\n"):
                 return  # torn tail
             number, tab, line = raw.partition(b"\t")
-            if not tab or not number.isdigit():
-                continue
+            if not tab or not number.isdigit() or len(number) > NUMBER_DIGITS:
+                continue  # not an entry this code wrote: the line is sent again
             try:
                 entry = _ENTRY.decode(line)
             except msgspec.DecodeError:
@@ -113,8 +116,8 @@ def iter_entries(path: Path) -> Iterator[tuple[int, bytes, Entry]]:
 
 
 def tokens(value: Any) -> int:
-    """A token count as a provider may send it: a whole number, else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count as a provider may send it: a whole number (bounded), else 0."""
+    return bounded_int(value)
 
 
 def total_tokens(usage: Any) -> int:
@@ -164,6 +167,7 @@ class Progress:
     input_cost: float = 0.0
     output_cost: float = 0.0
     priced: bool = False
+    unreadable: int = 0  # entries that could not be counted: left out, so sent again
 
     def record(self, number: int, failed: bool, usage: Any, provider: str | None = None) -> None:
         self.done.add(number)
@@ -191,6 +195,21 @@ class Progress:
         }
 
 
+def take(progress: Progress, number: int, entry: Entry) -> bool | None:
+    """Count ``entry`` for line ``number`` unless that line has one already: whether it failed,
+    or None when it was skipped. An entry that cannot be counted never raises: it is left
+    out (and counted in ``unreadable``), so the line is sent again."""
+    if number in progress.done:
+        return None
+    try:
+        failed = entry.failed
+        progress.record(number, failed, entry.usage, entry.provider)
+    except Exception:
+        progress.unreadable += 1
+        return None
+    return failed
+
+
 def recover(segments: list[Path], repair: bool, prices: Prices | None = None) -> Progress:
     """Rebuild progress from every segment, oldest first (the first entry for a line wins)."""
     progress = Progress(prices or {})
@@ -198,8 +217,7 @@ def recover(segments: list[Path], repair: bool, prices: Prices | None = None) ->
         if repair:
             fsutil.repair_tail(path)
         for number, _, entry in iter_entries(path):
-            if number not in progress.done:
-                progress.record(number, entry.failed, entry.usage, entry.provider)
+            take(progress, number, entry)
     return progress
 
 
@@ -219,7 +237,7 @@ class JournalWriter:
         self.dirty = False
         self._loop = loop
         self._pending: list[bytes] = []
-        self.error: OSError | None = None  # the last failed write (disk full, ...)
+        self.error: OSError | None = None  # the first failed write or sync (disk full, ...)
 
     def append(self, line: bytes) -> None:
         """Queue ``line`` (it must end in a newline) for this loop iteration's write."""
@@ -233,8 +251,11 @@ class JournalWriter:
     def flush(self) -> None:
         """Write what is queued; on failure keep nothing half-written and remember the error.
 
-        Lines that could not be written are dropped: they were not journaled, so the next
-        claim sends them again (at-least-once upstream, exactly-once output).
+        Once a write or sync failed the writer takes nothing more (``error`` is set for good:
+        after a failed fsync not even the lines written before are known to be safe). Lines
+        that could not be written are dropped: they were not journaled, so the run must not
+        end done (``BatchRun`` pauses) and the next claim sends them again (at-least-once
+        upstream, exactly-once output).
         """
         if self._pending:
             data = b"".join(self._pending)
@@ -244,10 +265,8 @@ class JournalWriter:
     def _write(self, data: bytes) -> None:
         if self.error is not None:
             return
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
+            fsutil.write_all(self.fd, data)
         except OSError as exc:
             self.error = exc
             with contextlib.suppress(OSError):
@@ -257,15 +276,22 @@ class JournalWriter:
         self.dirty = True
 
     def sync(self) -> None:
+        """Make what was written durable; raises (and keeps ``error``) when that fails."""
         if self.dirty and self.fd >= 0:
             self.dirty = False
-            os.fsync(self.fd)
+            try:
+                fsutil.fsync(self.fd)
+            except OSError as exc:
+                self.error = self.error or exc
+                raise
 
     def close(self) -> None:
+        """Flush, sync and close; a failure is kept in ``error``, never raised."""
         if self.fd >= 0:
             self.flush()
             with contextlib.suppress(OSError):
-                os.fsync(self.fd)
+                self.dirty = True
+                self.sync()
             os.close(self.fd)
             self.fd = -1
 
@@ -296,19 +322,47 @@ def merge(
     """Write each input line's first entry once: successes to ``out_path``, failures to
     ``err_path`` (as OpenAI does). ``combined``: ``out_path`` gets every line, failures too."""
     summary = Progress(prices or {})
-    with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+    with _Output(out_path) as out_f, _Output(err_path) as err_f:
         for path in segments:
             for number, line, entry in iter_entries(path):
-                if number in summary.done:
+                bad = take(summary, number, entry)
+                if bad is None:
                     continue
-                bad = entry.failed
-                summary.record(number, bad, entry.usage, entry.provider)
                 if bad:
                     err_f.write(line)
                 if combined or not bad:
                     out_f.write(line)
-        for f in (out_f, err_f):
-            f.flush()
-            if f.tell():
-                os.fsync(f.fileno())
+        out_f.finish()
+        err_f.finish()
     return Merged(summary, combined)
+
+
+class _Output:
+    """A new result file written in 1 MiB pieces through ``fsutil`` (fsynced by ``finish``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._buffer = bytearray()
+        self._size = 0
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        os.close(self.fd)
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= 1 << 20:
+            self._drain()
+
+    def _drain(self) -> None:
+        fsutil.write_all(self.fd, self._buffer)
+        self._size += len(self._buffer)
+        self._buffer.clear()
+
+    def finish(self) -> None:
+        if self._buffer:
+            self._drain()
+        if self._size:
+            fsutil.fsync(self.fd)

@@ -17,6 +17,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from zumik.storage import fsutil
+
 SLOT = 4096
 HEADER = 32  # 16 hex sequence, 8 hex crc32, 8 hex length
 
@@ -29,8 +31,8 @@ def write(path: Path, doc: dict[str, Any], epoch: int, seq: int) -> None:
     frame = f"{seq:016x}{zlib.crc32(body):08x}{len(body):08x}".encode() + body
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        os.pwrite(fd, frame.ljust(SLOT, b" "), (seq % 2) * SLOT)
-        os.fsync(fd)
+        fsutil.pwrite(fd, frame.ljust(SLOT, b" "), (seq % 2) * SLOT)
+        fsutil.fsync(fd)
     finally:
         os.close(fd)
 

@@ -6,6 +6,9 @@ fresh ``webhook-timestamp`` (the ``webhook-id`` never changes). A 2xx deletes th
 (``webhook_timeout``), a connection error or any other status schedules the next attempt with
 exponential backoff and jitter until ``webhook_retry_window`` has passed since the batch ended.
 Redirects are not followed. The batch path never waits on any of this.
+Of a receiver's answer only the status counts: at most ``ANSWER_BYTES`` of its body are read,
+as sent (never decompressed, so no bomb can inflate), and the rest is dropped with the
+connection.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from zumik.webhooks import registry as webhooks
 
 log = logging.getLogger("zumik.webhooks")
 USER_AGENT = "Zumik-Webhooks/1"
+ANSWER_BYTES = 64 * 1024  # the most of a receiver's answer body ever read
 
 
 def backoff(settings: Settings, attempts: int) -> float:
@@ -58,7 +62,7 @@ class Deliverer:
     async def run(self, stopping: asyncio.Event) -> None:
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
         async with aiohttp.ClientSession(
-            timeout=timeout, headers={"User-Agent": USER_AGENT}, auto_decompress=True
+            timeout=timeout, headers={"User-Agent": USER_AGENT}, auto_decompress=False
         ) as session:
             try:
                 while not stopping.is_set():
@@ -119,7 +123,7 @@ class Deliverer:
             async with session.post(
                 endpoint.url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                await response.content.read(ANSWER_BYTES)  # the rest is dropped, unread
                 status: int | None = response.status
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except TimeoutError:
