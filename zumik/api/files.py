@@ -74,6 +74,7 @@ def create_file() -> tuple[Response, int]:
             max_files=zumik.settings.max_files,
             max_bytes=zumik.settings.max_bytes,
             idempotent=keyed,
+            max_records=zumik.settings.max_records,
         )
     finally:
         upload.tmp.unlink(missing_ok=True)

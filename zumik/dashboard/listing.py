@@ -84,7 +84,7 @@ def batch_page(
 ) -> BatchPage:
     """One page (1-based) of the project's batches whose status matches ``wanted``."""
     read: dict[str, dict[str, Any]] = {}
-    statuses = index.statuses(store, store.batch_ids(), read)
+    statuses = index.statuses(store, list(store.batch_ids()), read)
     by_status = Counter(statuses.values())
     counts = {
         name: sum(n for status, n in by_status.items() if matches(status, name)) for name in FILTERS

@@ -102,8 +102,7 @@ def poll_batches() -> Response:
         record = store.get_batch(batch_id)
         if record is not None:
             rows[batch_id] = present.progress(record, now)
-    newest = store.batch_ids()[:1]
-    return jsonify({"batches": rows, "newest": newest[0] if newest else None})
+    return jsonify({"batches": rows, "newest": next(store.batch_ids(), None)})
 
 
 def _batch(batch_id: str) -> dict[str, Any]:

@@ -165,7 +165,7 @@ class Finalizing:
                 (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
             ):
                 if count:
-                    self.store.write_file(
+                    self.store.publish_result(
                         tmp,
                         {
                             "id": file_id,

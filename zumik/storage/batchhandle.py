@@ -31,7 +31,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from zumik.core.records import ended_at
 from zumik.storage import fsutil, progress
+from zumik.storage.ledger import Schedule
 from zumik.storage.versioned import VersionedDoc
 
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -57,7 +59,13 @@ class BatchHandle:
     """The files of one batch. Cheap to build; holds no open handles."""
 
     def __init__(
-        self, batches_dir: Path, active_dir: Path, batch_id: str, project: str = ""
+        self,
+        batches_dir: Path,
+        active_dir: Path,
+        batch_id: str,
+        project: str = "",
+        *,
+        ended: Schedule | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.project = project
@@ -69,6 +77,7 @@ class BatchHandle:
         self.progress_path = batches_dir / f"{batch_id}.progress"
         self.doc = VersionedDoc(self.record_path)
         self.active_path = active_dir / batch_id
+        self.ended = ended  # when set: an ended batch is entered there (the janitor's schedule)
 
     # -- the record ------------------------------------------------------------------------
     def read(self) -> dict[str, Any] | None:
@@ -93,6 +102,9 @@ class BatchHandle:
         record, _ = self.doc.update(change)
         if record.get("status") not in ACTIVE_STATUSES:
             self.clear_active()
+            ended = ended_at(record)
+            if self.ended is not None and ended is not None:
+                self.ended.add(ended, self.batch_id)
         return record
 
     # -- markers ---------------------------------------------------------------------------
