@@ -136,7 +136,7 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
     batch_id = start_batch(server, echo_lines(total, model="m"))
     batch = wait_done(server, batch_id)  # its status polls are what recycle the worker
     assert server.worker_pids() != first_pid, "the worker should have been recycled"
-    leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*")
+    leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.run/lease.*")
     epochs = max(int(p.name.rsplit(".", 1)[1]) for p in leases)
     assert epochs >= 2, "the batch should have changed hands mid-run"
     report = check_exactly_once(server, batch, total, provider)
@@ -162,7 +162,7 @@ def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
     time.sleep(1.5)
     holders = set()
     for batch_id in batch_ids:
-        leases = sorted((data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*"))
+        leases = sorted((data_dir / "proj-a" / "batches").glob(f"{batch_id}.run/lease.*"))
         holders.add(json.loads(leases[-1].read_text())["holder"])
     assert len(holders) == 2, "each instance should run one batch"
     first.kill_all()

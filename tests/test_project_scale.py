@@ -59,8 +59,16 @@ def test_a_data_dir_from_before_the_ledger_upgrades_itself_on_first_start(make_a
         entry.pop("expires_at")
         path.write_text(json.dumps(entry))
     assert not listed(client, "/v1/files")  # the old code's dir, seen by the new listing
+    legacy = root / "batches" / f"{batches[0]}.lease.1"  # run state named the old way
+    legacy.write_text("{}")
+    (root / "batches" / f"{batches[0]}.1.jsonl").write_text("")
     upgraded = make_app().test_client()  # start-up recovery builds them
     assert (root / "ledger.json").exists() and (root / "index" / "batches").is_dir()
+    assert not legacy.exists()
+    assert sorted(p.name for p in (root / "batches" / f"{batches[0]}.run").iterdir()) == [
+        "1.jsonl",
+        "lease.1",
+    ]
     assert listed(upgraded, "/v1/files") == before_files
     assert listed(upgraded, "/v1/files", order="asc") == before_asc
     assert listed(upgraded, "/v1/files", purpose="batch_output") == [

@@ -107,12 +107,21 @@ def scan(store: ProjectStore) -> Iterator[tuple[str, Contribution]]:
                 if record is not None:
                     yield name[:-5], upload_contribution(record, parts_bytes(store, name[:-5]))
     with contextlib.suppress(FileNotFoundError):
+        legacy: dict[str, list[str]] = {}  # run state named the old way, beside the records
         for name in os.listdir(store.batches_dir):
-            if name.endswith(".json") and name.count(".") == 1 and ids.is_batch_id(name[:-5]):
-                record = store.batch(name[:-5]).doc.read()
+            batch_id, dot, rest = name.partition(".")
+            if dot and (
+                rest.startswith("lease.") or (rest.endswith(".jsonl") and rest[:-6].isdigit())
+            ):
+                legacy.setdefault(batch_id, []).append(name)
+            if rest == "json" and ids.is_batch_id(batch_id):
+                record = store.batch(batch_id).doc.read()
                 if record is not None:
                     index_batch(store, record, False)
-                    yield name[:-5], RECORD
+                    yield batch_id, RECORD
+        for batch_id, names in legacy.items():
+            if ids.is_batch_id(batch_id):
+                store.batch(batch_id).adopt_legacy(names)
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(store.idempotency_dir):
             if name.endswith(".json"):
