@@ -82,13 +82,15 @@ def measure(store: ProjectStore, key: str) -> Contribution | None:
 
 
 def index_batch(store: ProjectStore, record: dict[str, Any], durable: bool = True) -> None:
-    """The index entries of a stored batch record: listing, input reference, ended."""
+    """The index entries of a stored batch record: listing, input reference, and once it
+    ended its end time and status (idempotent: called again as it ends)."""
     store.batch_index.add(record["id"], durable)
     if ids.is_file_id(record.get("input_file_id")):
         store.input_refs(record["input_file_id"]).add(record["id"], durable)
     ended = ended_at(record)
     if is_terminal(record) and ended is not None:
         store.ended.add(ended, record["id"])
+        store.status_index(record["status"]).add(record["id"], durable)
 
 
 def scan(store: ProjectStore) -> Iterator[tuple[str, Contribution]]:

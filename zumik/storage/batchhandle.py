@@ -35,9 +35,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from zumik.core.records import ended_at
 from zumik.storage import fsutil, progress
-from zumik.storage.ledger import Schedule
 from zumik.storage.versioned import VersionedDoc
 
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -69,7 +67,7 @@ class BatchHandle:
         batch_id: str,
         project: str = "",
         *,
-        ended: Schedule | None = None,
+        on_end: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.project = project
@@ -82,7 +80,7 @@ class BatchHandle:
         self.run_dir = batches_dir / f"{batch_id}.run"
         self.doc = VersionedDoc(self.record_path)
         self.active_path = active_dir / batch_id
-        self.ended = ended  # when set: an ended batch is entered there (the janitor's schedule)
+        self.on_end = on_end  # called with the record once it is terminal (the store's indexes)
 
     # -- the record ------------------------------------------------------------------------
     def read(self) -> dict[str, Any] | None:
@@ -107,9 +105,8 @@ class BatchHandle:
         record, _ = self.doc.update(change)
         if record.get("status") not in ACTIVE_STATUSES:
             self.clear_active()
-            ended = ended_at(record)
-            if self.ended is not None and ended is not None:
-                self.ended.add(ended, self.batch_id)
+            if self.on_end is not None:
+                self.on_end(record)
         return record
 
     # -- markers ---------------------------------------------------------------------------

@@ -177,6 +177,7 @@ class BatchStore:
         ended = ended_at(record)
         if ended is not None:
             self.ended.remove(ended, batch_id)
+            self.status_index(record["status"]).discard(batch_id)
         if last and file_id is not None:
             self.remove_file(file_id, state)
         return last

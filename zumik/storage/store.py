@@ -14,6 +14,7 @@ Layout under ``<data_dir>/<project>/``::
     index/inputs/<file_id>/… the batch records that use a file as their input
     index/expiry/<hour>/…    when contributions stop counting (the janitor's schedule too)
     index/ended/<hour>/…     when batches ended (the janitor removes their records batch_ttl on)
+    index/status/<status>/…  ended batches by status (the dashboard's filters)
 
 Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
 Refusals are domain errors (``zumik.exceptions``), mapped to HTTP in ``zumik.errors``.
@@ -120,8 +121,16 @@ class ProjectStore(BatchStore):
     def batch(self, batch_id: str) -> BatchHandle:
         """The handle on one batch's files (record, locks, leases, journal, markers)."""
         return BatchHandle(
-            self.batches_dir, self.active_dir, batch_id, self.project, ended=self.ended
+            self.batches_dir,
+            self.active_dir,
+            batch_id,
+            self.project,
+            on_end=lambda record: accounting.index_batch(self, record),
         )
+
+    def status_index(self, status: str) -> Shards:
+        """Ended batches with ``status`` (one entry each; what the dashboard's filters walk)."""
+        return Shards(self.index_dir / "status" / status)
 
     def file_index(self, purpose: str) -> Shards:
         return Shards(self.index_dir / "files" / purpose)
