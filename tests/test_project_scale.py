@@ -156,3 +156,56 @@ def test_the_dashboard_quota_bar_shows_what_usage_says(make_app, settings):
     assert "2 held for the results of running batches" in page
     size = re.search(r"Bytes <strong>([^<]+)</strong>", page).group(1)
     assert size.replace(" ", "") == f"{used.bytes}B" or str(used.bytes) in size.replace(",", "")
+
+
+def test_every_way_a_file_is_made_stores_the_same_metadata(make_app, settings):
+    app = make_app()
+    client = app.test_client()
+    direct = upload(client, echo_lines(2)).get_json()["id"]
+    session = client.post(
+        "/v1/uploads", headers=AUTH_A, json={"bytes": len(echo_lines(2)), **UPLOAD}
+    ).get_json()["id"]
+    part = client.post(
+        f"/v1/uploads/{session}/parts",
+        headers=AUTH_A,
+        data={"data": (io.BytesIO(echo_lines(2)), "p")},
+        content_type="multipart/form-data",
+    ).get_json()["id"]
+    assembled = client.post(
+        f"/v1/uploads/{session}/complete", headers=AUTH_A, json={"part_ids": [part]}
+    ).get_json()["file"]["id"]
+    batch_id = create_batch(client, upload(client, echo_lines(1)).get_json()["id"]).get_json()["id"]
+    asyncio.run(drive(app.extensions["zumik"].executor))
+    output = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["output_file_id"]
+    files_dir = settings.data_dir / "proj-a" / "files"
+    metas = [json.loads((files_dir / f"{i}.json").read_bytes()) for i in (direct, assembled)]
+    made = json.loads((files_dir / f"{output}.json").read_bytes())
+    assert set(metas[0]) == set(metas[1]) == set(made) - {"batch_id"}
+    assert made["batch_id"] == batch_id and made["purpose"] == "batch_output"
+    assert metas[0]["requests"] == metas[1]["requests"] == 2
+
+
+def test_the_uploads_api_refuses_with_the_stores_one_quota_check(make_app):
+    client = make_app(max_files=1).test_client()
+    assert upload(client, echo_lines(1)).status_code == 200
+    refused = client.post("/v1/uploads", headers=AUTH_A, json={"bytes": 10, **UPLOAD})
+    assert refused.status_code == 400
+    message = refused.get_json()["error"]["message"]
+    assert message.startswith("File quota exceeded: the project stores 1 of 1 files")
+
+
+def test_a_janitor_pass_does_bounded_work(make_app, settings):
+    """Incremental: 25 expired files, 10 removals per lock hold; each pass stops there."""
+    now = [1_800_000_000.0]
+    app = make_app(clock=lambda: now[0])
+    client = app.test_client()
+    timed = {"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
+    for _ in range(25):
+        assert upload(client, echo_lines(1), **timed).status_code == 200
+    now[0] += 3601
+    janitor = Janitor(settings, clock=lambda: now[0], batch_size=10)
+    assert janitor.sweep(passes=1)["files"] == 10
+    assert janitor.sweep(passes=1)["files"] == 10
+    assert janitor.sweep()["files"] == 5
+    store = ProjectStore(settings.data_dir, "proj-a", lambda: now[0])
+    assert store.usage().files == 0 and not list(store.files_dir.glob("*.json"))

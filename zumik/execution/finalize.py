@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zumik.core import ids
-from zumik.core.records import Status, ended_at, move
+from zumik.core.records import Status, ended_at, move, new_file
 from zumik.execution.results import error_line
 from zumik.execution.wire import request_of
 from zumik.ops.metrics import Metrics
@@ -167,19 +167,16 @@ class Finalizing:
                 if count:
                     self.store.publish_result(
                         tmp,
-                        {
-                            "id": file_id,
-                            "object": "file",
-                            "bytes": os.path.getsize(tmp),
-                            "created_at": now,
-                            "filename": f"{self.batch_id}_{suffix}.jsonl",
-                            "purpose": "batch_output",
-                            "status": "processed",
-                            "status_details": None,
-                            "expires_at": now + ttl,
-                            "requests": count,
-                            "batch_id": self.batch_id,
-                        },
+                        new_file(
+                            file_id,
+                            nbytes=os.path.getsize(tmp),
+                            now=now,
+                            filename=f"{self.batch_id}_{suffix}.jsonl",
+                            purpose="batch_output",
+                            requests=count,
+                            expires_at=now + ttl,
+                            batch_id=self.batch_id,
+                        ),
                     )
             return merged
         finally:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zumik.core import ids
+from zumik.core import ids, records
 from zumik.core.exceptions import Conflict, InvalidRequest, NotFound
 from zumik.settings import Settings
 from zumik.storage import fsutil
@@ -208,18 +208,15 @@ class UploadSessions:
         try:
             now = int(self.store.clock())
             expires = record["file_expires_after"]
-            meta = {
-                "id": record["file_id"],
-                "object": "file",
-                "bytes": sink.size,
-                "created_at": now,
-                "filename": record["filename"],
-                "purpose": record["purpose"],
-                "status": "processed",
-                "status_details": None,
-                "expires_at": now + expires if expires else None,
-                "requests": requests,
-            }
+            meta = records.new_file(
+                record["file_id"],
+                nbytes=sink.size,
+                now=now,
+                filename=record["filename"],
+                purpose=record["purpose"],
+                requests=requests,
+                expires_at=now + expires if expires else None,
+            )
             with self.store.quota_lock():
                 record = self.get(upload_id)
                 if record["status"] == "completed":
