@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line
 
-from zumik.api.auth import create_key, revoke_key
+from zumik.storage.keys import create_key, revoke_key
 
 GOOD = request_line("a")
 GOOD_TEXT = json.dumps(GOOD)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from zumik.api import errors
-from zumik.api.auth import KeyRing, authenticate
+from zumik.api.auth import authenticate
 from zumik.api.context import Zumik
 from zumik.api.receiving import body_limit
 from zumik.ops import logs
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings, load_settings
 from zumik.storage import fsutil
+from zumik.storage.keys import KeyRing
 from zumik.storage.store import ProjectStore, iter_projects
 
 __all__ = ["create_app", "Settings", "load_settings"]

@@ -3,7 +3,7 @@
 One per gunicorn worker, started after the fork (``post_worker_init``) and stopped in
 ``worker_exit``; tests and ``flask run`` start and stop it explicitly, or drive it step by
 step with ``run_once`` / ``run_until_idle`` inside ``opened``. Its loop scans every
-project's ``active/`` markers, claims batches (``zumik.claims``; which ones: ``_wants``) and
+project's ``active/`` markers, claims batches (``zumik.storage.claims``; which ones: ``_wants``) and
 runs each claim as a ``BatchRun``; their lines share the executor's concurrency through a
 ``FairScheduler``. Workers share nothing but the filesystem.
 """

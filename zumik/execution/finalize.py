@@ -126,7 +126,8 @@ class Finalizing:
         False to keep the record as it is (it moved on meanwhile). Whatever must happen
         exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
         The webhook outbox entries are written under the record lock *before* the terminal
-        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
+        record, so no kill can leave a terminal batch without them
+        (``zumik.webhooks.registry.outbox``).
         """
         now = int(self.clock())
 

@@ -1,7 +1,7 @@
 """Prometheus metrics, correct across gunicorn workers with nothing but the filesystem.
 
 Each executor counts in memory and writes a snapshot to ``<data_dir>/.metrics/<host>-<pid>.json``
-every few seconds; ``GET /metrics`` (``zumik.health``, served by any worker) sums every
+every few seconds; ``GET /metrics`` (``zumik.api.health``, served by any worker) sums every
 snapshot (gauges only from live processes) and adds what it sees in the store: active batches
 by status (only their records are read) and files and bytes stored per project (a ``stat`` of
 each blob, no reads). Finished batches are counted by the executors as they end, so a scrape

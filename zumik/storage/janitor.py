@@ -1,9 +1,9 @@
 """The expiry sweeper: output files after ``output_ttl`` (their ``expires_at``), files uploaded
 with ``expires_after``, batch records ``batch_ttl`` after they ended, together with their
 input file unless another record still uses it, idempotency keys past their TTL, and the parts
-of uploads that expired, were cancelled or completed (``zumik.upload_sessions``). At most one
-sweep runs at a time across every worker (a non-blocking filelock); expired objects already
-answer 404 before they are swept.
+of uploads that expired, were cancelled or completed (``zumik.storage.upload_sessions``). At
+most one sweep runs at a time across every worker (a non-blocking filelock); expired objects
+already answer 404 before they are swept.
 
 Incremental: a pass reads the schedules the store keeps (``index/expiry`` and ``index/ended``,
 oldest hour first), never the whole project, and does at most ``batch_size`` removals per

@@ -16,8 +16,8 @@ Layout under ``<data_dir>/<project>/``::
     index/ended/<hour>/…     when batches ended (the janitor removes their records batch_ttl on)
     index/status/<status>/…  ended batches by status (the dashboard's filters)
 
-Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
-Refusals are domain errors (``zumik.exceptions``), mapped to HTTP in ``zumik.errors``.
+Callers pass ids already checked against ``zumik.core.ids``; names are never built from raw input.
+Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from zumik.storage.versioned import VersionedDoc
 
 
 class UploadSessions:
-    """One project's uploads. Callers pass ids already checked with ``zumik.ids``."""
+    """One project's uploads. Callers pass ids already checked with ``zumik.core.ids``."""
 
     def __init__(self, store: ProjectStore, settings: Settings) -> None:
         self.store = store
@@ -263,7 +263,9 @@ class UploadSessions:
         if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
             sink.discard()
             raise InvalidRequest(
-                f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}", param="md5"
+                f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
+                param="md5",
+                code="checksum_mismatch",
             )
         return sink, requests
 
