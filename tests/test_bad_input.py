@@ -679,7 +679,7 @@ CASES = [
         json_body={"input_file_id": "FILE", "endpoint": "/v1/images/generations"},
     ),
     Case(
-        "batch: window 1h",
+        "batch: window 0h",
         "POST",
         "/v1/batches",
         400,
@@ -688,7 +688,7 @@ CASES = [
         json_body={
             "input_file_id": "FILE",
             "endpoint": "/v1/chat/completions",
-            "completion_window": "1h",
+            "completion_window": "0h",
         },
     ),
     Case(

@@ -23,12 +23,15 @@ from typing import Any
 import msgspec
 
 from zumik.core import ids
-from zumik.core.lines import CHAT
-from zumik.core.records import Status, is_terminal
+from zumik.core.lines import CHAT, EMBEDDINGS
+from zumik.core.records import Status, is_terminal, priority_rank
+from zumik.execution.budget import Budget
 from zumik.execution.finalize import Finalizing
+from zumik.execution.packing import Pack, Packer
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
+from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import Upstream
 from zumik.execution.validate import Validating
 from zumik.execution.wire import RequestBody, request_of
@@ -82,8 +85,11 @@ class BatchRun(Validating, Finalizing):
         claim: Claim,
         scheduler: FairScheduler,
         metrics: Metrics | None = None,
+        throughput: Throughput | None = None,
     ) -> None:
         self.settings = settings
+        self.throughput = throughput or Throughput()
+        self.budget = Budget()
         self.router = router
         self.upstream = upstream
         self.clock = clock
@@ -106,6 +112,7 @@ class BatchRun(Validating, Finalizing):
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
         self.endpoint = CHAT
+        self.packer = Packer(router, upstream, EMBEDDINGS, self.next_request_id)
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0
@@ -209,6 +216,8 @@ class BatchRun(Validating, Finalizing):
             return
         if outcome is RunOutcome.EXPIRED:
             await asyncio.to_thread(self._expire_rest, record)
+        elif outcome is RunOutcome.DONE and self.budget.exceeded_at is not None:
+            await asyncio.to_thread(self._budget_rest, record)
         if self.writer is not None:
             self.writer.close()
         await asyncio.to_thread(self._finalize, final)
@@ -216,11 +225,18 @@ class BatchRun(Validating, Finalizing):
     async def _send_all(self, record: dict[str, Any]) -> None:
         """Send every line not journaled yet, through senders that share one line iterator."""
         self.endpoint = record["endpoint"]
+        self.budget = Budget.of(record)
+        self.scheduler.set_rank(
+            self.project, self.batch_id, priority_rank(record), record["expires_at"]
+        )
         watcher = asyncio.create_task(self._watch(record))
         self.sending = True
         failure: BaseException | None = None
         try:
-            pending = self._pending(str(self.store.file_data_path(record["input_file_id"])))
+            path = str(self.store.file_data_path(record["input_file_id"]))
+            pending: Iterator[Any] = self._pending(path)
+            if self.endpoint == EMBEDDINGS:  # lines go upstream in packs (execution.packing)
+                pending = self.packer.units(pending)
             self._start_sender(pending)
             while self.senders:  # senders start more senders while they find free slots
                 done, _ = await asyncio.wait(set(self.senders))
@@ -230,6 +246,7 @@ class BatchRun(Validating, Finalizing):
             if failure is not None:  # lines may be left unsent: never DONE, pause instead
                 raise failure
         finally:
+            self.scheduler.clear_rank(self.project, self.batch_id)
             for task in self.senders:
                 task.cancel()
             watcher.cancel()
@@ -255,12 +272,12 @@ class BatchRun(Validating, Finalizing):
                 continue
             yield number, custom_id, body
 
-    def _start_sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    def _start_sender(self, pending: Iterator[Any]) -> None:
         task = asyncio.create_task(self._sender(pending))
         self.senders.add(task)
         task.add_done_callback(self.senders.discard)
 
-    async def _sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    async def _sender(self, pending: Iterator[Any]) -> None:
         """Send lines one after another, each under a slot of the fair scheduler, until none is
         left or the run has an outcome.
 
@@ -280,16 +297,20 @@ class BatchRun(Validating, Finalizing):
                     finally:
                         self._waiting_senders -= 1
                     held = True
-                line = next(pending, None) if self.outcome is None else None
+                stop = self.outcome is not None or self.budget.spent(self.progress, self.clock)
+                line = None if stop else next(pending, None)
                 if line is None:
                     return
                 if not self._waiting_senders and len(self.senders) < scheduler.slots:
                     self._start_sender(pending)
-                number, custom_id, body = line
-                result = await self._request(number, custom_id, body)
+                if isinstance(line, Pack):  # one slot, one request, one journal write
+                    results = await self.packer.send(line, self._request)
+                else:
+                    results = [(line[0], await self._request(*line))]
                 held = scheduler.renew(project, batch_id)  # as soon as the answer is in
-                if result is not None:
-                    self._journal(number, *result)
+                for number, result in results:
+                    if result is not None:
+                        self._journal(number, *result)
         finally:
             if held:
                 scheduler.release(project, batch_id)
@@ -310,8 +331,11 @@ class BatchRun(Validating, Finalizing):
                     None,
                     body.model,
                 )
+            sent = time.monotonic()
             outcome = await self.upstream.send(route, body, self.endpoint)
             ok = outcome.ok
+            if ok:
+                self.throughput.answered(outcome.provider, sent, outcome.usage)
             line = (
                 response_line(custom_id, outcome, self.next_request_id())
                 if outcome.body is not None and outcome.status_code is not None
