@@ -4,18 +4,22 @@ batch, its input's reclaim time, listing records from the index, removing an end
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from zumik.core import ids
 from zumik.core.exceptions import NoSuchInput, TooManyActive
 from zumik.core.records import ended_at
 from zumik.storage import accounting, fsutil
-from zumik.storage.batchhandle import ACTIVE_STATUSES, Change
+from zumik.storage.batchhandle import ACTIVE_STATUSES, BatchHandle, Change
 from zumik.storage.idempotency import IdempotentRequest
-from zumik.storage.ledger import Contribution
+from zumik.storage.ledger import Contribution, Ledger, Schedule
+from zumik.storage.shards import Shards
 
 if TYPE_CHECKING:
+    from filelock import FileLock
+
     from zumik.storage.store import ProjectStore
 
 RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
@@ -23,8 +27,45 @@ Changes = dict[str, tuple[Contribution | None, Contribution | None]]
 
 
 class BatchStore:
+    """What the batch half uses of the store (declared for the type checker)."""
+
+    active_dir: Path
+    batch_ttl: int | None
+    clock: Callable[[], float]
+    ledger: Ledger
+    batch_index: Shards
+    ended: Schedule
+
+    if TYPE_CHECKING:
+
+        def batch(self, batch_id: str) -> BatchHandle: ...
+        def quota_lock(self) -> FileLock: ...
+        def get_file(self, file_id: str) -> dict[str, Any] | None: ...
+        def file_meta_path(self, file_id: str) -> Path: ...
+        def ledger_state(self) -> dict[str, Any]: ...
+        def input_refs(self, file_id: str) -> Shards: ...
+        def status_index(self, status: str) -> Shards: ...
+        def active_count(self) -> int: ...
+        def remove_file(
+            self, file_id: str, state: dict[str, Any] | None = None, also: Changes | None = None
+        ) -> None: ...
+        def admit(
+            self,
+            *,
+            new_files: int,
+            new_bytes: int,
+            max_files: int,
+            max_bytes: int,
+            what: str,
+            active: int | None = None,
+            state: dict[str, Any] | None = None,
+            new_records: int = 0,
+            max_records: int | None = None,
+            allow_full: bool = False,
+        ) -> None: ...
+
     # -- batches --------------------------------------------------------------------------
-    def get_batch(self: ProjectStore, batch_id: str) -> dict[str, Any] | None:
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
         janitor will remove it at its next sweep (expired files answer the same way)."""
         record = self.batch(batch_id).read()
@@ -34,14 +75,14 @@ class BatchStore:
                 return None
         return record
 
-    def active_ids(self: ProjectStore) -> list[str]:
+    def active_ids(self) -> list[str]:
         """Batches marked active (may include a few just turned terminal)."""
         try:
             return sorted(os.listdir(self.active_dir))
         except FileNotFoundError:
             return []
 
-    def active_batches(self: ProjectStore, with_progress: bool = False) -> Iterator[dict[str, Any]]:
+    def active_batches(self, with_progress: bool = False) -> Iterator[dict[str, Any]]:
         """Records of the active batches; ``with_progress``: with each running claim's latest
         saved counts (one more read per batch; quota and file checks need only the record)."""
         for batch_id in self.active_ids():
@@ -51,7 +92,7 @@ class BatchStore:
                 yield record
 
     def create_batch(
-        self: ProjectStore,
+        self,
         record: dict[str, Any],
         *,
         max_active: int,
@@ -102,7 +143,7 @@ class BatchStore:
             if held is not None:
                 fsutil.write_json(self.file_meta_path(file_id), held)
             self.batch(record["id"]).create(record)
-            accounting.index_batch(self, record)
+            accounting.index_batch(cast("ProjectStore", self), record)
             if idempotent:
                 idempotent.remember(record["id"])
         return record, False
@@ -117,7 +158,7 @@ class BatchStore:
         held["expires_at"] = held.pop("upload_expires_at")
         return held
 
-    def release_input(self: ProjectStore, file_id: str, reclaim_at: int) -> None:
+    def release_input(self, file_id: str, reclaim_at: int) -> None:
         """A batch over ``file_id`` ended: unless another active batch reads it, show in its
         ``expires_at`` when it will be reclaimed (its batch record's expiry, which takes the
         input with it; an earlier ``expires_after`` of its own still wins)."""
@@ -136,20 +177,16 @@ class BatchStore:
             )
             fsutil.write_json(self.file_meta_path(file_id), meta)
 
-    def update_batch(self: ProjectStore, batch_id: str, change: Change) -> dict[str, Any]:
+    def update_batch(self, batch_id: str, change: Change) -> dict[str, Any]:
         """Read-modify-write a record (``BatchHandle.update``)."""
         return self.batch(batch_id).update(change)
 
-    def batch_ids(
-        self: ProjectStore, descending: bool = True, after: str | None = None
-    ) -> Iterator[str]:
+    def batch_ids(self, descending: bool = True, after: str | None = None) -> Iterator[str]:
         """Ids of stored batch records in creation order (newest first), from the listing
         index: lazily, so a page reads about the page."""
         return self.batch_index.iter_ids(descending, after)
 
-    def list_batches(
-        self: ProjectStore, *, after: str | None, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; one page and whether more follow."""
         page: list[dict[str, Any]] = []
         for batch_id in self.batch_ids(True, after):
@@ -161,13 +198,15 @@ class BatchStore:
             page.append(record)
         return page, False
 
-    def remove_batch(
-        self: ProjectStore, batch_id: str, record: dict[str, Any], state: dict[str, Any]
-    ) -> bool:
+    def remove_batch(self, batch_id: str, record: dict[str, Any], state: dict[str, Any]) -> bool:
         """Remove an ended batch's record and files (under ``quota_lock``), with its input when
         no other record uses it; returns whether the input went too."""
         file_id = record.get("input_file_id")
-        refs = self.input_refs(file_id) if ids.is_file_id(file_id) else None
+        refs = (
+            self.input_refs(file_id)
+            if isinstance(file_id, str) and ids.is_file_id(file_id)
+            else None
+        )
         if refs is not None:
             refs.discard(batch_id)
         last = refs is not None and next(refs.iter_ids(), None) is None

@@ -109,7 +109,7 @@ class Janitor:
             key = payload.split(".", 2)[-1]
             if ids.is_file_id(key):
                 if in_use is None:
-                    in_use = {r.get("input_file_id") for r in store.active_batches()}
+                    in_use = {str(r.get("input_file_id")) for r in store.active_batches()}
                 if key in in_use:
                     continue
                 budget -= 1

@@ -24,6 +24,7 @@ from zumik.core.exceptions import Conflict, InvalidRequest, NotFound
 from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.accounting import RECORD, parts_bytes, upload_contribution
+from zumik.storage.batchstore import Changes
 from zumik.storage.store import ProjectStore, public_file
 from zumik.storage.tempsink import CHUNK, TempSink
 from zumik.storage.upload_records import RECORD_SUFFIX, status_at
@@ -108,7 +109,7 @@ class UploadSessions:
     ) -> dict[str, Any]:
         """A new pending upload; refused when the file it would make cannot fit the quota."""
         now = int(self.store.clock())
-        record = {
+        record: dict[str, Any] = {
             "id": ids.new_id(ids.UPLOAD_PREFIX, self.store.clock()),
             "object": "upload",
             "bytes": nbytes,
@@ -226,7 +227,7 @@ class UploadSessions:
                 held = parts_bytes(self.store, upload_id)
                 # the upload's file and parts are about to become the file: not counted twice
                 self._admit(state, 0, meta["bytes"] - held, "this upload's file")
-                done = {upload_id: (upload_contribution(record, held), RECORD)}
+                done: Changes = {upload_id: (upload_contribution(record, held), RECORD)}
                 self.store.write_file(sink.path, meta, state, done)
                 return self._mark_completed(record, meta, counted=True)
         finally:
