@@ -68,7 +68,7 @@ class BatchStore:
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
         janitor will remove it at its next sweep (expired files answer the same way)."""
-        record = self.batch(batch_id).read()
+        record = self.batch(batch_id).read() if ids.is_batch_id(batch_id) else None
         if record is not None and self.batch_ttl is not None:
             ended = ended_at(record)
             if ended is not None and ended + self.batch_ttl <= self.clock():
@@ -76,9 +76,9 @@ class BatchStore:
         return record
 
     def active_ids(self) -> list[str]:
-        """Batches marked active (may include a few just turned terminal)."""
+        """Batches marked active (may include a few just turned terminal; stray names skipped)."""
         try:
-            return sorted(os.listdir(self.active_dir))
+            return sorted(n for n in os.listdir(self.active_dir) if ids.is_batch_id(n))
         except FileNotFoundError:
             return []
 

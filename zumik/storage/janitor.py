@@ -67,7 +67,7 @@ class Janitor:
         bounded step per lock hold; returns how many files, records and keys were removed."""
         removed = {"files": 0, "batches": 0, "keys": 0}
         for project in iter_projects(self.settings.data_dir):
-            store = ProjectStore(self.settings.data_dir, project, self.clock)
+            store = ProjectStore.open(self.settings, project, self.clock)
             step = 0
             while passes is None or step < passes:
                 step += 1

@@ -16,7 +16,7 @@ Layout under ``<data_dir>/<project>/``::
     index/ended/<hour>/…     when batches ended (the janitor removes their records batch_ttl on)
     index/status/<status>/…  ended batches by status (the dashboard's filters)
 
-Callers pass ids already checked against ``zumik.core.ids``; names are never built from raw input.
+The store checks ids itself (a malformed id reads as unknown); names are never built from raw input.
 Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
 """
 
@@ -35,7 +35,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from zumik.core import ids
 from zumik.core.exceptions import FileInUse, QuotaExceeded
+from zumik.settings import Settings
 from zumik.storage import accounting, fsutil
 from zumik.storage.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle
 from zumik.storage.batchstore import RESULT_FILES_PER_BATCH, BatchStore, Changes
@@ -105,6 +107,14 @@ class ProjectStore(BatchStore):
         self.ledger = Ledger(self.root, lambda key: accounting.measure(self, key), clock)
         self.clock = clock
         self.batch_ttl = batch_ttl  # set: a record past it reads as gone (the API's view)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, project: str, clock: Clock = time.time, *, api_view: bool = False
+    ) -> ProjectStore:
+        """THE way Zumik builds a store. ``api_view``: as the API shows it, a record past
+        ``batch_ttl`` reads as gone (workers see every record until the janitor removes it)."""
+        return cls(settings.data_dir, project, clock, settings.batch_ttl if api_view else None)
 
     # -- plumbing -------------------------------------------------------------------------
     def ensure(self) -> ProjectStore:
@@ -180,8 +190,8 @@ class ProjectStore(BatchStore):
         return self.files_dir / f"{file_id}.data"
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
-        """The metadata of a live (stored, unexpired) file, or None."""
-        meta = fsutil.read_json(self.file_meta_path(file_id))
+        """The metadata of a live (stored, unexpired) file; None if unknown or not a file id."""
+        meta = fsutil.read_json(self.file_meta_path(file_id)) if ids.is_file_id(file_id) else None
         if meta is None or self._expired(meta):
             return None
         return meta
