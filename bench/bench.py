@@ -3,9 +3,9 @@
     python bench/bench.py            # every scenario
     python bench/bench.py overhead latency   # some of them
 
-Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs, estimate, embeddings, embeddings_llama
-(bench/embeddings.py), results_paging (bench/results_paging.py).
+Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, spread,
+scale (bench/scale_bench.py), uploads, json_upload, fairness, sharedfs, estimate, embeddings,
+embeddings_llama (bench/embeddings.py), results_paging (bench/results_paging.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -32,6 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import embeddings  # noqa: E402  (bench/ is on the path: this script's folder)
+import scale_bench  # noqa: E402
 from fake_provider import free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -586,7 +587,7 @@ def responsiveness(workdir: Path) -> dict:
     }
 
 
-def scale(workdir: Path) -> dict:
+def spread(workdir: Path) -> dict:
     provider = Provider(0.05)
     paths = [lines_file(workdir / f"scale{i}.jsonl", 2000) for i in range(8)]
     zumik = Zumik(
@@ -607,7 +608,7 @@ def scale(workdir: Path) -> dict:
         zumik.stop()
         provider.stop()
     return {
-        "scenario": "scale",
+        "scenario": "spread",
         "one_batch_req_s": round(2000 / one_s),
         "eight_batches_req_s": round(16000 / all_s),
         "ratio": round(one_s * 8 / all_s, 3),
@@ -993,7 +994,8 @@ SCENARIOS = {
     "memory": memory,
     "transfer": transfer,
     "responsiveness": responsiveness,
-    "scale": scale,
+    "spread": spread,
+    "scale": lambda w: scale_bench.run(w, Zumik, Provider, rss_kb),
     "sharedfs": sharedfs,
     "fairness": fairness,
     "json_upload": json_upload,

@@ -112,7 +112,7 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
     batch_id = server.start_batch(echo_lines(total, model="m"))
     batch = wait_done(server, batch_id)  # its status polls are what recycle the worker
     assert server.worker_pids() != first_pid, "the worker should have been recycled"
-    leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*")
+    leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.run/lease.*")
     epochs = max(int(p.name.rsplit(".", 1)[1]) for p in leases)
     assert epochs >= 2, "the batch should have changed hands mid-run"
     report = check_exactly_once(server, batch, total, provider)
@@ -136,7 +136,7 @@ def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
     folder = data_dir / "proj-a" / "batches"
 
     def leases_now() -> list[list]:
-        found = [sorted(folder.glob(f"{batch_id}.lease.*")) for batch_id in batch_ids]
+        found = [sorted(folder.glob(f"{batch_id}.run/lease.*")) for batch_id in batch_ids]
         # both claimed, and each has made progress (its lease file is written whole)
         return found if all(found) and all(completed_count(first, b) > 0 for b in batch_ids) else []
 

@@ -39,19 +39,20 @@ def test_line_set_is_a_set_of_line_numbers():
 
 
 def test_recover_skips_a_torn_tail_and_keeps_the_first_entry_of_a_line(tmp_path):
-    first = tmp_path / "batch_x.1.jsonl"
+    handle = BatchHandle(tmp_path, tmp_path, "batch_x")
+    first = handle.segment_path(1)
     first.write_bytes(
         journal.entry_bytes(1, ok_line("a", 5))
         + journal.entry_bytes(2, error_line("b", "timeout", "slow"))
         + b'3\t{"id":"batch_req_1","custom_id":"c","resp'
     )
-    (tmp_path / "batch_x.2.jsonl").write_bytes(
+    handle.segment_path(2).write_bytes(
         journal.entry_bytes(1, ok_line("a", 100))  # sent again by a later claim: ignored
         + journal.entry_bytes(3, ok_line("c", 7))
         + b"garbage without a tab\n"
     )
-    segments = BatchHandle(tmp_path, tmp_path, "batch_x").segments()
-    assert [p.name for p in segments] == ["batch_x.1.jsonl", "batch_x.2.jsonl"]
+    segments = handle.segments()
+    assert [p.name for p in segments] == ["1.jsonl", "2.jsonl"]
     progress = journal.recover(segments, repair=True)
     assert len(progress.done) == 3 and 1 in progress.done and 4 not in progress.done
     assert (progress.completed, progress.failed) == (2, 1)
@@ -88,10 +89,11 @@ def merged_ids(path) -> list[str]:
 
 
 def test_merge_writes_each_line_once_successes_to_output_failures_to_errors(tmp_path):
-    (tmp_path / "batch_x.1.jsonl").write_bytes(
+    handle = BatchHandle(tmp_path, tmp_path, "batch_x")
+    handle.segment_path(1).write_bytes(
         journal.entry_bytes(2, ok_line("b")) + journal.entry_bytes(1, error_line("a", "x", "y"))
     )
-    (tmp_path / "batch_x.2.jsonl").write_bytes(
+    handle.segment_path(2).write_bytes(
         journal.entry_bytes(2, ok_line("b"))
         + journal.entry_bytes(3, ok_line("c"))
         + journal.entry_bytes(4, http_error_line("d"))
@@ -113,7 +115,7 @@ def test_merge_writes_each_line_once_successes_to_output_failures_to_errors(tmp_
 
 
 def test_merge_combined_puts_every_line_in_the_output(tmp_path):
-    (tmp_path / "batch_x.1.jsonl").write_bytes(
+    BatchHandle(tmp_path, tmp_path, "batch_x").segment_path(1).write_bytes(
         journal.entry_bytes(1, ok_line("a")) + journal.entry_bytes(2, http_error_line("b"))
     )
     out, err = tmp_path / "out", tmp_path / "err"

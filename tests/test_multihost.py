@@ -112,7 +112,9 @@ def output_ids(host: Host, file_id: str | None) -> list[str]:
 def holder(cluster: Cluster, batch_id: str) -> str | None:
     """Which host ("a" or "b") holds the batch's newest lease, when host names tell."""
     folder = cluster.data_dir("a") / "proj-a" / "batches"
-    leases = sorted(folder.glob(f"{batch_id}.lease.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+    leases = sorted(
+        folder.glob(f"{batch_id}.run/lease.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])
+    )
     if not leases:
         return None
     text = leases[-1].read_text(errors="replace")

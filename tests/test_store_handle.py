@@ -31,11 +31,8 @@ def test_every_file_of_a_batch_is_named_by_its_handle(store):
         batch.segment_path(epoch).write_bytes(b"")
         batch.lease_path(epoch).write_bytes(b"{}")
     store.batch(OTHER).segment_path(1).write_bytes(b"")  # another batch's: not ours
-    assert [p.name for p in batch.segments()] == [
-        f"{BATCH}.1.jsonl",
-        f"{BATCH}.2.jsonl",
-        f"{BATCH}.10.jsonl",
-    ]
+    assert [p.name for p in batch.segments()] == ["1.jsonl", "2.jsonl", "10.jsonl"]
+    assert {p.parent.name for p in batch.segments()} == {f"{BATCH}.run"}  # its own folder
     assert [epoch for epoch, _ in batch.leases()] == [1, 2, 10]
     with batch.run_lock():
         pass
@@ -44,7 +41,8 @@ def test_every_file_of_a_batch_is_named_by_its_handle(store):
     assert len(batch.leases()) == 3  # epochs go on after finalizing
     batch.remove()
     assert batch.read() is None and not batch.is_marked_active()
-    assert sorted(os.listdir(store.batches_dir)) == [f"{OTHER}.1.jsonl"]
+    assert sorted(os.listdir(store.batches_dir)) == [f"{OTHER}.run"]
+    assert os.listdir(store.batches_dir / f"{OTHER}.run") == ["1.jsonl"]
 
 
 def test_update_is_the_read_modify_write_and_clears_the_marker_when_terminal(store):

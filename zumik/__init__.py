@@ -84,8 +84,12 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
 
 def recover(settings: Settings, clock: Callable[[], float]) -> None:
     """Start-up recovery: sweep temp files of dead writers (in the data dir itself, e.g.
-    ``/healthz`` probes, in ``.metrics/`` and in every project) and blobs without metadata."""
+    ``/healthz`` probes, in ``.metrics/`` and in every project) and blobs without metadata;
+    each project's usage ledger checked (a change a crash interrupted is repaired, logged) or,
+    in a data dir from before the ledger, built with the listing indexes (the upgrade)."""
     for directory in (settings.data_dir, settings.data_dir / ".metrics"):
         fsutil.sweep_temps(directory)
     for project in iter_projects(settings.data_dir):
-        ProjectStore.open(settings, project, clock).ensure().sweep()
+        store = ProjectStore.open(settings, project, clock).ensure()
+        store.sweep()
+        store.recover()

@@ -32,6 +32,7 @@ class Settings:
     concurrency: int = 32
     max_files: int = 200
     max_bytes: int = 256 * MIB
+    max_records: int = 10_000  # batch and upload records and idempotency keys kept per project
     max_upload_bytes: int = 200 * MIB
     max_json_bytes: int = 1 * MIB
     max_active_batches: int = 16
@@ -107,6 +108,7 @@ _INT_FIELDS = {
     "concurrency",
     "max_files",
     "max_bytes",
+    "max_records",
     "max_upload_bytes",
     "max_json_bytes",
     "max_active_batches",

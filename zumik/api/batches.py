@@ -202,6 +202,7 @@ def create_batch() -> tuple[Response, int]:
         max_files=zumik.settings.max_files,
         max_bytes=zumik.settings.max_bytes,
         idempotent=keyed,
+        max_records=zumik.settings.max_records,
     )
     response = jsonify(records.public_batch(stored))
     if replayed:

@@ -13,7 +13,7 @@ from zumik.api.errors import bad_request, not_found
 from zumik.api.params import whole_number
 from zumik.api.receiving import json_upload_too_large, receive_json, receive_multipart
 from zumik.api.requestbody import json_body
-from zumik.core import ids
+from zumik.core import ids, records
 from zumik.storage.idempotency import REPLAYED_HEADER
 from zumik.storage.store import public_file
 
@@ -45,18 +45,15 @@ def create_file() -> tuple[Response, int]:
             "multipart/form-data with a 'file' part, or a JSON body with 'content'"
         )
     now = int(zumik.clock())
-    meta: dict[str, Any] = {
-        "id": ids.new_id(ids.FILE_PREFIX, zumik.clock()),
-        "object": "file",
-        "bytes": upload.bytes,
-        "created_at": now,
-        "filename": upload.filename,
-        "purpose": upload.purpose,
-        "status": "processed",
-        "status_details": None,
-        "expires_at": now + upload.expires_after if upload.expires_after else None,
-        "requests": upload.requests,
-    }
+    meta = records.new_file(
+        ids.new_id(ids.FILE_PREFIX, zumik.clock()),
+        nbytes=upload.bytes,
+        now=now,
+        filename=upload.filename,
+        purpose=upload.purpose,
+        requests=upload.requests,
+        expires_at=now + upload.expires_after if upload.expires_after else None,
+    )
     try:
         keyed = idempotent_request(
             store,
@@ -74,6 +71,7 @@ def create_file() -> tuple[Response, int]:
             max_files=zumik.settings.max_files,
             max_bytes=zumik.settings.max_bytes,
             idempotent=keyed,
+            max_records=zumik.settings.max_records,
         )
     finally:
         upload.tmp.unlink(missing_ok=True)

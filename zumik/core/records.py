@@ -141,3 +141,31 @@ def ended_at(record: dict[str, Any]) -> int | None:
 
 def is_terminal(record: dict[str, Any]) -> bool:
     return record.get("status") in TERMINAL
+
+
+def new_file(
+    file_id: str,
+    *,
+    nbytes: int,
+    now: int,
+    filename: str,
+    purpose: str,
+    requests: int,
+    expires_at: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A file's metadata, the one shape every way a file is made stores (a direct upload, an
+    Uploads API completion, a batch's output and error files); ``extra``: internal keys."""
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": nbytes,
+        "created_at": now,
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "status_details": None,
+        "expires_at": expires_at,
+        "requests": requests,
+        **extra,
+    }

@@ -1,64 +1,38 @@
-"""Pages of a project's batches, filtered by status, without reading every record per view.
+"""Pages of a project's batches, filtered by status, reading about the page whatever the
+number of batches.
 
-Batch ids sort by creation, so the newest-first order comes from one directory listing. A
-terminal status never changes, so each worker remembers the statuses of terminal batches it
-has read (``StatusIndex``); after that, a page view reads only the records on the page and
-those marked active, whatever the number of batches.
+The store keeps an index per question (``zumik.storage.shards``): every batch record newest
+first (``batch_ids``), the active ones (``active_ids``, at most ``ZUMIK_MAX_ACTIVE_BATCHES``)
+and the ended ones per status (``status_index``). A page walks the filter's index, skips the
+earlier pages by name, and reads only the records it shows. Counts are exact up to
+``COUNT_CAP`` per filter (then shown as "at least"), so a tab costs at most that many names.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from zumik.storage.store import ACTIVE_STATUSES, ProjectStore
 
 FILTERS = ("all", "active", "completed", "failed", "cancelled", "expired")
-INDEX_CAPACITY = 500_000  # remembered (project, batch) statuses per worker
+COUNT_CAP = 10_000  # names counted per filter per view; above it the count reads "10,000+"
 
 
 class StatusIndex:
-    """Statuses of terminal batches, per (project, batch id), shared by a worker's threads."""
+    """Reads the records a view needs (shared by a worker's threads; counts its reads for
+    tests and benchmarks)."""
 
-    def __init__(self, capacity: int = INDEX_CAPACITY) -> None:
-        self.capacity = capacity
-        self._known: dict[tuple[str, str], str] = {}
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.reads = 0  # records read (for tests and benchmarks)
-
-    def statuses(
-        self, store: ProjectStore, ids: list[str], read: dict[str, dict[str, Any]] | None = None
-    ) -> dict[str, str]:
-        """The status of each id (ids whose record is gone are left out); records it had to
-        read go into ``read``."""
-        active = set(store.active_ids())
-        out: dict[str, str] = {}
-        with self._lock:
-            known = {i: self._known.get((store.project, i)) for i in ids}
-        learned: dict[tuple[str, str], str] = {}
-        for batch_id in ids:
-            status = known[batch_id]
-            if status is None or batch_id in active:
-                record = self.read(store, batch_id)
-                if record is None:
-                    continue
-                if read is not None:
-                    read[batch_id] = record
-                status = record.get("status", "")
-                if status not in ACTIVE_STATUSES:
-                    learned[(store.project, batch_id)] = status
-            out[batch_id] = status
-        if learned:
-            with self._lock:
-                if len(self._known) + len(learned) > self.capacity:
-                    self._known.clear()
-                self._known.update(learned)
-        return out
+        self.reads = 0
 
     def read(self, store: ProjectStore, batch_id: str) -> dict[str, Any] | None:
-        self.reads += 1
+        with self._lock:
+            self.reads += 1
         return store.get_batch(batch_id)
 
 
@@ -73,31 +47,52 @@ def matches(status: str, wanted: str) -> bool:
 @dataclass
 class BatchPage:
     records: list[dict[str, Any]]
-    counts: dict[str, int]  # per filter
+    counts: dict[str, int]  # per filter (at most COUNT_CAP)
     page: int
     pages: int
     matching: int
+    capped: frozenset[str] = frozenset()  # filters with more than COUNT_CAP batches
+
+
+def _active(store: ProjectStore, index: StatusIndex) -> list[dict[str, Any]]:
+    found = []
+    for batch_id in sorted(store.active_ids(), reverse=True):
+        record = index.read(store, batch_id)
+        if record is not None and record.get("status") in ACTIVE_STATUSES:
+            found.append(record)
+    return found
+
+
+def _walk(store: ProjectStore, wanted: str) -> Iterator[str]:
+    if wanted == "all":
+        return store.batch_ids()
+    return store.status_index(wanted).iter_ids()
 
 
 def batch_page(
     store: ProjectStore, index: StatusIndex, wanted: str, page: int, per_page: int
 ) -> BatchPage:
     """One page (1-based) of the project's batches whose status matches ``wanted``."""
-    read: dict[str, dict[str, Any]] = {}
-    statuses = index.statuses(store, store.batch_ids(), read)
-    by_status = Counter(statuses.values())
-    counts = {
-        name: sum(n for status, n in by_status.items() if matches(status, name)) for name in FILTERS
-    }
-    if wanted == "all":
-        chosen = list(statuses)  # newest first (insertion order)
+    active = _active(store, index)
+    counts = {"active": len(active)}
+    capped = set()
+    for name in FILTERS:
+        if name != "active":
+            counts[name] = sum(1 for _ in itertools.islice(_walk(store, name), COUNT_CAP + 1))
+            if counts[name] > COUNT_CAP:
+                counts[name] = COUNT_CAP
+                capped.add(name)
+    pages = max(1, -(-counts[wanted] // per_page))
+    page = max(1, page) if wanted in capped else min(max(1, page), pages)
+    start = (page - 1) * per_page
+    if wanted == "active":
+        records = active[start : start + per_page]
     else:
-        chosen = [i for i, status in statuses.items() if matches(status, wanted)]
-    pages = max(1, -(-len(chosen) // per_page))
-    page = min(max(1, page), pages)
-    records = []
-    for batch_id in chosen[(page - 1) * per_page : page * per_page]:
-        record = read.get(batch_id) or index.read(store, batch_id)
-        if record is not None:
-            records.append(record)
-    return BatchPage(records, counts, page, pages, len(chosen))
+        records = []
+        for batch_id in itertools.islice(_walk(store, wanted), start, start + per_page):
+            record = index.read(store, batch_id)
+            if record is not None and matches(record.get("status", ""), wanted):
+                records.append(record)
+    if wanted in capped:
+        pages = max(pages, page + 1 if len(records) == per_page else page)
+    return BatchPage(records, counts, page, pages, counts[wanted], frozenset(capped))

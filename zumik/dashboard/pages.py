@@ -4,6 +4,7 @@ the API can never disagree on a rule; the session's project stands in for the ke
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from flask import (
@@ -32,6 +33,7 @@ from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
 
 PER_PAGE = 50
 MAX_POLLED = 100
+MAX_FILES_SHOWN = 1000  # the files page lists the newest ones (the API pages through all)
 
 
 def register_filters(app: Flask) -> None:
@@ -103,8 +105,7 @@ def poll_batches() -> Response:
         record = store.get_batch(batch_id)
         if record is not None:
             rows[batch_id] = present.progress(record, now)
-    newest = store.batch_ids()[:1]
-    return jsonify({"batches": rows, "newest": newest[0] if newest else None})
+    return jsonify({"batches": rows, "newest": next(store.batch_ids(), None)})
 
 
 def _batch(batch_id: str) -> dict[str, Any]:
@@ -169,16 +170,19 @@ def cancel(batch_id: str) -> ResponseReturnValue:
 @bp.get("/files")
 def files() -> str:
     store = project_store()
-    metas = [m for m in (store.get_file(i) for i in store.iter_file_ids()) if m is not None]
+    newest = itertools.islice(store.iter_file_ids(), MAX_FILES_SHOWN)
+    metas = [m for m in (store.get_file(i) for i in newest) if m is not None]
     settings = current().settings
-    used_bytes = sum(int(m.get("bytes") or 0) for m in metas)
+    used = store.usage()  # the quota's own figures: pending uploads and held slots included
+    taken = used.files + used.reserved_files
     quota = {
-        "files": len(metas),
+        "files": taken,
+        "held": used.reserved_files,
         "max_files": settings.max_files,
-        "files_pct": present.share(len(metas), settings.max_files),
-        "bytes": used_bytes,
+        "files_pct": present.share(taken, settings.max_files),
+        "bytes": used.bytes,
         "max_bytes": settings.max_bytes,
-        "bytes_pct": present.share(used_bytes, settings.max_bytes),
+        "bytes_pct": present.share(used.bytes, settings.max_bytes),
     }
     return render_template(
         "files.html", files=metas, quota=quota, max_upload=settings.max_upload_bytes

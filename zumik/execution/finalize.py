@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zumik.core import ids
-from zumik.core.records import Status, ended_at, is_terminal, move
+from zumik.core.records import Status, ended_at, is_terminal, move, new_file
 from zumik.execution.budget import Budget
 from zumik.execution.results import error_line
 from zumik.execution.wire import request_of
@@ -281,19 +281,16 @@ class Finalizing:
             (tmp_err, record["_error_file_id"], "errors", merged.error_lines),
         ):
             if count:
-                self.store.write_file(
+                self.store.publish_result(
                     tmp,
-                    {
-                        "id": file_id,
-                        "object": "file",
-                        "bytes": os.path.getsize(tmp),
-                        "created_at": now,
-                        "filename": f"{self.batch_id}_{suffix}.jsonl",
-                        "purpose": "batch_output",
-                        "status": "processed",
-                        "status_details": None,
-                        "expires_at": now + ttl,
-                        "requests": count,
-                        "batch_id": self.batch_id,
-                    },
+                    new_file(
+                        file_id,
+                        nbytes=os.path.getsize(tmp),
+                        now=now,
+                        filename=f"{self.batch_id}_{suffix}.jsonl",
+                        purpose="batch_output",
+                        requests=count,
+                        expires_at=now + ttl,
+                        batch_id=self.batch_id,
+                    ),
                 )

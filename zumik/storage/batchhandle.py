@@ -9,10 +9,14 @@ segments, the cancel and active markers, and for removing all of them. Names und
     batches/<id>.v<N>.json       version N of the record, published once with link()
     batches/<id>.progress        counts/usage/cost of the running claim (zumik.progress)
     batches/<id>.run.lock        flock held by the worker running the batch (flock mode)
-    batches/<id>.lease.<epoch>   the claim of that epoch (see zumik.claims)
-    batches/<id>.<epoch>.jsonl   journal segment written by that epoch only (see zumik.journal)
+    batches/<id>.run/lease.<epoch>   the claim of that epoch (see zumik.claims)
+    batches/<id>.run/<epoch>.jsonl   journal segment written by that epoch only (zumik.journal)
     batches/<id>.cancel          cancel marker (a stat is cheaper than reading the record)
     active/<id>                  marker: not terminal yet; what executors scan
+
+The files found by listing (leases, journal segments) live in the batch's own ``.run`` folder,
+so no operation on one batch lists the folder of every batch (100,000 records are 100,000+
+names); everything else is looked up by name.
 
 Every read-modify-write of a record goes through ``BatchHandle.update``, which publishes the
 next version with create-if-absent (``zumik.storage.versioned``): correct on a shared filesystem
@@ -57,7 +61,13 @@ class BatchHandle:
     """The files of one batch. Cheap to build; holds no open handles."""
 
     def __init__(
-        self, batches_dir: Path, active_dir: Path, batch_id: str, project: str = ""
+        self,
+        batches_dir: Path,
+        active_dir: Path,
+        batch_id: str,
+        project: str = "",
+        *,
+        on_end: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.project = project
@@ -67,8 +77,10 @@ class BatchHandle:
         self.run_lock_path = batches_dir / f"{batch_id}.run.lock"
         self.cancel_path = batches_dir / f"{batch_id}.cancel"
         self.progress_path = batches_dir / f"{batch_id}.progress"
+        self.run_dir = batches_dir / f"{batch_id}.run"
         self.doc = VersionedDoc(self.record_path)
         self.active_path = active_dir / batch_id
+        self.on_end = on_end  # called with the record once it is terminal (the store's indexes)
 
     # -- the record ------------------------------------------------------------------------
     def read(self) -> dict[str, Any] | None:
@@ -93,8 +105,11 @@ class BatchHandle:
         leaves the marker, so the next claim finds the terminal record and finishes that work.
         """
         record, _ = self.doc.update(change)
-        if record.get("status") not in ACTIVE_STATUSES and not keep_active:
-            self.clear_active()
+        if record.get("status") not in ACTIVE_STATUSES:
+            if self.on_end is not None:  # the store's indexes of ended batches (idempotent)
+                self.on_end(record)
+            if not keep_active:
+                self.clear_active()
         return record
 
     # -- markers ---------------------------------------------------------------------------
@@ -119,19 +134,32 @@ class BatchHandle:
         return FileLock(self.run_lock_path, blocking=False, thread_local=False)
 
     def lease_path(self, epoch: int) -> Path:
-        return self.dir / f"{self.batch_id}.lease.{epoch}"
+        self.run_dir.mkdir(exist_ok=True)
+        return self.run_dir / f"lease.{epoch}"
 
     def leases(self) -> list[tuple[int, Path]]:
         """Lease files, oldest epoch first."""
-        return _numbered(self.dir, f"{self.batch_id}.lease.", "")
+        return _numbered(self.run_dir, "lease.", "")
 
     # -- the journal -----------------------------------------------------------------------
     def segment_path(self, epoch: int) -> Path:
-        return self.dir / f"{self.batch_id}.{epoch}.jsonl"
+        self.run_dir.mkdir(exist_ok=True)
+        return self.run_dir / f"{epoch}.jsonl"
 
     def segments(self) -> list[Path]:
         """Journal segments, oldest epoch first."""
-        return [path for _, path in _numbered(self.dir, f"{self.batch_id}.", ".jsonl")]
+        return [path for _, path in _numbered(self.run_dir, "", ".jsonl")]
+
+    def adopt_legacy(self, names: list[str]) -> None:
+        """Move this batch's leases and segments named the old way (``<id>.lease.<n>``,
+        ``<id>.<n>.jsonl`` beside the records: ``names``) into its run folder (the upgrade)."""
+        prefix = self.batch_id + "."
+        for name in names:
+            rest = name[len(prefix) :]
+            if rest.startswith("lease.") or rest.endswith(".jsonl"):
+                self.run_dir.mkdir(exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.dir / name, self.run_dir / rest)
 
     def temp_path(self, prefix: str) -> Path:
         """A temp file beside the batch's files (swept if its writer dies)."""
@@ -148,9 +176,11 @@ class BatchHandle:
         """Every file of the batch: the record's versions first, then the rest."""
         self.doc.remove()
         self.clear_active()
-        prefix = self.batch_id + "."
+        for path in (self.progress_path, self.cancel_path, self.run_lock_path):
+            path.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.dir):
-                if name.startswith(prefix):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.dir / name)
+            for name in os.listdir(self.run_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.run_dir / name)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.run_dir)

@@ -4,7 +4,7 @@ Mode ``flock`` (one host): a non-blocking flock on ``<id>.run.lock`` is the clai
 frees it the instant the holder dies, so a respawned worker takes over at once.
 
 Mode ``lease`` (several hosts on a shared filesystem, where flock is unreliable): the claim is
-the highest-numbered ``<id>.lease.<epoch>`` file, created with ``O_EXCL`` (create-if-absent is
+the highest-numbered ``<id>.run/lease.<epoch>`` file, created with ``O_EXCL`` (create-if-absent is
 enforced by the file server), refreshed by a heartbeat. A contender takes over only after the
 lease stayed unchanged for ``lease_seconds`` on its *own* monotonic clock, so clock skew between
 hosts cannot expire a live claim. Each epoch writes only files named with its epoch.
@@ -154,7 +154,7 @@ class Claimer:
                 fsutil.fsync(fd)
             finally:
                 os.close(fd)
-            fsutil.fsync_dir(batch.dir)
+            fsutil.fsync_dir(claim.lease_path.parent)
         except OSError:  # e.g. disk full: give the claim up cleanly, try again later
             claim.lease_path.unlink(missing_ok=True)
             if lock is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zumik.core.exceptions import InvalidRequest
-from zumik.storage import fsutil
+from zumik.storage import accounting, fsutil
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -61,6 +61,22 @@ class IdempotentRequest:
     def path(self) -> Path:
         return self.folder / (hashlib.sha256(self.key.encode()).hexdigest() + ".json")
 
+    @property
+    def key_id(self) -> str:
+        """The key's name in the usage ledger."""
+        return "key_" + self.path.name[:-5]
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.now) + self.ttl
+
+    def changes(self) -> dict[str, Any]:
+        """The ledger change ``remember`` makes: one more record (or an expired one renewed),
+        swept at ``expires_at``."""
+        earlier = fsutil.read_json(self.path)
+        before = accounting.key_contribution(earlier) if isinstance(earlier, dict) else None
+        return {self.key_id: (before, (0, 0, 1, self.expires_at))}
+
     def replay(self, lookup: Callable[[str], dict[str, Any] | None]) -> dict[str, Any] | None:
         """The object an earlier request with this key made, if it still exists."""
         entry = fsutil.read_json(self.path)
@@ -85,6 +101,7 @@ class IdempotentRequest:
                 "fingerprint": self.fingerprint,
                 "object_id": object_id,
                 "created_at": int(self.now),
+                "expires_at": self.expires_at,
             },
         )
 

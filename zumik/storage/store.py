@@ -8,6 +8,13 @@ Layout under ``<data_dir>/<project>/``::
     quota.lock               filelock around quota checks, admission and deletes
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
     uploads/<upload_id>.*    Uploads API records and parts (see zumik.upload_sessions)
+    ledger.json              usage totals, changed under quota.lock (zumik.storage.ledger)
+    index/files/<purpose>/…  one empty entry per file, sharded by time (zumik.storage.shards)
+    index/batches/…          one empty entry per batch record, sharded by time
+    index/inputs/<file_id>/… the batch records that use a file as their input
+    index/expiry/<hour>/…    when contributions stop counting (the janitor's schedule too)
+    index/ended/<hour>/…     when batches ended (the janitor removes their records batch_ttl on)
+    index/status/<status>/…  ended batches by status (the dashboard's filters)
 
 The store checks ids itself (a malformed id reads as unknown); names are never built from raw input.
 Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
@@ -16,6 +23,8 @@ Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumi
 from __future__ import annotations
 
 import contextlib
+import heapq
+import logging
 import os
 import re
 import time
@@ -27,14 +36,17 @@ from typing import Any
 from filelock import FileLock
 
 from zumik.core import ids
-from zumik.core.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
-from zumik.core.records import ended_at
+from zumik.core.exceptions import FileInUse, QuotaExceeded
 from zumik.settings import Settings
-from zumik.storage import fsutil
-from zumik.storage.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
+from zumik.storage import accounting, fsutil
+from zumik.storage.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle
+from zumik.storage.batchstore import RESULT_FILES_PER_BATCH, BatchStore, Changes
 from zumik.storage.idempotency import IdempotentRequest
-from zumik.storage.upload_records import pending_usage
+from zumik.storage.ledger import Ledger, Schedule
+from zumik.storage.shards import Shards
 
+__all__ = ["ACTIVE_STATUSES", "RESULT_FILES_PER_BATCH", "ProjectStore", "Usage", "public_file"]
+log = logging.getLogger("zumik.store")
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FILE_FIELDS = (
     "id",
@@ -48,8 +60,8 @@ FILE_FIELDS = (
     "expires_at",
 )
 ORPHAN_AGE = 3600.0  # seconds before a blob without metadata counts as abandoned
-RESULT_FILES_PER_BATCH = 2  # an output file (successes) and an error file (failures)
 Clock = Callable[[], float]
+PURPOSES = ("batch", "batch_output")  # the purposes a file can have (index folders)
 
 
 def valid_project(name: str) -> bool:
@@ -64,15 +76,17 @@ def public_file(meta: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Usage:
-    """What a project stores, counted from the metadata itself, never from a counter, plus
-    the file slots its active batches hold for the results they will publish."""
+    """What a project stores (from its ledger: files, bytes, pending uploads counted as a
+    file and their parts' bytes, and records), plus the file slots its active batches hold
+    for the results they will publish."""
 
     files: int
     bytes: int
     reserved_files: int = 0
+    records: int = 0
 
 
-class ProjectStore:
+class ProjectStore(BatchStore):
     """One project's folder. Cheap to build; holds no open handles."""
 
     def __init__(
@@ -87,6 +101,10 @@ class ProjectStore:
         self.active_dir = self.root / "active"
         self.idempotency_dir = self.root / "idempotency"
         self.uploads_dir = self.root / "uploads"
+        self.index_dir = self.root / "index"
+        self.batch_index = Shards(self.index_dir / "batches")
+        self.ended = Schedule(self.index_dir / "ended")
+        self.ledger = Ledger(self.root, lambda key: accounting.measure(self, key), clock)
         self.clock = clock
         self.batch_ttl = batch_ttl  # set: a record past it reads as gone (the API's view)
 
@@ -112,7 +130,57 @@ class ProjectStore:
 
     def batch(self, batch_id: str) -> BatchHandle:
         """The handle on one batch's files (record, locks, leases, journal, markers)."""
-        return BatchHandle(self.batches_dir, self.active_dir, batch_id, self.project)
+        return BatchHandle(
+            self.batches_dir,
+            self.active_dir,
+            batch_id,
+            self.project,
+            on_end=lambda record: accounting.index_batch(self, record),
+        )
+
+    def status_index(self, status: str) -> Shards:
+        """Ended batches with ``status`` (one entry each; what the dashboard's filters walk)."""
+        return Shards(self.index_dir / "status" / status)
+
+    def file_index(self, purpose: str) -> Shards:
+        return Shards(self.index_dir / "files" / purpose)
+
+    def file_purposes(self) -> list[str]:
+        """Purposes with an index folder (the known ones first)."""
+        try:
+            found = set(os.listdir(self.index_dir / "files"))
+        except FileNotFoundError:
+            found = set()
+        return [*PURPOSES, *sorted(found - set(PURPOSES))]
+
+    def input_refs(self, file_id: str) -> Shards:
+        """The batch records that read ``file_id`` (one entry each)."""
+        return Shards(self.index_dir / "inputs" / file_id)
+
+    # -- the ledger -----------------------------------------------------------------------
+    def ledger_state(self) -> dict[str, Any]:
+        """The ledger, checked (``Ledger.load``); counted afresh when missing. Under the lock."""
+        state = self.ledger.load()
+        if state is None:
+            state = self.ledger.rebuild(accounting.scan(self))
+        return state
+
+    def recover(self) -> None:
+        """Start-up: a ledger and indexes for a data dir that has none yet (the upgrade from
+        the layout without them), and the repair of a change a crash interrupted."""
+        with self.quota_lock():
+            state = self.ledger.load()
+            if state is None:
+                started = time.monotonic()
+                state = self.ledger.rebuild(accounting.scan(self))
+                log.info(
+                    "project %s: usage ledger and listing indexes built in %.1f s "
+                    "(%d files, %d records)",
+                    self.project,
+                    time.monotonic() - started,
+                    state["files"],
+                    state["records"],
+                )
 
     # -- files ----------------------------------------------------------------------------
     def file_meta_path(self, file_id: str) -> Path:
@@ -132,25 +200,24 @@ class ProjectStore:
         expires_at = meta.get("expires_at")
         return expires_at is not None and expires_at <= self.clock()
 
-    def iter_file_ids(self, descending: bool = True) -> list[str]:
-        """Ids of stored files, sorted by creation (ids are time-ordered)."""
-        try:
-            names = os.listdir(self.files_dir)
-        except FileNotFoundError:
-            return []
-        ids = [n[:-5] for n in names if n.endswith(".json") and n.startswith("file-")]
-        ids.sort(reverse=descending)
-        return ids
+    def iter_file_ids(self, descending: bool = True, purpose: str | None = None) -> Iterator[str]:
+        """Ids of stored files in creation order (ids are time-ordered), from the listing
+        index: lazily, so a page reads about the page."""
+        return self._file_ids(descending, purpose, None)
+
+    def _file_ids(self, descending: bool, purpose: str | None, after: str | None) -> Iterator[str]:
+        purposes = [purpose] if purpose is not None else self.file_purposes()
+        walks = [self.file_index(p).iter_ids(descending, after) for p in purposes]
+        if len(walks) == 1:
+            return walks[0]
+        return heapq.merge(*walks, reverse=descending)
 
     def list_files(
         self, *, purpose: str | None, order: str, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """One page of live files and whether more follow."""
-        descending = order == "desc"
         page: list[dict[str, Any]] = []
-        for file_id in self.iter_file_ids(descending):
-            if after is not None and (file_id >= after if descending else file_id <= after):
-                continue
+        for file_id in self._file_ids(order == "desc", purpose, after):
             meta = self.get_file(file_id)
             if meta is None or (purpose is not None and meta.get("purpose") != purpose):
                 continue
@@ -159,21 +226,25 @@ class ProjectStore:
             page.append(meta)
         return page, False
 
-    def usage(self, active: int | None = None) -> Usage:
+    def usage(self, active: int | None = None, state: dict[str, Any] | None = None) -> Usage:
         """Files and bytes stored now (expired files do not count; a pending upload counts as
-        one file and the bytes of its parts), and the result-file slots held by active
-        batches (``active``: their number, when the caller counted them already). THE quota
-        accounting: every admission asks ``admit``."""
-        count = total = 0
-        for file_id in self.iter_file_ids():
-            meta = self.get_file(file_id)
-            if meta is not None:
-                count += 1
-                total += int(meta.get("bytes", 0))
-        uploads, parts = pending_usage(self.uploads_dir, self.clock())
+        one file and the bytes of its parts), the records kept, and the result-file slots held
+        by active batches (``active``: their number, when the caller counted them already).
+        THE quota accounting, from the ledger (no lock needed to read it): every admission
+        asks ``admit``, the API's and the dashboard's figures come from here."""
+        if state is None:
+            state = self.ledger.read()
+        if state is None:
+            with self.quota_lock():
+                state = self.ledger_state()
+        files, size, records = self.ledger.usage(state)
         if active is None:
-            active = sum(1 for _ in self.active_batches())
-        return Usage(count + uploads, total + parts, RESULT_FILES_PER_BATCH * active)
+            active = self.active_count()
+        return Usage(files, size, RESULT_FILES_PER_BATCH * active, records)
+
+    def active_count(self) -> int:
+        """Active batches (at most ``max_active_batches``: bounded, whatever the project)."""
+        return sum(1 for _ in self.active_batches())
 
     def admit(
         self,
@@ -184,6 +255,10 @@ class ProjectStore:
         max_bytes: int,
         what: str,
         active: int | None = None,
+        state: dict[str, Any] | None = None,
+        new_records: int = 0,
+        max_records: int | None = None,
+        allow_full: bool = False,
     ) -> None:
         """Refuse (``QuotaExceeded``, with the numbers) what would pass the project's quota.
         Call under ``quota_lock``.
@@ -193,8 +268,11 @@ class ProjectStore:
         in what is left; a batch (``new_bytes=0``) needs some room left. Results are always
         published, so bytes can pass ``max_bytes`` by the results of the batches that were
         running when it was reached; the project is then refused until it frees space.
+        Records (batch and upload records, idempotency keys): ``new_records`` must fit in
+        ``max_records``. ``allow_full``: adding no bytes is fine even with no room left
+        (a part of an upload, its completion: what they add must fit, nothing more).
         """
-        used = self.usage(active)
+        used = self.usage(active, state if state is not None else self.ledger_state())
         taken = used.files + used.reserved_files
         if taken + new_files > max_files:
             held = (
@@ -207,11 +285,20 @@ class ProjectStore:
                 f"{max_files} files{held} and {what} needs {new_files} more; "
                 "delete some first"
             )
-        if used.bytes + new_bytes > max_bytes or (new_bytes == 0 and used.bytes >= max_bytes):
+        if used.bytes + new_bytes > max_bytes or (
+            new_bytes == 0 and not allow_full and used.bytes >= max_bytes
+        ):
             raise QuotaExceeded(
                 f"Storage quota exceeded: the project stores {used.bytes} of "
                 f"{max_bytes} bytes and {what} needs {new_bytes or 'some'} "
                 "more; delete files first"
+            )
+        if max_records is not None and new_records and used.records + new_records > max_records:
+            raise QuotaExceeded(
+                f"Record quota exceeded: the project keeps {used.records} of {max_records} "
+                "records (batch records, upload records and idempotency keys, each kept "
+                f"until it expires) and {what} needs {new_records} more; wait for old ones "
+                "to expire or ask for a larger ZUMIK_MAX_RECORDS"
             )
 
     def stored_blobs(self) -> tuple[int, int]:
@@ -236,6 +323,7 @@ class ProjectStore:
         max_files: int,
         max_bytes: int,
         idempotent: IdempotentRequest | None = None,
+        max_records: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Check the quota and move an uploaded temp file into place, all under the lock.
 
@@ -246,26 +334,49 @@ class ProjectStore:
             earlier = idempotent.replay(self.get_file) if idempotent else None
             if earlier is not None:
                 return earlier, True
+            state = self.ledger_state()
             self.admit(
                 new_files=1,
                 new_bytes=meta["bytes"],
                 max_files=max_files,
                 max_bytes=max_bytes,
                 what=f"this upload of {meta['bytes']} bytes",
+                state=state,
+                new_records=1 if idempotent else 0,
+                max_records=max_records,
             )
-            self.write_file(tmp, meta)
+            self.write_file(tmp, meta, state, idempotent.changes() if idempotent else None)
             if idempotent:
                 idempotent.remember(meta["id"])
         return meta, False
 
-    def write_file(self, tmp: Path, meta: dict[str, Any]) -> None:
-        """Publish content then metadata; a crash between leaves an orphan blob, swept later."""
+    def write_file(
+        self,
+        tmp: Path,
+        meta: dict[str, Any],
+        state: dict[str, Any] | None = None,
+        also: Changes | None = None,
+    ) -> None:
+        """Publish content then metadata, counted in the ledger first (with ``also``, other
+        changes of the same step). Call under ``quota_lock``; a crash between leaves an
+        orphan blob, swept later, and an intent the next ledger load corrects."""
+        if state is None:
+            state = self.ledger_state()
+        self.ledger.commit(
+            state, {meta["id"]: (None, accounting.file_contribution(meta)), **(also or {})}
+        )
         fsutil.commit_temp(tmp, self.file_data_path(meta["id"]))
         try:
             fsutil.write_json(self.file_meta_path(meta["id"]), meta)
         except BaseException:
             self.file_data_path(meta["id"]).unlink(missing_ok=True)
             raise
+        self.file_index(meta.get("purpose", "batch")).add(meta["id"])
+
+    def publish_result(self, tmp: Path, meta: dict[str, Any]) -> None:
+        """A batch's output or error file: ``write_file`` under the project lock."""
+        with self.quota_lock():
+            self.write_file(tmp, meta)
 
     def delete_file(self, file_id: str) -> bool:
         """Delete a file; refuse (409) while an active batch reads it. False if unknown."""
@@ -283,12 +394,23 @@ class ProjectStore:
             self.remove_file(file_id)
         return True
 
-    def remove_file(self, file_id: str) -> None:
-        """Unlink a file's metadata (first, so it stops existing) and content."""
+    def remove_file(
+        self, file_id: str, state: dict[str, Any] | None = None, also: Changes | None = None
+    ) -> None:
+        """Unlink a file's metadata (first, so it stops existing), content and listing entry,
+        uncounted in the ledger first. Call under ``quota_lock``."""
+        meta = fsutil.read_json(self.file_meta_path(file_id))
+        changes = dict(also or {})
+        if isinstance(meta, dict):
+            changes[file_id] = (accounting.file_contribution(meta), None)
+        if changes:
+            self.ledger.commit(state if state is not None else self.ledger_state(), changes)
         for path in (self.file_meta_path(file_id), self.file_data_path(file_id)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         fsutil.fsync_dir(self.files_dir)
+        for purpose in self.file_purposes():
+            self.file_index(purpose).discard(file_id)
 
     def sweep(self, orphan_age: float = ORPHAN_AGE) -> None:
         """Start-up recovery: drop temp files of dead writers and blobs without metadata.
@@ -310,131 +432,6 @@ class ProjectStore:
                         and now - entry.stat().st_mtime > orphan_age
                     ):
                         os.unlink(entry.path)
-
-    # -- batches --------------------------------------------------------------------------
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
-        janitor will remove it at its next sweep (expired files answer the same way)."""
-        record = self.batch(batch_id).read() if ids.is_batch_id(batch_id) else None
-        if record is not None and self.batch_ttl is not None:
-            ended = ended_at(record)
-            if ended is not None and ended + self.batch_ttl <= self.clock():
-                return None
-        return record
-
-    def active_ids(self) -> list[str]:
-        """Batches marked active (may include a few just turned terminal; stray names skipped)."""
-        try:
-            return sorted(n for n in os.listdir(self.active_dir) if ids.is_batch_id(n))
-        except FileNotFoundError:
-            return []
-
-    def active_batches(self, with_progress: bool = False) -> Iterator[dict[str, Any]]:
-        """Records of the active batches; ``with_progress``: with each running claim's latest
-        saved counts (one more read per batch; quota and file checks need only the record)."""
-        for batch_id in self.active_ids():
-            handle = self.batch(batch_id)
-            record = handle.read() if with_progress else handle.doc.read()
-            if record is not None and record.get("status") in ACTIVE_STATUSES:
-                yield record
-
-    def create_batch(
-        self,
-        record: dict[str, Any],
-        *,
-        max_active: int,
-        max_files: int,
-        max_bytes: int,
-        idempotent: IdempotentRequest | None = None,
-    ) -> tuple[dict[str, Any], bool]:
-        """Admit a new batch under the project lock, so no race can pass ``max_active`` or the
-        quota (the batch holds file slots for its results from now on, see ``admit``).
-
-        Returns the stored record and whether it is a replay of an earlier keyed create.
-        """
-        with self.quota_lock():
-            earlier = idempotent.replay(self.get_batch) if idempotent else None
-            if earlier is not None:
-                return earlier, True
-            active = sum(1 for _ in self.active_batches())
-            if active >= max_active:
-                raise TooManyActive(
-                    f"Too many active batches: the project has {active} of "
-                    f"{max_active}; wait for one to finish"
-                )
-            meta = self.get_file(record["input_file_id"])
-            if meta is None:
-                raise NoSuchInput(
-                    f"No such File object: {record['input_file_id']}", param="input_file_id"
-                )
-            self.admit(
-                new_files=RESULT_FILES_PER_BATCH,
-                new_bytes=0,
-                max_files=max_files,
-                max_bytes=max_bytes,
-                what="a batch (for its output and error files)",
-                active=active,
-            )
-            self._hold_input(record["input_file_id"], meta)
-            self.batch(record["id"]).create(record)
-            if idempotent:
-                idempotent.remember(record["id"])
-        return record, False
-
-    def _hold_input(self, file_id: str, meta: dict[str, Any]) -> None:
-        """A new batch reads the file: undo the reclaim time its previous batch gave it."""
-        if "upload_expires_at" in meta:
-            meta["expires_at"] = meta.pop("upload_expires_at")
-            fsutil.write_json(self.file_meta_path(file_id), meta)
-
-    def release_input(self, file_id: str, reclaim_at: int) -> None:
-        """A batch over ``file_id`` ended: unless another active batch reads it, show in its
-        ``expires_at`` when it will be reclaimed (its batch record's expiry, which takes the
-        input with it; an earlier ``expires_after`` of its own still wins)."""
-        with self.quota_lock():
-            if any(r.get("input_file_id") == file_id for r in self.active_batches()):
-                return
-            meta = fsutil.read_json(self.file_meta_path(file_id))
-            if meta is None:
-                return
-            own = meta.get("upload_expires_at", meta.get("expires_at"))
-            meta["upload_expires_at"] = own
-            meta["expires_at"] = reclaim_at if own is None else min(own, reclaim_at)
-            fsutil.write_json(self.file_meta_path(file_id), meta)
-
-    def update_batch(self, batch_id: str, change: Change) -> dict[str, Any]:
-        """Read-modify-write a record (``BatchHandle.update``)."""
-        return self.batch(batch_id).update(change)
-
-    def batch_ids(self, descending: bool = True) -> list[str]:
-        """Ids of every stored batch record, newest first (ids are time-ordered)."""
-        try:
-            names = os.listdir(self.batches_dir)
-        except FileNotFoundError:
-            return []
-        return sorted(
-            (
-                n[:-5]
-                for n in names
-                if n.startswith("batch_") and n.endswith(".json") and n.count(".") == 1
-            ),
-            reverse=descending,
-        )
-
-    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Newest first; one page and whether more follow."""
-        ids = self.batch_ids()
-        page: list[dict[str, Any]] = []
-        for batch_id in ids:
-            if after is not None and batch_id >= after:
-                continue
-            record = self.get_batch(batch_id)
-            if record is None:
-                continue
-            if len(page) == limit:
-                return page, True
-            page.append(record)
-        return page, False
 
 
 def iter_projects(data_dir: Path) -> Iterator[str]:

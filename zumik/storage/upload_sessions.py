@@ -19,10 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zumik.core import ids
-from zumik.core.exceptions import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from zumik.core import ids, records
+from zumik.core.exceptions import Conflict, InvalidRequest, NotFound
 from zumik.settings import Settings
 from zumik.storage import fsutil
+from zumik.storage.accounting import RECORD, parts_bytes, upload_contribution
+from zumik.storage.batchstore import Changes
 from zumik.storage.store import ProjectStore, public_file
 from zumik.storage.tempsink import CHUNK, TempSink
 from zumik.storage.upload_records import RECORD_SUFFIX, status_at
@@ -126,8 +128,9 @@ class UploadSessions:
             "file_id": None,
         }
         with self.store.quota_lock():
-            files, used = self._usage(None)
-            self._check_quota(files + 1, used + nbytes)
+            state = self.store.ledger_state()
+            self._admit(state, 1, nbytes, "this upload", new_records=1)
+            self.store.ledger.commit(state, {upload_id: (None, upload_contribution(record, 0))})
             self.dir.mkdir(parents=True, exist_ok=True)
             self._doc(upload_id).create(record)
         return record
@@ -137,7 +140,7 @@ class UploadSessions:
         size = tmp.stat().st_size
         part_id = ids.new_id(ids.PART_PREFIX, self.store.clock())
         with self.store.quota_lock():
-            self.require_pending(upload_id, "parts may be added")
+            record = self.require_pending(upload_id, "parts may be added")
             count = len(self.part_ids(upload_id))
             if count >= self.settings.max_upload_parts:
                 raise InvalidRequest(
@@ -146,8 +149,18 @@ class UploadSessions:
                     param="data",
                     code="too_many_parts",
                 )
-            files, used = self._usage(None)
-            self._check_quota(files, used + size)
+            state = self.store.ledger_state()
+            self._admit(state, 0, size, f"this part of {size} bytes")
+            held = parts_bytes(self.store, upload_id)
+            self.store.ledger.commit(
+                state,
+                {
+                    upload_id: (
+                        upload_contribution(record, held),
+                        upload_contribution(record, held + size),
+                    )
+                },
+            )
             fsutil.commit_temp(tmp, self.part_path(upload_id, part_id))
         return {
             "id": part_id,
@@ -162,8 +175,7 @@ class UploadSessions:
             record = self.get(upload_id)
             if record["status"] != "cancelled":
                 self.require_pending(upload_id, "it can be cancelled", record)
-                record["status"] = "cancelled"
-                self._save(record)
+                self._end(record, "cancelled")
             self.remove_parts(upload_id)
         return record
 
@@ -201,27 +213,27 @@ class UploadSessions:
         try:
             now = int(self.store.clock())
             expires = record["file_expires_after"]
-            meta = {
-                "id": record["file_id"],
-                "object": "file",
-                "bytes": sink.size,
-                "created_at": now,
-                "filename": record["filename"],
-                "purpose": record["purpose"],
-                "status": "processed",
-                "status_details": None,
-                "expires_at": now + expires if expires else None,
-                "requests": requests,
-            }
+            meta = records.new_file(
+                record["file_id"],
+                nbytes=sink.size,
+                now=now,
+                filename=record["filename"],
+                purpose=record["purpose"],
+                requests=requests,
+                expires_at=now + expires if expires else None,
+            )
             with self.store.quota_lock():
                 record = self.get(upload_id)
                 if record["status"] == "completed":
                     return record
                 self.require_pending(upload_id, "it can be completed", record)
-                files, used = self._usage(upload_id)
-                self._check_quota(files + 1, used + meta["bytes"])
-                self.store.write_file(sink.path, meta)
-                return self._mark_completed(record, meta)
+                state = self.store.ledger_state()
+                held = parts_bytes(self.store, upload_id)
+                # the upload's file and parts are about to become the file: not counted twice
+                self._admit(state, 0, meta["bytes"] - held, "this upload's file")
+                done: Changes = {upload_id: (upload_contribution(record, held), RECORD)}
+                self.store.write_file(sink.path, meta, state, done)
+                return self._mark_completed(record, meta, counted=True)
         finally:
             sink.discard()
 
@@ -262,12 +274,25 @@ class UploadSessions:
             )
         return sink, requests
 
-    def _mark_completed(self, record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        record["status"] = "completed"
+    def _mark_completed(
+        self, record: dict[str, Any], meta: dict[str, Any], counted: bool = False
+    ) -> dict[str, Any]:
+        """``counted``: the ledger already took the upload's share off with the file's."""
         record["file"] = public_file(meta)
-        self._save(record)
+        if counted:
+            record["status"] = "completed"
+            self._save(record)
+        else:
+            self._end(record, "completed")
         self.remove_parts(record["id"])
         return record
+
+    def _end(self, record: dict[str, Any], status: str) -> None:
+        """Leave ``pending`` (its file slot and parts stop counting), counted first."""
+        before = upload_contribution(record, parts_bytes(self.store, record["id"]))
+        record["status"] = status
+        self.store.ledger.commit(self.store.ledger_state(), {record["id"]: (before, RECORD)})
+        self._save(record)
 
     def remove_parts(self, upload_id: str) -> int:
         """Unlink every part of an upload; returns how many."""
@@ -297,11 +322,11 @@ class UploadSessions:
             if record is None or record["status"] == "pending" and record["expires_at"] > now:
                 continue
             if record["status"] == "pending":
-                record["status"] = "expired"
-                self._save(record)
+                self._end(record, "expired")
                 swept += 1
             self.remove_parts(upload_id)
             if record["expires_at"] + self.settings.upload_ttl <= now:
+                self.store.ledger.commit(self.store.ledger_state(), {upload_id: (RECORD, None)})
                 self._doc(upload_id).remove()
                 swept += 1
         for name in names:  # parts whose record is gone
@@ -317,29 +342,19 @@ class UploadSessions:
         return swept
 
     # -- quota ----------------------------------------------------------------------------
-    def _usage(self, completing: str | None) -> tuple[int, int]:
-        """The project's usage; without the share of the upload being completed, whose parts
-        are about to be replaced by the file it makes."""
-        used = self.store.usage()
-        files, total = used.files + used.reserved_files, used.bytes  # slots held for results
-        if completing is not None:
-            files -= 1
-            total -= sum(
-                self.part_path(completing, part_id).stat().st_size
-                for part_id in self.part_ids(completing)
-            )
-        return files, total
-
-    def _check_quota(self, files: int, total: int) -> None:
+    def _admit(
+        self, state: dict[str, Any], files: int, nbytes: int, what: str, new_records: int = 0
+    ) -> None:
+        """The store's one quota check (``ProjectStore.admit``), for what an upload adds."""
         settings = self.settings
-        if files > settings.max_files:
-            raise QuotaExceeded(
-                f"File quota exceeded: the project would hold {files} of "
-                f"{settings.max_files} files (a pending upload counts as one); "
-                "delete some first"
-            )
-        if total > settings.max_bytes:
-            raise QuotaExceeded(
-                f"Storage quota exceeded: {total} bytes (pending upload parts "
-                f"count) would pass the project's {settings.max_bytes} bytes"
-            )
+        self.store.admit(
+            new_files=files,
+            new_bytes=max(0, nbytes),
+            max_files=settings.max_files,
+            max_bytes=settings.max_bytes,
+            what=what,
+            state=state,
+            new_records=new_records,
+            max_records=settings.max_records,
+            allow_full=True,
+        )
