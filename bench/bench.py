@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs.
+uploads, json_upload, fairness, sharedfs, sharing (bench/sharing.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -937,6 +937,7 @@ SCENARIOS = {
     "fairness": fairness,
     "json_upload": json_upload,
     "uploads": uploads,
+    "sharing": lambda w: __import__("sharing").sharing(w),
 }
 
 

@@ -29,7 +29,10 @@ class Settings:
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> project (dev and tests)
     upstream_url: str | None = None
     upstream_api_key: str | None = None
-    concurrency: int = 32
+    concurrency: int = 256  # ceiling of lines in flight per executor (the limiter finds less)
+    max_added_latency: float = 0.1  # latency a batch may add to a provider's other users; 0: off
+    upstream_metrics_url: str | None = None  # the default provider's Prometheus /metrics
+    upstream_priority: int | None = None  # sent as body.priority (vLLM priority scheduling)
     max_files: int = 200
     max_bytes: int = 256 * MIB
     max_upload_bytes: int = 200 * MIB
@@ -118,6 +121,7 @@ _INT_FIELDS = {
     "signin_free_attempts",
     "signin_max_delay",
 }
+_OPTIONAL_INT_FIELDS = {"upstream_priority"}
 _FLOAT_FIELDS = {
     "retry_backoff",
     "shutdown_grace",
@@ -137,7 +141,14 @@ _FLOAT_FIELDS = {
     "webhook_rotation_grace",
     "webhook_poll_interval",
 }
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token", "result_files"}
+_STR_FIELDS = {
+    "upstream_url",
+    "upstream_api_key",
+    "upstream_metrics_url",
+    "claim_mode",
+    "metrics_token",
+    "result_files",
+}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -165,6 +176,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if number <= 0:
                 raise ValueError
             return number
+        if name == "max_added_latency":
+            number = float(value)
+            if not 0 <= number <= 100:
+                raise ValueError
+            return number
+        if name in _OPTIONAL_INT_FIELDS:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {value!r} is not a positive number") from None
     if name == "data_dir":
