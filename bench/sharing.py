@@ -7,14 +7,19 @@ Per shape, in one run:
 3. a Zumik batch alone (default settings): lines per second over the whole batch, / C;
 4. the batch running, then the same interactive users beside it: their p99 against (2), and the
    batch's throughput meanwhile as a share of the spare capacity (C - interactive rate).
-Latencies are measured by the interactive client (end to end), throughput by the provider.
+Interactive latencies are measured twice: by the interactive client (end to end, so on a loaded
+machine it also counts CPU contention between the processes of the bench) and by the provider
+(from a request's arrival to its answer: what the model server's load does to it); throughput
+is counted by the provider.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from bench import AUTH, Zumik, lines_file, wait_http  # noqa: E402
 
 SWEEPS = {"small": [8, 12, 16, 20, 24, 32], "wide": [32, 48, 64, 80, 96, 128]}
 SWEEP_SECONDS = 4.0
-INTERACTIVE_SECONDS = 20.0
+INTERACTIVE_SECONDS = 30.0
 BATCH_SECONDS = 25.0  # how long the lone batch should last at capacity
 INTERACTIVE_SHARE = 0.2
 
@@ -143,12 +148,16 @@ def shape_run(shape: str, workdir: Path) -> dict:
         best_c = max(sweep, key=lambda c: sweep[c])
         capacity = sweep[best_c]
         rate = INTERACTIVE_SHARE * capacity
+        server.reset()
         alone = finish(loadgen(workdir, server.url, "poisson", rate, INTERACTIVE_SECONDS))
+        alone_server = server.stats()["classes"]["interactive"]
 
         zumik = Zumik(workdir / f"data-sharing-{shape}", server.url, concurrency=256)
         try:
             n = int(capacity * BATCH_SECONDS)
+            sampler = LimitSampler(zumik)
             elapsed, batch = zumik.run_batch(lines_file(workdir / f"alone-{shape}.jsonl", n))
+            limit_alone = sampler.stop()
             assert batch["request_counts"]["completed"] == n, batch
             zumik_alone = n / elapsed
 
@@ -158,7 +167,9 @@ def shape_run(shape: str, workdir: Path) -> dict:
             wait_for_batch_traffic(server)
             time.sleep(5.0)  # the batch runs alone at its learned limit first
             server.reset()
+            sampler = LimitSampler(zumik)
             shared = finish(loadgen(workdir, server.url, "poisson", rate, INTERACTIVE_SECONDS))
+            limit_shared = sampler.stop()
             stats = server.stats()
             batch_rate = stats["classes"]["batch"]["count"] / stats["seconds"]
             requests.post(f"{zumik.url}/v1/batches/{batch_id}/cancel", headers=AUTH, timeout=30)
@@ -179,11 +190,44 @@ def shape_run(shape: str, workdir: Path) -> dict:
         "interactive_p99_alone_ms": round(alone["p99_ms"], 1),
         "interactive_p99_shared_ms": round(shared["p99_ms"], 1),
         "p99_increase": round(shared["p99_ms"] / alone["p99_ms"] - 1, 3),
+        "server_p99_alone_ms": alone_server["p99_ms"],
+        "server_p99_shared_ms": stats["classes"]["interactive"]["p99_ms"],
+        "server_p99_increase": round(
+            stats["classes"]["interactive"]["p99_ms"] / alone_server["p99_ms"] - 1, 3
+        ),
         "batch_shared_req_s": round(batch_rate, 1),
         "spare_share": round(batch_rate / spare, 3),
         "peak_waiting_shared": stats["peak_waiting"],
+        "learned_limit_alone": limit_alone,
+        "learned_limit_shared": limit_shared,
         "provider_view": operator,
     }
+
+
+class LimitSampler:
+    """The learned limit as /metrics reports it, once a second, in a thread."""
+
+    def __init__(self, zumik: Zumik) -> None:
+        self.zumik, self.values = zumik, []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(1.0):
+            value = providers_view(self.zumik).get("zumik_provider_learned_limit")
+            if value is not None:
+                self.values.append(value)
+
+    def stop(self) -> dict:
+        self.stopped.set()
+        self.thread.join(5)
+        values = self.values or [0.0]
+        return {
+            "mean": round(statistics.mean(values), 1),
+            "min": min(values),
+            "max": max(values),
+        }
 
 
 def providers_view(zumik: Zumik) -> dict:

@@ -14,7 +14,7 @@ finished tokens; ``POST /stats/reset`` zeroes them. ``GET /metrics`` answers Pro
 vLLM's ``vllm:num_requests_running`` and ``vllm:num_requests_waiting``.
 
 Shapes: ``--shape small`` (knee 16, 24 slots, 9 ms steps: ~100 req/s of 16 tokens, a lone
-request ~150 ms) and ``--shape wide`` (knee 64, 96 slots).
+request ~150 ms) and ``--shape wide`` (knee 64, 96 slots, 20 ms steps: ~190 req/s).
 
 Run alone: ``python tests/capacity_provider.py --port 8000 --shape small``.
 """
@@ -34,10 +34,11 @@ from aiohttp import web
 
 SHAPES = {
     "small": {"knee": 16, "slots": 24, "step": 0.009},
-    "wide": {"knee": 64, "slots": 96, "step": 0.009},
+    "wide": {"knee": 64, "slots": 96, "step": 0.02},
 }
 BATCH_HEADER = "X-Zumik-Batch"
 MAX_TOKENS = 4096
+MAX_LAG = 0.05
 
 
 @dataclass
@@ -93,14 +94,17 @@ class CapacityModel:
         self.peak_waiting = max(self.peak_waiting, len(self.waiting))
 
     async def run(self) -> None:
-        """The GPU: step while anything runs (a step's time is taken on the loop's clock, so a
-        late wake-up shortens the next wait rather than adding up)."""
+        """The GPU: step while anything runs. Steps follow a schedule (each due a step time
+        after the previous one was due), so a late wake-up shortens the next wait instead of
+        slowing the GPU down; a lag over ``MAX_LAG`` is forgiven rather than caught up."""
         loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             if not self.running:
                 self._wake.clear()
                 await self._wake.wait()
-            due = loop.time() + self.step_time(len(self.running))
+                due = loop.time()
+            due = max(due, loop.time() - MAX_LAG) + self.step_time(len(self.running))
             await asyncio.sleep(max(0.0, due - loop.time()))
             still = []
             for sequence in self.running:

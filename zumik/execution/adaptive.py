@@ -6,20 +6,22 @@ Signal: time per output token of each answer, ``latency / max(1, completion_toke
 request's latency varies with its output length; per token it does not, until the server is
 loaded). Baseline: that time at no load, measured in a *probe*: every ``probe_every`` seconds
 (jittered) the limit drops to ``PROBE_CONCURRENCY`` until ``PROBE_SAMPLES`` answers sent under
-it are in; their median is the new baseline, then the limit is restored. A probe lasts about two
-request times, so the batch loses ~1% of its throughput to it.
+it are in; the lower of their median and the last probe's is the baseline (a window's median
+below it lowers it at once), then the limit is restored. A probe lasts about two request times,
+so the batch loses ~1-2% of its throughput to it.
 
 Between probes, answers are judged per *window*: ``max(MIN_WINDOW, limit)`` answers to requests
-sent after the last change. With ``q`` the window's 90th percentile and ``target`` the
-baseline times ``1 + max_added_latency``:
-- ``q`` above target: the limit shrinks in proportion, ``limit * target / q`` (at most halved);
-  the provider is being *yielded* to others;
-- ``q`` below the middle of the band: the limit doubles while it never shrank yet (slow start),
-  else grows by ``sqrt(limit)``; between the middle and the target it grows by one.
-Added latency under ``NOISE_SECONDS`` per request is never a reason to shrink (an instant
-provider's jitter). The server's queue depth, when known (``queue``), shrinks the limit by the
-number waiting and stops growth while anything waits. Loss (429/503) is handled under it, in
-``zumik.execution.limits``. Everything takes the clock as an argument: the tests feed samples.
+sent after the last change; ``r`` is the window's median time per token over the baseline.
+A continuous-batching server's time per token is flat up to a knee, then rises; others' bursts
+land on top of whatever the batch sends, so the limit keeps *under* the knee, not at the
+allowed delay: when ``r`` exceeds ``1 + max_added_latency / 2`` the limit drops to
+``limit * 0.9 / r`` (at most halved; *yielding*), and otherwise grows: doubling until the
+first drop (slow start), by ``sqrt(limit)`` while below 0.8 of the limit of the last drop, by
+half a request per window near it. Added latency under ``NOISE_SECONDS`` per request is never
+a reason to shrink (an instant provider's jitter). The server's queue depth, when known
+(``queue``), shrinks the limit by the number waiting and stops growth while anything waits.
+Loss (429/503) is handled under it, in ``zumik.execution.limits``. Everything takes the clock
+as an argument: the tests feed samples.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import statistics
 PROBE_CONCURRENCY = 4  # our own requests in flight while the baseline is measured
 PROBE_SAMPLES = 8  # answers of a probe (their median is the baseline)
 MIN_WINDOW = 8  # fewest answers a decision rests on
-QUANTILE = 0.9
+NEAR_KNEE_STEP = 0.5  # growth per window near the limit where the delay last rose
 NOISE_SECONDS = 0.003  # added latency per request too small to act on
 MAX_TPOT = 3600.0  # a sample beyond this (seconds per token) is nonsense: ignored
 
@@ -52,14 +54,19 @@ class DelayLimiter:
         probe_every: float = 30.0,
         now: float = 0.0,
         rng: random.Random | None = None,
+        quantile: float = 0.5,
+        aim: float = 0.5,
+        margin: float = 0.9,
     ) -> None:
+        self.quantile, self.aim, self.margin = quantile, aim, margin
+        self.knee = float(ceiling)  # the limit at which the delay last rose
         self.max_added = max_added_latency
         self.ceiling = max(1, ceiling)
         self.probe_every = probe_every
         self.rng = rng or random.Random()
         self.limit = float(min(PROBE_CONCURRENCY, self.ceiling))
         self.baseline: float | None = None  # seconds per output token at no load
-        self.last_tpot: float | None = None  # the latest window's quantile
+        self.last_tpot: float | None = None  # the latest window's median
         self.yielding = False  # the latest decision was to give way
         self.slow_start = True
         self.probing = True  # the first baseline is measured before anything grows
@@ -69,7 +76,9 @@ class DelayLimiter:
         self._samples: list[float] = []
         self._tokens = 0
         self._saved_limit = self.limit
+        self._last_probe: float | None = None
         self.queue_waiting = 0
+        self.busy = True
 
     @property
     def current(self) -> float:
@@ -80,10 +89,18 @@ class DelayLimiter:
         return self.probe_every * (0.8 + 0.4 * self.rng.random())
 
     def sample(
-        self, ticket: int, issued: int, latency: float, completion_tokens: object, now: float
+        self,
+        ticket: int,
+        issued: int,
+        latency: float,
+        completion_tokens: object,
+        now: float,
+        busy: bool = True,
     ) -> None:
         """One answer: the request's admission ``ticket``, the latest ticket ``issued`` so far,
-        its latency (s) and ``usage.completion_tokens`` (anything: bounded here)."""
+        its latency (s) and ``usage.completion_tokens`` (anything: bounded here); ``busy``
+        says whether the limit binds (half of it or more is used: only then may it grow)."""
+        self.busy = busy
         tokens = completion_tokens if isinstance(completion_tokens, int) else 1
         tokens = min(max(tokens, 1), 1 << 20)
         if not (math.isfinite(latency) and latency >= 0) or ticket <= self.window_ticket:
@@ -118,7 +135,12 @@ class DelayLimiter:
         self._new_window(issued)
 
     def _end_probe(self, issued: int, now: float) -> None:
-        self.baseline = statistics.median(self._samples)
+        measured = statistics.median(self._samples)
+        # the lower of this probe and the last one: a probe during a spike of load elsewhere
+        # (another process on the server's host) does not inflate the baseline for long
+        previous = self._last_probe
+        self._last_probe = measured
+        self.baseline = measured if previous is None else min(measured, previous)
         self.probing = False
         self.limit = max(self._saved_limit, self.limit)
         self.next_probe = now + self._jittered()
@@ -126,23 +148,29 @@ class DelayLimiter:
 
     def _decide(self, issued: int) -> None:
         assert self.baseline is not None
-        observed = quantile(self._samples, QUANTILE)
+        observed = quantile(self._samples, self.quantile)
         mean_tokens = self._tokens / len(self._samples)
         self.last_tpot = observed
-        target = self.baseline * (1 + self.max_added)
+        if observed < self.baseline:  # no-load time per token cannot be above this
+            self.baseline = observed
+        ratio = observed / self.baseline if self.baseline > 0 else 1.0
         added = (observed - self.baseline) * mean_tokens
-        if observed > target and added > NOISE_SECONDS:
-            self.limit = max(1.0, self.limit * max(0.5, target / observed))
+        if ratio > 1 + self.max_added * self.aim and added > NOISE_SECONDS:
+            # past the knee: back to where the delay began, and a little under it
+            self.knee = self.limit
+            self.limit = max(1.0, self.limit * max(0.5, self.margin / ratio))
             self.yielding = True
             self.slow_start = False
-        elif self.queue_waiting:
-            pass  # the server queues: no growth until it drains
-        elif observed <= self.baseline * (1 + self.max_added / 2) or added <= NOISE_SECONDS:
-            step = self.limit if self.slow_start else max(1.0, math.sqrt(self.limit))
-            self.limit = min(float(self.ceiling), self.limit + step)
-            self.yielding = False
+        elif self.queue_waiting or not self.busy:
+            pass  # the server queues, or the limit does not bind: no growth
         else:
-            self.limit = min(float(self.ceiling), self.limit + 1.0)
+            if self.slow_start:
+                step = self.limit
+            elif self.limit < 0.8 * self.knee:
+                step = max(1.0, math.sqrt(self.limit))
+            else:
+                step = NEAR_KNEE_STEP  # near the knee found last: carefully
+            self.limit = min(float(self.ceiling), self.limit + step)
             self.yielding = False
         self._new_window(issued)
 

@@ -2,7 +2,7 @@
 
 Each executor publishes, about once a second, what it has of each adaptive provider (its
 learned limit, requests in flight, whether it wants more) to
-``<data dir>/.providers/<provider>/<host id>-<pid>.json`` (temp file + rename: readers never
+``<data dir>/.providers/<provider>/<host id>-<pid>[-<tag>].json`` (temp file + rename: readers never
 see half a file), and reads the others'. Its share of the provider's learned limit is
 max-min fair (``share``): executors that want no more keep what they use, the others split the
 rest equally; so two workers' batches split one limit instead of each sending its own. An entry
@@ -50,10 +50,10 @@ def _number(value: Any, high: float) -> float:
 class ProviderBudget:
     """This executor's entry for one provider, and the peers' entries."""
 
-    def __init__(self, data_dir: Path, provider: str) -> None:
+    def __init__(self, data_dir: Path, provider: str, tag: str = "") -> None:
         self.folder = Path(data_dir) / FOLDER / (_UNSAFE.sub("_", provider)[:100] or "_")
         self.host = fsutil.host_id()
-        self.owner = f"{self.host}-{os.getpid()}"
+        self.owner = f"{self.host}-{os.getpid()}" + (f"-{tag}" if tag else "")
         self.path = self.folder / f"{self.owner}.json"
 
     def publish(self, limit: float, in_flight: int, wanting: bool) -> None:
@@ -83,8 +83,11 @@ class ProviderBudget:
                 continue
             try:
                 with open(self.folder / name, "rb") as f:
-                    doc = json.loads(f.read(MAX_ENTRY_BYTES + 1)[:MAX_ENTRY_BYTES])
-            except (OSError, ValueError):
+                    raw = f.read(MAX_ENTRY_BYTES + 1)
+                if len(raw) > MAX_ENTRY_BYTES:
+                    continue
+                doc = json.loads(raw)
+            except (OSError, ValueError, RecursionError):
                 continue
             if not isinstance(doc, dict):
                 continue

@@ -208,6 +208,17 @@ class Executor:
                 metrics.set_gauge(
                     "zumik_provider_up", (*labels, ("worker", worker)), 1.0 if health.up else 0.0
                 )
+                for gauge, value in (
+                    ("zumik_provider_learned_limit", state.get("learned_limit")),
+                    ("zumik_provider_concurrency_limit", state.get("concurrency_limit")),
+                    (
+                        "zumik_provider_baseline_seconds_per_token",
+                        state.get("baseline_s_per_token"),
+                    ),
+                    ("zumik_provider_yielding", state.get("yielding")),
+                ):
+                    if value is not None:
+                        metrics.set_gauge(gauge, (*labels, ("worker", worker)), float(value))
                 reported = self._reported.get(name, (0.0, 0))
                 metrics.inc(
                     "zumik_provider_wait_seconds_total", labels, state["wait_seconds"] - reported[0]

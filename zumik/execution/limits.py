@@ -265,7 +265,8 @@ class ProviderLimits:
             self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
         if self.delay is not None and latency >= 0:
             tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-            self.delay.sample(ticket, self.tickets, latency, tokens, self.clock())
+            busy = self.demand + 1 >= self.cap / 2  # this answer's request still counted
+            self.delay.sample(ticket, self.tickets, latency, tokens, self.clock(), busy)
         self._refresh()
         if self.tpm is not None and isinstance(usage, dict):
             actual = usage.get("total_tokens")

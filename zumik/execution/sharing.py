@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class ProviderSharing:
         self.scheduler = scheduler
         self.budgets: dict[str, ProviderBudget] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.tag = secrets.token_hex(3)  # several executors in one process (tests) differ
 
     def start(self, session: aiohttp.ClientSession, providers: Iterable[ProviderConfig]) -> None:
         for provider in providers:
@@ -55,7 +57,7 @@ class ProviderSharing:
                 continue
             budget = self.budgets.get(name)
             if budget is None:
-                budget = self.budgets[name] = ProviderBudget(self.data_dir, name)
+                budget = self.budgets[name] = ProviderBudget(self.data_dir, name, self.tag)
             wanting = bool(limits.demand > limits.in_flight or self.scheduler.waiting)
             states.append((limits, budget, limits.delay.current, limits.in_flight, wanting))
         if not states:
