@@ -6,9 +6,8 @@ Signal: time per output token of each answer, ``latency / max(1, completion_toke
 request's latency varies with its output length; per token it does not, until the server is
 loaded). Baseline: that time at no load, measured in a *probe*: every ``probe_every`` seconds
 (jittered) the limit drops to ``PROBE_CONCURRENCY`` until ``PROBE_SAMPLES`` answers sent under
-it are in; the lower of their median and the last probe's is the baseline (a window's median
-below it lowers it at once), then the limit is restored. A probe lasts about two request times,
-so the batch loses ~1-2% of its throughput to it.
+it are in; their median is the baseline, then the limit is restored. A probe lasts about two
+request times, so the batch loses ~1-2% of its throughput to it.
 
 Between probes, answers are judged per *window*: ``max(MIN_WINDOW, limit)`` answers to requests
 sent after the last change; ``r`` is the window's median time per token over the baseline.
@@ -16,12 +15,14 @@ A continuous-batching server's time per token is flat up to a knee, then rises; 
 land on top of whatever the batch sends, so the limit keeps *under* the knee, not at the
 allowed delay: when ``r`` exceeds ``1 + max_added_latency / 2`` the limit drops to
 ``limit * 0.9 / r`` (at most halved; *yielding*), and otherwise grows: doubling until the
-first drop (slow start), by ``sqrt(limit)`` while below 0.8 of the limit of the last drop, by
-half a request per window near it. Added latency under ``NOISE_SECONDS`` per request is never
-a reason to shrink (an instant provider's jitter). The server's queue depth, when known
-(``queue``), shrinks the limit by the number waiting and stops growth while anything waits.
-Loss (429/503) is handled under it, in ``zumik.execution.limits``. Everything takes the clock
-as an argument: the tests feed samples.
+first drop (slow start), by ``sqrt(limit)`` while below ``KNEE_FRACTION`` of the *knee* (the
+limit at the last drop: the server's knee, less what others use of it), by
+``NEAR_KNEE_STEP`` per window near it, so the limit comes back at once after a drop and slowly
+where the delay rose last. Added latency under ``NOISE_SECONDS`` per request is never a reason
+to shrink (an instant provider's jitter); a limit that does not bind (less than half of it in
+use) does not grow. The server's queue depth, when known (``queue``), shrinks the limit by the
+number waiting and stops growth while anything waits. Loss (429/503) is handled under it, in
+``zumik.execution.limits``. Everything takes the clock as an argument: the tests feed samples.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import statistics
 PROBE_CONCURRENCY = 4  # our own requests in flight while the baseline is measured
 PROBE_SAMPLES = 8  # answers of a probe (their median is the baseline)
 MIN_WINDOW = 8  # fewest answers a decision rests on
-NEAR_KNEE_STEP = 0.5  # growth per window near the limit where the delay last rose
+NEAR_KNEE_STEP = 0.25  # growth per window near the limit where the delay last rose
+KNEE_FRACTION = 0.8  # "near the knee": at least this fraction of it
 NOISE_SECONDS = 0.003  # added latency per request too small to act on
 MAX_TPOT = 3600.0  # a sample beyond this (seconds per token) is nonsense: ignored
 
@@ -76,7 +78,6 @@ class DelayLimiter:
         self._samples: list[float] = []
         self._tokens = 0
         self._saved_limit = self.limit
-        self._last_probe: float | None = None
         self.queue_waiting = 0
         self.busy = True
 
@@ -135,12 +136,7 @@ class DelayLimiter:
         self._new_window(issued)
 
     def _end_probe(self, issued: int, now: float) -> None:
-        measured = statistics.median(self._samples)
-        # the lower of this probe and the last one: a probe during a spike of load elsewhere
-        # (another process on the server's host) does not inflate the baseline for long
-        previous = self._last_probe
-        self._last_probe = measured
-        self.baseline = measured if previous is None else min(measured, previous)
+        self.baseline = statistics.median(self._samples)
         self.probing = False
         self.limit = max(self._saved_limit, self.limit)
         self.next_probe = now + self._jittered()
@@ -151,12 +147,11 @@ class DelayLimiter:
         observed = quantile(self._samples, self.quantile)
         mean_tokens = self._tokens / len(self._samples)
         self.last_tpot = observed
-        if observed < self.baseline:  # no-load time per token cannot be above this
-            self.baseline = observed
         ratio = observed / self.baseline if self.baseline > 0 else 1.0
         added = (observed - self.baseline) * mean_tokens
         if ratio > 1 + self.max_added * self.aim and added > NOISE_SECONDS:
-            # past the knee: back to where the delay began, and a little under it
+            # past the knee (ours, or what others leave us): back to where the delay began,
+            # and a little under it
             self.knee = self.limit
             self.limit = max(1.0, self.limit * max(0.5, self.margin / ratio))
             self.yielding = True
@@ -166,7 +161,7 @@ class DelayLimiter:
         else:
             if self.slow_start:
                 step = self.limit
-            elif self.limit < 0.8 * self.knee:
+            elif self.limit < KNEE_FRACTION * self.knee:
                 step = max(1.0, math.sqrt(self.limit))
             else:
                 step = NEAR_KNEE_STEP  # near the knee found last: carefully
