@@ -4,7 +4,9 @@
 Per shape, in one run:
 1. a bare closed-loop client at fixed concurrencies (a sweep): the best is the capacity C;
 2. interactive users alone: open-loop Poisson arrivals at 20% of C, their p99 latency;
-3. a Zumik batch alone (default settings): lines per second over the whole batch, / C;
+3. a Zumik batch alone (default settings): lines per second over the whole batch (from the
+   create to the server's completed log line, so with validation, the first probe and the slow
+   start), and its steady rate after ``STEADY_AFTER`` seconds (as the sweep measures), / C;
 4. the batch running, then the same interactive users beside it: their p99 against (2), and the
    batch's throughput meanwhile as a share of the spare capacity (C - interactive rate).
 Interactive latencies are measured twice: by the interactive client (end to end, so on a loaded
@@ -37,6 +39,7 @@ SWEEP_SECONDS = 4.0
 INTERACTIVE_SECONDS = 30.0
 BATCH_SECONDS = 25.0  # how long the lone batch should last at capacity
 INTERACTIVE_SHARE = 0.2
+STEADY_AFTER = 5.0  # the lone batch's steady rate is counted from here on (like the sweep's)
 
 LOADGEN = r"""
 import asyncio, json, random, sys, time
@@ -156,7 +159,12 @@ def shape_run(shape: str, workdir: Path) -> dict:
         try:
             n = int(capacity * BATCH_SECONDS)
             sampler = LimitSampler(zumik)
+            steady_from = threading.Timer(STEADY_AFTER, server.reset)  # past the start-up
+            steady_from.start()
             elapsed, batch = zumik.run_batch(lines_file(workdir / f"alone-{shape}.jsonl", n))
+            steady_from.cancel()
+            steady = server.stats()
+            steady_rate = steady["classes"]["batch"]["count"] / steady["seconds"]
             limit_alone = sampler.stop()
             assert batch["request_counts"]["completed"] == n, batch
             zumik_alone = n / elapsed
@@ -186,6 +194,8 @@ def shape_run(shape: str, workdir: Path) -> dict:
         "capacity_req_s": capacity,
         "zumik_alone_req_s": round(zumik_alone, 1),
         "alone_ratio": round(zumik_alone / capacity, 3),
+        "zumik_alone_steady_req_s": round(steady_rate, 1),
+        "alone_steady_ratio": round(steady_rate / capacity, 3),
         "interactive_req_s": round(shared["req_s"], 1),
         "interactive_p99_alone_ms": round(alone["p99_ms"], 1),
         "interactive_p99_shared_ms": round(shared["p99_ms"], 1),
