@@ -17,12 +17,13 @@ allowed delay: when ``r`` exceeds ``1 + max_added_latency / 2`` the limit drops 
 ``limit * 0.9 / r`` (at most halved; *yielding*), and otherwise grows: doubling until the
 first drop (slow start), by ``sqrt(limit)`` while below ``KNEE_FRACTION`` of the *knee* (the
 limit at the last drop: the server's knee, less what others use of it), by
-``NEAR_KNEE_STEP`` per window near it, so the limit comes back at once after a drop and slowly
-where the delay rose last. Added latency under ``NOISE_SECONDS`` per request is never a reason
-to shrink (an instant provider's jitter); a limit that does not bind (less than half of it in
-use) does not grow. The server's queue depth, when known (``queue``), shrinks the limit by the
-number waiting and stops growth while anything waits. Loss (429/503) is handled under it, in
-``zumik.execution.limits``. Everything takes the clock as an argument: the tests feed samples.
+``NEAR_KNEE_STEP`` (or 3% of the limit, if more) per window near it, so the limit comes back
+at once after a drop and slowly where the delay rose last. Added latency under
+``NOISE_SECONDS`` per request is never a reason to shrink (an instant provider's jitter); a
+limit that does not bind (less than half of it in use) does not grow. The server's queue
+depth, when known (``queue``), shrinks the limit by the number waiting and stops growth while
+anything waits. Loss (429/503) is handled under it, in ``zumik.execution.limits``. Everything
+takes the clock as an argument: the tests feed samples.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ PROBE_CONCURRENCY = 4  # our own requests in flight while the baseline is measur
 PROBE_SAMPLES = 8  # answers of a probe (their median is the baseline)
 MIN_WINDOW = 8  # fewest answers a decision rests on
 NEAR_KNEE_STEP = 0.25  # growth per window near the limit where the delay last rose
+NEAR_KNEE_GROWTH = 0.03  # ... or this fraction of the limit, if more
 KNEE_FRACTION = 0.8  # "near the knee": at least this fraction of it
 NOISE_SECONDS = 0.003  # added latency per request too small to act on
 MAX_TPOT = 3600.0  # a sample beyond this (seconds per token) is nonsense: ignored
@@ -164,7 +166,9 @@ class DelayLimiter:
             elif self.limit < KNEE_FRACTION * self.knee:
                 step = max(1.0, math.sqrt(self.limit))
             else:
-                step = NEAR_KNEE_STEP  # near the knee found last: carefully
+                # near the knee found last: carefully, but in proportion, so that a drop
+                # caused by noise is made good in the same time on a small and a big server
+                step = max(NEAR_KNEE_STEP, NEAR_KNEE_GROWTH * self.limit)
             self.limit = min(float(self.ceiling), self.limit + step)
             self.yielding = False
         self._new_window(issued)
