@@ -32,6 +32,10 @@ BATCH_FIELDS = {
     "metadata",
     "usage",
     "cost",
+    "max_cost",  # Zumik's extensions (issue 25)
+    "max_total_tokens",
+    "priority",
+    "budget_exceeded_at",
 }
 
 
@@ -95,7 +99,7 @@ def test_completion_window_defaults_to_24h(client, file_id):
             {
                 "input_file_id": "FILE",
                 "endpoint": "/v1/chat/completions",
-                "completion_window": "48h",
+                "completion_window": "169h",
             },
             "completion_window",
             "24h",
@@ -138,8 +142,8 @@ def test_completion_window_defaults_to_24h(client, file_id):
             "512",
         ),
         (
-            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "priority": 1},
-            "priority",
+            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "urgency": 1},
+            "urgency",
             "Unknown parameter",
         ),
     ],

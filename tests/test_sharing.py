@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from zumik.execution import serverload
-from zumik.execution.budget import ProviderBudget, share
+from zumik.execution.provider_budget import ProviderBudget, share
 from zumik.execution.routing import ProviderConfig, Route, Target
 from zumik.execution.scheduler import FairScheduler
 from zumik.execution.sharing import ProviderSharing

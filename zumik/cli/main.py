@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from zumik.api.auth import create_key, list_keys, revoke_key
 from zumik.cli import batch as batchcli
 from zumik.cli import webhooks as webhookcli
 from zumik.settings import ConfigError, load_settings
+from zumik.storage.keys import create_key, list_keys, revoke_key
 
 
 def _serve(args: argparse.Namespace) -> int:

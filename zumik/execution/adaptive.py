@@ -76,7 +76,7 @@ class DelayLimiter:
         self.probing = True  # the first baseline is measured before anything grows
         self.next_probe = now + self._jittered()
         self.window_ticket = 0  # answers to requests admitted up to here are stale
-        self.window_size_hint = 0  # this executor's share of the limit (budget.py)
+        self.window_size_hint = 0  # this executor's share of the limit (provider_budget.py)
         self._samples: list[float] = []
         self._tokens = 0
         self._saved_limit = self.limit

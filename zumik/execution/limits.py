@@ -3,9 +3,10 @@ provider's own ``x-ratelimit-*`` headers.
 
 Concurrency is the least of three: the delay-based limit learned from answers' time per token
 (``zumik.execution.adaptive``, times this executor's share of it across workers and hosts,
-``zumik.execution.budget``), the loss-based backstop (AIMD: halves on a 429 or 503, grows back
-by one per window of successes; like TCP it halves at most once per window, a rejection of a
-request sent before the last decrease says nothing new), and ``max_concurrency``, a ceiling.
+``zumik.execution.provider_budget``), the loss-based backstop (AIMD: halves on a 429 or 503,
+grows back by one per window of successes; like TCP it halves at most once per window, a
+rejection of a request sent before the last decrease says nothing new), and
+``max_concurrency``, a ceiling.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class ProviderLimits:
             if provider.max_added_latency
             else None
         )
-        self.share = 1.0  # this executor's part of the provider's budget (budget.py)
+        self.share = 1.0  # this executor's part of the provider's budget (provider_budget.py)
         self.cap = self.max  # the concurrency in force: see ``_refresh``
         self.on_change: Callable[[], None] | None = None
         self.sleep = sleep

@@ -1,5 +1,5 @@
 """Sharing each provider with the rest of Zumik and with the server's other users, for one
-executor: publishes and reads the per-provider budget files (``budget``) every
+executor: publishes and reads the per-provider budget files (``provider_budget``) every
 ``PUBLISH_EVERY`` seconds and sets this executor's share of each learned limit, and polls the
 servers' metrics pages where configured (``serverload``)."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from zumik.execution.budget import PUBLISH_EVERY, ProviderBudget, share
+from zumik.execution.provider_budget import PUBLISH_EVERY, ProviderBudget, share
 from zumik.execution.routing import ProviderConfig
 from zumik.execution.scheduler import FairScheduler
 from zumik.execution.serverload import ServerLoad
