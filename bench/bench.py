@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs, estimate, sharing (bench/sharing.py).
+uploads, json_upload, fairness, sharedfs, estimate, sharing and sharing_model (bench/sharing.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -995,6 +995,7 @@ SCENARIOS = {
     "uploads": uploads,
     "estimate": estimate,
     "sharing": lambda w: __import__("sharing").sharing(w),
+    "sharing_model": lambda w: __import__("sharing").sharing_model(w),
 }
 
 

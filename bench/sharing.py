@@ -261,3 +261,42 @@ def sharing(workdir: Path) -> dict:
         "shapes": shapes,
         "target": "alone_ratio >= 0.9, p99_increase <= 0.25, spare_share >= 0.6 (both shapes)",
     }
+
+
+def sharing_model(workdir: Path) -> dict:
+    """The same two phases in virtual time (tests/test_adaptive.py ``simulate``: the limiter
+    itself against the capacity model, no HTTP, no processes), so the figures do not move with
+    the machine's load; three seeds, 120 s each, both shapes, fixed limits beside it."""
+    from test_adaptive import simulate
+
+    shapes = {"small": {"knee": 16, "slots": 24, "step": 0.009}, "wide": {}}
+    shapes["wide"] = {"knee": 64, "slots": 96, "step": 0.02}
+    out = []
+    for shape, model in shapes.items():
+        knee, slots = model["knee"], model["slots"]
+        for seed in (1, 2, 3):
+            best = max(
+                simulate(**model, fixed=f, seconds=30, seed=seed)["batch_rate"]
+                for f in (knee, slots)
+            )
+            rate = 0.2 * best
+            lone = simulate(**model, interactive_rate=rate, batch=False, seconds=120, seed=seed)
+            row = {"shape": shape, "seed": seed, "capacity_req_s": round(best, 1)}
+            alone = simulate(**model, seconds=120, seed=seed)
+            row["alone_ratio"] = round(alone["batch_rate"] / best, 3)
+            for name, fixed in (("adaptive", None), ("fixed_0.75knee", knee * 3 // 4)):
+                shared = simulate(
+                    **model, interactive_rate=rate, fixed=fixed, seconds=120, seed=seed
+                )
+                row[f"{name}_p99_increase"] = round(shared["p99"] / lone["p99"] - 1, 3)
+                row[f"{name}_spare_share"] = round(shared["batch_rate"] / (best - rate), 3)
+            row["fixed_0.75knee_alone_ratio"] = round(
+                simulate(**model, fixed=knee * 3 // 4, seconds=30, seed=seed)["batch_rate"] / best,
+                3,
+            )
+            out.append(row)
+    return {
+        "scenario": "sharing_model",
+        "rows": out,
+        "target": "alone_ratio >= 0.9, p99_increase <= 0.25, spare_share >= 0.6",
+    }
