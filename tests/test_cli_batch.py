@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 from conftest import AUTH_A, KEY_A, echo_lines
 from dropping_proxy import DroppingProxy
 
 from zumik.cli.batch import progress_line
+
+pytestmark = pytest.mark.slow  # the CLI as a subprocess against real gunicorn
 
 
 def zumik(server, *args, timeout=60):

@@ -30,9 +30,12 @@ ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (.ci/run installs chromium)"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser against real gunicorn
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (.ci/run installs chromium)"
+    ),
+]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -170,6 +173,11 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     assert page.evaluate("window.__notReloaded") is True  # updated in place, no reload
     assert row.get_by_text("nightly <b>42</b>").count() == 1  # metadata shown as text
     assert row.locator('[data-field="rate"]').inner_text().endswith("lines/s")
+    # The warm-up batch is listed beside the running one and its row, too, reaches its end.
+    warm_up = page.locator(f'tr[data-batch="{done_already}"]')
+    warm_up.locator('[data-field="status"]').filter(has_text="completed").wait_for()
+    assert warm_up.locator('[data-field="text"]').inner_text() == "3 / 3"
+    assert warm_up.get_by_text("warm-up").count() == 1
     screenshot(page, "dashboard-batches.png")
     page.get_by_role("link", name=running).click()
     page.wait_for_url(f"**/dashboard/batches/{running}")
@@ -186,7 +194,6 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     lines = Path(download_info.value.path()).read_text().splitlines()
     assert len(lines) == 80
     assert {json.loads(line)["custom_id"] for line in lines} == {f"r{i}" for i in range(80)}
-    assert done_already
 
 
 def test_cancel_a_running_batch(page, server: Server) -> None:

@@ -26,7 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"zumik: configuration error: {exc}", file=sys.stderr)
         return 2
-    _first_key(settings, args.port)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    _first_key(settings, port)
     argv = [
         sys.executable,
         "-m",
@@ -34,9 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
         "-c",
         "python:zumik.serve.gunicorn_conf",
         "--bind",
-        f"{args.host}:{args.port}",
+        f"{host}:{port}",
         "--workers",
-        str(args.workers),
+        str(workers),
         "--chdir",
         os.getcwd(),
         "zumik.serve.wsgi:app",
@@ -92,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="storage root (default: $ZUMIK_DATA_DIR or ./data)")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server (gunicorn + executors)")
-    serve.add_argument("--host", default=os.environ.get("ZUMIK_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("ZUMIK_PORT", "8080")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("ZUMIK_WORKERS", "2")))
+    # (defaults: ZUMIK_HOST, ZUMIK_PORT, ZUMIK_WORKERS, read by settings.py)
+    serve.add_argument("--host", help="default: $ZUMIK_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: $ZUMIK_PORT or 8080")
+    serve.add_argument("--workers", type=int, help="default: $ZUMIK_WORKERS or 2")
     serve.set_defaults(func=_serve)
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -7,7 +7,6 @@ model name (the default provider from ``ZUMIK_UPSTREAM_URL``, or a TOML provider
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +38,8 @@ class ProviderConfig:
     output_price: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     takes_any_model: bool = False
+    embedding_pack: int = 64  # embedding inputs packed into one request (1: no packing)
+    embedding_pack_bytes: int = 1 << 20  # most bytes of input lines packed into one request
 
     @property
     def is_echo(self) -> bool:
@@ -120,6 +121,8 @@ class Router:
                 max_added_latency=settings.max_added_latency,
                 metrics_url=settings.upstream_metrics_url,
                 priority=settings.upstream_priority,
+                embedding_pack=settings.embedding_pack,
+                embedding_pack_bytes=settings.embedding_pack_bytes,
             )
             if default.metrics_url:
                 _check_url(default.metrics_url, "ZUMIK_UPSTREAM_METRICS_URL")
@@ -159,6 +162,8 @@ _PROVIDER_KEYS = {
     "max_added_latency",
     "metrics_url",
     "priority",
+    "embedding_pack",
+    "embedding_pack_bytes",
 }
 
 
@@ -180,7 +185,7 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
     api_key = table.get("api_key")
     env_name = table.get("api_key_env")
     if env_name is not None:
-        api_key = os.environ.get(str(env_name))
+        api_key = settings.provider_keys.get(str(env_name))  # (read by settings.py)
         if not api_key:
             raise ConfigError(
                 f"{key}.api_key_env: the variable {env_name} is not set; export "
@@ -233,6 +238,10 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
         max_added_latency=number("max_added_latency", settings.max_added_latency, zero_ok=True),
         metrics_url=metrics_url,
         priority=priority,
+        embedding_pack=number("embedding_pack", settings.embedding_pack, integer=True),
+        embedding_pack_bytes=number(
+            "embedding_pack_bytes", settings.embedding_pack_bytes, integer=True
+        ),
     )
 
 
