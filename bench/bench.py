@@ -5,7 +5,8 @@
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
 uploads, json_upload, fairness, sharedfs, estimate, embeddings, embeddings_llama
-(bench/embeddings.py), sharing and sharing_model (bench/sharing.py).
+(bench/embeddings.py), results_paging (bench/results_paging.py), sharing and sharing_model
+(bench/sharing.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -33,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import embeddings  # noqa: E402  (bench/ is on the path: this script's folder)
 from fake_provider import free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import results_paging  # noqa: E402
 
 KEY = "bench-key"
 ROUNDS = 3  # runs per side; the best of each is compared
@@ -1000,6 +1004,7 @@ SCENARIOS = {
     "sharing_model": lambda w: __import__("sharing").sharing_model(w),
     "embeddings": embeddings.fake,
     "embeddings_llama": embeddings.llama,
+    "results_paging": lambda w: results_paging.scenario(w, Zumik, Provider, lines_file, AUTH),
 }
 
 

@@ -36,6 +36,7 @@ BATCH_FIELDS = {
     "max_total_tokens",
     "priority",
     "budget_exceeded_at",
+    "retry_of",  # Zumik extension, null unless the batch retries another
 }
 
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from conftest import request_line, wait_batch, wait_until
+from test_dashboard import token_of
 from webhook_receiver import Receiver
 
 from zumik import create_app
@@ -219,6 +220,11 @@ def test_a_data_dir_in_todays_format_is_read_and_run_by_the_new_code(tmp_path: P
             assert {b["id"] for b in listed} == {RUNNING, DONE}
             done = client.get(f"/v1/batches/{DONE}", headers=auth).get_json()
             assert done["status"] == "completed" and done["metadata"] == {"made": "by hand"}
+            # the dashboard shows a record written before budgets and priority existed
+            token = token_of(client.get("/dashboard/signin"))
+            client.post("/dashboard/signin", data={"csrf_token": token, "key": KEY})
+            page = client.get(f"/dashboard/batches/{DONE}")
+            assert page.status_code == 200 and b"by hand" in page.data, page.status_code
             # the batch its dead claimer left mid-run is taken over and finishes, line 1 kept
             # from the journal (not sent again), lines 2 and 3 run now
             record = wait_batch(client, RUNNING, auth=auth)

@@ -29,7 +29,7 @@ def create_app(
 ) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
     from zumik import dashboard
-    from zumik.api import batches, estimate, files, health, models, openapi
+    from zumik.api import batches, estimate, files, health, models, openapi, results, retry
     from zumik.api import uploads as uploads_api
     from zumik.execution.executor import Executor
     from zumik.execution.routing import Router
@@ -51,7 +51,15 @@ def create_app(
     )
     app.extensions["zumik"] = zumik
     errors.init_app(app)
-    for blueprint in (files.bp, estimate.bp, batches.bp, models.bp, uploads_api.bp):
+    for blueprint in (
+        files.bp,
+        estimate.bp,
+        batches.bp,
+        retry.bp,
+        results.bp,
+        models.bp,
+        uploads_api.bp,
+    ):
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)

@@ -21,7 +21,13 @@ bp = Blueprint(
     static_folder="static",
 )
 
-from zumik.dashboard import operator, pages, plan, session  # noqa: E402,F401  (routes join bp)
+from zumik.dashboard import (  # noqa: E402,F401  (routes join bp)
+    operator,
+    pages,
+    plan,
+    results_pages,
+    session,
+)
 
 
 def init_app(app: Flask, zumik: Zumik) -> None:
