@@ -203,7 +203,9 @@ def test_a_wider_server_gets_a_larger_limit():
 
 
 def test_provider_limits_take_the_least_of_learned_limit_loss_backstop_and_ceiling():
-    provider = ProviderConfig("p", "http://127.0.0.1:1/v1", max_concurrency=100)
+    provider = ProviderConfig(
+        "p", "http://127.0.0.1:1/v1", max_concurrency=100, max_added_latency=0.1
+    )
     limits = ProviderLimits(provider)
     assert limits.cap == PROBE_CONCURRENCY  # the first probe
     limits.delay.probing = False
@@ -219,3 +221,9 @@ def test_provider_limits_take_the_least_of_learned_limit_loss_backstop_and_ceili
         ProviderConfig("f", "http://127.0.0.1:1/v1", max_concurrency=7, max_added_latency=0)
     )
     assert fixed.delay is None and fixed.cap == 7
+
+
+def test_the_learned_limit_is_opt_in():
+    """By default a provider keeps its fixed limit (AIMD on 429/503 only): no learning."""
+    limits = ProviderLimits(ProviderConfig("p", "http://127.0.0.1:1/v1"))
+    assert limits.delay is None and limits.cap == 64

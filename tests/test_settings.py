@@ -18,7 +18,7 @@ from zumik.settings import ConfigError, load_settings
 
 def test_defaults_match_the_contract():
     s = load_settings({})
-    assert s.data_dir == Path("data").absolute() and s.concurrency == 256  # ./data, made absolute
+    assert s.data_dir == Path("data").absolute() and s.concurrency == 32  # ./data, made absolute
     assert (s.max_files, s.max_bytes) == (200, 256 * 1024 * 1024)
     assert (s.max_active_batches, s.max_requests, s.max_line_bytes) == (16, 50_000, 2 << 20)
     assert (s.output_ttl, s.batch_ttl, s.lease_seconds) == (86_400, 604_800, 30.0)

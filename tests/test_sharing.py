@@ -25,7 +25,7 @@ from zumik.storage import fsutil
 
 def test_two_executors_split_one_learned_limit(tmp_path):
     async def main():
-        provider = ProviderConfig("gpu", "http://127.0.0.1:1/v1")
+        provider = ProviderConfig("gpu", "http://127.0.0.1:1/v1", max_added_latency=0.1)
         sides = []
         async with aiohttp.ClientSession() as session:
             for _ in range(2):
@@ -188,7 +188,7 @@ def test_settings_take_the_knob_metrics_url_and_priority(tmp_path):
         "http://127.0.0.1:8000/metrics",
         10,
     )
-    assert gpu.max_concurrency == 256
+    assert gpu.max_concurrency == 32  # ZUMIK_CONCURRENCY's default
     config.write_text('[providers.gpu]\nbase_url = "http://x/v1"\npriority = "high"\n')
     try:
         Router.from_settings(load_settings({"ZUMIK_CONFIG": str(config)}))

@@ -29,8 +29,8 @@ class Settings:
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> project (dev and tests)
     upstream_url: str | None = None
     upstream_api_key: str | None = None
-    concurrency: int = 256  # ceiling of lines in flight per executor (the limiter finds less)
-    max_added_latency: float = 0.1  # latency a batch may add to a provider's other users; 0: off
+    concurrency: int = 32  # lines in flight per executor (a ceiling when the limiter is on)
+    max_added_latency: float = 0.0  # latency a batch may add to others (0.1 = 10%); 0: off
     upstream_metrics_url: str | None = None  # the default provider's Prometheus /metrics
     upstream_priority: int | None = None  # sent as body.priority (vLLM priority scheduling)
     max_files: int = 200

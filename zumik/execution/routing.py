@@ -25,8 +25,8 @@ class ProviderConfig:
     name: str
     base_url: str
     api_key: str | None = None
-    max_concurrency: int = 256  # a ceiling: the delay-based limit finds the server's capacity
-    max_added_latency: float = 0.1  # latency increase a batch may cause to others; 0: off
+    max_concurrency: int = 64  # a ceiling (raise it with max_added_latency on)
+    max_added_latency: float = 0.0  # latency increase a batch may cause to others; 0: off
     metrics_url: str | None = None  # its Prometheus /metrics (queue depth), optional
     priority: int | None = None  # sent as body.priority (servers scheduling by priority)
     rpm: float | None = None
