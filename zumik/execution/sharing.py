@@ -80,4 +80,9 @@ class ProviderSharing:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         budgets = list(self.budgets.values())
-        await asyncio.to_thread(lambda: [budget.withdraw() for budget in budgets])
+
+        def withdraw_all() -> None:
+            for budget in budgets:
+                budget.withdraw()
+
+        await asyncio.to_thread(withdraw_all)
