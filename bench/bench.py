@@ -5,7 +5,8 @@
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, spread,
 scale (bench/scale_bench.py), uploads, json_upload, fairness, sharedfs, estimate, embeddings,
-embeddings_llama (bench/embeddings.py), results_paging (bench/results_paging.py).
+embeddings_llama (bench/embeddings.py), results_paging (bench/results_paging.py), sharing and
+sharing_model (bench/sharing.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -1001,6 +1002,8 @@ SCENARIOS = {
     "json_upload": json_upload,
     "uploads": uploads,
     "estimate": estimate,
+    "sharing": lambda w: __import__("sharing").sharing(w),
+    "sharing_model": lambda w: __import__("sharing").sharing_model(w),
     "embeddings": embeddings.fake,
     "embeddings_llama": embeddings.llama,
     "results_paging": lambda w: results_paging.scenario(w, Zumik, Provider, lines_file, AUTH),

@@ -209,7 +209,12 @@ def test_rpm_limit_holds_at_the_provider(provider):
 def test_aimd_backs_off_an_overloaded_provider(provider):
     control(provider, overload_above=4, latency=0.02)
     config = ProviderConfig(
-        "p", provider.url, max_concurrency=32, max_attempts=20, retry_backoff=0.01
+        "p",
+        provider.url,
+        max_concurrency=32,
+        max_attempts=20,
+        retry_backoff=0.01,
+        max_added_latency=0,  # the loss-based backstop on its own
     )
     outcomes, upstream = run(send_many(config, [body(f"a{i}") for i in range(200)]))
     assert all(o.ok for o in outcomes)
@@ -251,7 +256,12 @@ def test_aimd_report(provider, capsys):
     takes 4 at a time, with AIMD (max_concurrency 32)."""
     control(provider, overload_above=4, latency=0.02)
     config = ProviderConfig(
-        "p", provider.url, max_concurrency=32, max_attempts=50, retry_backoff=0.01
+        "p",
+        provider.url,
+        max_concurrency=32,
+        max_attempts=50,
+        retry_backoff=0.01,
+        max_added_latency=0,  # the loss-based backstop on its own
     )
     outcomes, upstream = run(send_many(config, [body(f"b{i}") for i in range(200)]))
     rejected = stats(provider)["statuses"].get("429", 0)

@@ -29,7 +29,10 @@ class Settings:
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> project (dev and tests)
     upstream_url: str | None = None
     upstream_api_key: str | None = None
-    concurrency: int = 32
+    concurrency: int = 32  # lines in flight per executor (a ceiling when the limiter is on)
+    max_added_latency: float = 0.0  # latency a batch may add to others (0.1 = 10%); 0: off
+    upstream_metrics_url: str | None = None  # the default provider's Prometheus /metrics
+    upstream_priority: int | None = None  # sent as body.priority (vLLM priority scheduling)
     max_files: int = 200
     max_bytes: int = 256 * MIB
     max_records: int = 10_000  # batch and upload records and idempotency keys kept per project
@@ -140,6 +143,7 @@ _INT_FIELDS = {
     "port",
     "workers",
 }
+_OPTIONAL_INT_FIELDS = {"upstream_priority"}
 _FLOAT_FIELDS = {
     "retry_backoff",
     "shutdown_grace",
@@ -164,6 +168,7 @@ _HOURS_FIELDS = {"min_window", "max_window"}  # also written "<N>h"
 _STR_FIELDS = {
     "upstream_url",
     "upstream_api_key",
+    "upstream_metrics_url",
     "claim_mode",
     "metrics_token",
     "result_files",
@@ -200,6 +205,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if real <= 0:
                 raise ValueError
             return real
+        if name == "max_added_latency":
+            real = float(value)
+            if not 0 <= real <= 100:
+                raise ValueError
+            return real
+        if name in _OPTIONAL_INT_FIELDS:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {value!r} is not a positive number") from None
     if name == "data_dir":

@@ -40,6 +40,11 @@ class ProviderState:
     latency_count: float = 0.0
     latency_sum: float = 0.0
     latency_buckets: list[float] = field(default_factory=list)
+    learned: float | None = None  # the delay-based limit (the largest an executor reports)
+    baseline: float | None = None  # seconds per output token at no load
+    recent: float | None = None  # the latest window's median of it
+    yielding: int = 0  # executors giving way to the provider's other users
+    probing: int = 0  # executors measuring the no-load baseline
     held: float = 0.0  # lines waiting for the provider to come back
     down_since: float | None = None
 
@@ -49,6 +54,16 @@ class ProviderState:
             return ""
         mean = self.latency_sum / self.latency_count
         return f"{mean * 1000:,.0f} ms" if mean < 10 else f"{mean:,.1f} s"
+
+    @property
+    def per_token(self) -> str:
+        """Baseline (and recent) time per output token, for the operator view."""
+        if self.baseline is None:
+            return ""
+        text = f"{self.baseline * 1000:,.1f} ms"
+        if self.recent is not None:
+            text += f" (now {self.recent * 1000:,.1f} ms)"
+        return text
 
     @property
     def p95(self) -> str:
@@ -139,6 +154,17 @@ def _merge_health(state: ProviderState, info: dict[str, Any]) -> None:
         state.down_since = min(state.down_since or info["down_since"], info["down_since"])
     state.limit = (state.limit or 0.0) + float(info.get("concurrency_limit") or 0)
     state.held += float(info.get("held") or 0)
+    for field_name, key in (
+        ("learned", "learned_limit"),
+        ("baseline", "baseline_s_per_token"),
+        ("recent", "recent_s_per_token"),
+    ):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            current = getattr(state, field_name)
+            setattr(state, field_name, value if current is None else max(current, value))
+    state.yielding += 1 if info.get("yielding") else 0
+    state.probing += 1 if info.get("probing") else 0
     state.throttled += float(info.get("rate_limited") or 0)
 
 

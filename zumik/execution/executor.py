@@ -25,6 +25,7 @@ import aiohttp
 from zumik.execution.batchrun import BatchRun, RunOutcome
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
+from zumik.execution.sharing import ProviderSharing
 from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import HealthSettings, Upstream
 from zumik.ops.metrics import Metrics
@@ -68,6 +69,7 @@ class Executor:
         self.upstream: Upstream | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.scheduler: FairScheduler | None = None
+        self.sharing: ProviderSharing | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -152,10 +154,25 @@ class Executor:
                     settings.max_response_bytes,
                 ),
             )
+            self.upstream.on_limits_change = self._resize
+            self.sharing = ProviderSharing(settings.data_dir, self.upstream, self.scheduler)
+            for provider in self.router.providers.values():
+                if not provider.is_echo:
+                    self.upstream.limits_for(provider)
+            self.sharing.start(session, self.router.providers.values())
             try:
                 yield self
             finally:
                 await self._shutdown()
+                await self.sharing.close()
+
+    def _resize(self) -> None:
+        """Slots for lines follow the providers' limits (capped by ``ZUMIK_CONCURRENCY``), so
+        lines wait in the fair scheduler rather than in a provider's queue."""
+        if self.scheduler is not None and self.upstream is not None:
+            known = self.upstream.concurrency()
+            ceiling = self.settings.concurrency
+            self.scheduler.resize(min(ceiling, known) if known else ceiling)
 
     async def run_once(self) -> int:
         """One step of the loop: claim what can be claimed, sweep if due, flush metrics.
@@ -198,6 +215,17 @@ class Executor:
                 metrics.set_gauge(
                     "zumik_provider_up", (*labels, ("worker", worker)), 1.0 if health.up else 0.0
                 )
+                for gauge, value in (
+                    ("zumik_provider_learned_limit", state.get("learned_limit")),
+                    ("zumik_provider_concurrency_limit", state.get("concurrency_limit")),
+                    (
+                        "zumik_provider_baseline_seconds_per_token",
+                        state.get("baseline_s_per_token"),
+                    ),
+                    ("zumik_provider_yielding", state.get("yielding")),
+                ):
+                    if value is not None:
+                        metrics.set_gauge(gauge, (*labels, ("worker", worker)), float(value))
                 reported = self._reported.get(name, (0.0, 0))
                 metrics.inc(
                     "zumik_provider_wait_seconds_total", labels, state["wait_seconds"] - reported[0]

@@ -1,9 +1,12 @@
-"""Per-provider limits inside one executor: adaptive concurrency (AIMD), rpm and tpm buckets,
-and the provider's own ``x-ratelimit-*`` headers.
+"""Per-provider limits inside one executor: concurrency, rpm and tpm buckets, and the
+provider's own ``x-ratelimit-*`` headers.
 
-Concurrency starts at ``max_concurrency``, halves on a 429 or 503 and grows back by one per
-window of successes. Like TCP, it halves at most once per window: a rejection of a request that
-was sent before the last decrease says nothing new and is ignored.
+Concurrency is the least of three: the delay-based limit learned from answers' time per token
+(``zumik.execution.adaptive``, times this executor's share of it across workers and hosts,
+``zumik.execution.provider_budget``), the loss-based backstop (AIMD: halves on a 429 or 503,
+grows back by one per window of successes; like TCP it halves at most once per window, a
+rejection of a request sent before the last decrease says nothing new), and
+``max_concurrency``, a ceiling.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zumik.core.numbers import bounded_int, bounded_seconds
+from zumik.execution.adaptive import DelayLimiter
 from zumik.execution.routing import ProviderConfig
 from zumik.execution.wire import RequestBody
 
@@ -106,9 +110,17 @@ class ProviderLimits:
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.max = provider.max_concurrency
-        self.limit = float(self.max)
+        self.limit = float(self.max)  # the loss-based (AIMD) backstop
         self.in_flight = 0
         self.clock = clock
+        self.delay = (
+            DelayLimiter(provider.max_added_latency, self.max, now=clock())
+            if provider.max_added_latency
+            else None
+        )
+        self.share = 1.0  # this executor's part of the provider's budget (provider_budget.py)
+        self.cap = self.max  # the concurrency in force: see ``_refresh``
+        self.on_change: Callable[[], None] | None = None
         self.sleep = sleep
         self.rpm = TokenBucket(provider.rpm, clock) if provider.rpm else None
         self.tpm = TokenBucket(provider.tpm, clock) if provider.tpm else None
@@ -117,9 +129,42 @@ class ProviderLimits:
         self.decrease_ticket = 0  # requests admitted before the last decrease
         self.decreases = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._refresh()
+
+    @property
+    def learned(self) -> float | None:
+        """The delay-based limit for the whole provider (None: not adaptive)."""
+        return self.delay.current if self.delay is not None else None
+
+    @property
+    def demand(self) -> int:
+        """Requests this executor has in flight or waiting for a slot."""
+        return self.in_flight + len(self._waiters)
+
+    def _refresh(self) -> None:
+        """Recompute ``cap``; admit waiters if it rose; tell ``on_change``."""
+        cap = min(self.limit, float(self.max))
+        if self.delay is not None:
+            cap = min(cap, self.delay.current * self.share)
+        cap_int = max(1, int(cap))
+        if cap_int != self.cap:
+            self.cap = cap_int
+            self._wake()
+            if self.on_change is not None:
+                self.on_change()
+
+    def set_share(self, share: float) -> None:
+        self.share = min(max(share, 0.0), 1.0)
+        self._refresh()
+
+    def server_queue(self, waiting: int) -> None:
+        """The provider's own count of waiting requests (from its metrics)."""
+        if self.delay is not None:
+            self.delay.queue(waiting, self.tickets)
+            self._refresh()
 
     def free_share(self) -> float:
-        return (self.limit - self.in_flight) / self.limit
+        return (self.cap - self.in_flight) / self.cap
 
     def try_acquire(self) -> tuple[int, int] | None:
         """``acquire`` without waiting, when nothing would make it wait (a free slot, no rate
@@ -154,7 +199,7 @@ class ProviderLimits:
 
     def _enter(self) -> bool:
         """Take a concurrency slot if one is free and nobody waits for one."""
-        if self.in_flight < int(self.limit) and not self._waiters:
+        if self.in_flight < self.cap and not self._waiters:
             self.in_flight += 1
             return True
         return False
@@ -178,10 +223,25 @@ class ProviderLimits:
 
     def wake(self) -> None:
         """Admit waiters while the limit allows (after the limit was raised)."""
+        self._refresh()
         self._wake()
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the operator view shows of the concurrency side."""
+        delay = self.delay
+        return {
+            "concurrency_limit": self.cap,
+            "learned_limit": round(delay.current, 1) if delay else None,
+            "baseline_s_per_token": delay.baseline if delay else None,
+            "recent_s_per_token": delay.last_tpot if delay else None,
+            "yielding": bool(delay and delay.yielding),
+            "probing": bool(delay and delay.probing),
+            "share": round(self.share, 3),
+            "server_waiting": delay.queue_waiting if delay else None,
+        }
+
     def _wake(self) -> None:
-        while self.in_flight < int(self.limit) and self._waiters:
+        while self.in_flight < self.cap and self._waiters:
             future = self._waiters.popleft()
             if not future.done():
                 self.in_flight += 1
@@ -198,10 +258,16 @@ class ProviderLimits:
                 return
             await self.sleep(wait)
 
-    def on_success(self, estimate: int, usage: Any, headers: Any) -> None:
+    def on_success(
+        self, estimate: int, usage: Any, headers: Any, ticket: int = 0, latency: float = -1.0
+    ) -> None:
         if self.limit < self.max:
             self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
-            self._wake()
+        if self.delay is not None and latency >= 0:
+            tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            busy = self.demand + 1 >= self.cap / 2  # this answer's request still counted
+            self.delay.sample(ticket, self.tickets, latency, tokens, self.clock(), busy)
+        self._refresh()
         if self.tpm is not None and isinstance(usage, dict):
             actual = usage.get("total_tokens")
             if isinstance(actual, int) and not isinstance(actual, bool):
@@ -212,7 +278,8 @@ class ProviderLimits:
         if status in BACKOFF_STATUSES and ticket > self.decrease_ticket:
             self.decrease_ticket = self.tickets
             self.decreases += 1
-            self.limit = max(1.0, self.limit / 2)
+            self.limit = max(1.0, min(self.limit, float(self.cap)) / 2)
+            self._refresh()
         self._respect_headers(headers)
 
     def _respect_headers(self, headers: Any) -> None:

@@ -25,7 +25,10 @@ class ProviderConfig:
     name: str
     base_url: str
     api_key: str | None = None
-    max_concurrency: int = 64
+    max_concurrency: int = 64  # a ceiling (raise it with max_added_latency on)
+    max_added_latency: float = 0.0  # latency increase a batch may cause to others; 0: off
+    metrics_url: str | None = None  # its Prometheus /metrics (queue depth), optional
+    priority: int | None = None  # sent as body.priority (servers scheduling by priority)
     rpm: float | None = None
     tpm: float | None = None
     timeout: float = 600.0
@@ -115,9 +118,14 @@ class Router:
                 max_attempts=settings.max_attempts,
                 retry_backoff=settings.retry_backoff,
                 takes_any_model=True,
+                max_added_latency=settings.max_added_latency,
+                metrics_url=settings.upstream_metrics_url,
+                priority=settings.upstream_priority,
                 embedding_pack=settings.embedding_pack,
                 embedding_pack_bytes=settings.embedding_pack_bytes,
             )
+            if default.metrics_url:
+                _check_url(default.metrics_url, "ZUMIK_UPSTREAM_METRICS_URL")
             providers["default"] = default
         for name, table in settings.providers.items():
             provider = _provider(name, table, settings, where)
@@ -151,6 +159,9 @@ _PROVIDER_KEYS = {
     "output_price",
     "headers",
     "default",
+    "max_added_latency",
+    "metrics_url",
+    "priority",
     "embedding_pack",
     "embedding_pack_bytes",
 }
@@ -184,6 +195,17 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{key}.headers must be a table of strings")
 
+    metrics_url = table.get("metrics_url")
+    if metrics_url is not None:
+        if not isinstance(metrics_url, str):
+            raise ConfigError(f"{key}.metrics_url must be a URL string")
+        _check_url(metrics_url, f"{key}.metrics_url")
+    priority = table.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise ConfigError(
+            f"{key}.priority must be an integer (lower runs sooner), not {priority!r}"
+        )
+
     def number(
         field_name: str, default: float | None, integer: bool = False, zero_ok: bool = False
     ) -> Any:
@@ -213,6 +235,9 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
         retry_backoff=settings.retry_backoff,
         headers=dict(headers),
         takes_any_model=bool(table.get("default", False)),
+        max_added_latency=number("max_added_latency", settings.max_added_latency, zero_ok=True),
+        metrics_url=metrics_url,
+        priority=priority,
         embedding_pack=number("embedding_pack", settings.embedding_pack, integer=True),
         embedding_pack_bytes=number(
             "embedding_pack_bytes", settings.embedding_pack_bytes, integer=True

@@ -64,6 +64,13 @@ class FairScheduler:
     def _rank(self, project: str, batch_id: str) -> tuple[int, float]:
         return self._ranks.get((project, batch_id), DEFAULT_RANK)
 
+    def resize(self, slots: int) -> None:
+        """Change the number of slots (the providers' limits moved); if it grew, waiters are
+        granted the new slots, fairly as ever; if it shrank, lines in flight finish."""
+        self.slots = max(1, slots)
+        while self.waiting and self.in_use < self.slots:
+            self._grant()
+
     def idle(self) -> bool:
         """Whether a slot is free and nothing waits (the executor may take more batches)."""
         return self.in_use < self.slots and not self.waiting

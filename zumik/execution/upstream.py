@@ -33,6 +33,7 @@ from zumik.execution.routing import ProviderConfig, Route, Target
 from zumik.execution.wire import RequestBody
 from zumik.ops.metrics import Metrics
 
+BATCH_HEADER = "X-Zumik-Batch"  # tells a server (or its proxy) this is batch traffic
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 BACKOFF_BASE, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 30.0, 300.0
 HEADER_CHARS = 64  # a Retry-After longer than this is nonsense: ignored
@@ -149,12 +150,24 @@ class Upstream:
         self.limits: dict[str, ProviderLimits] = {}
         self.health: dict[str, ProviderHealth] = {}
         self._requests: dict[tuple[str, str], _RequestShape] = {}
+        self.on_limits_change: Callable[[], None] | None = None
 
     def limits_for(self, provider: ProviderConfig) -> ProviderLimits:
         limits = self.limits.get(provider.name)
         if limits is None:
             limits = self.limits[provider.name] = ProviderLimits(provider)
+            limits.on_change = self._limits_changed
+            self._limits_changed()
         return limits
+
+    def _limits_changed(self) -> None:
+        if self.on_limits_change is not None:
+            self.on_limits_change()
+
+    def concurrency(self) -> int | None:
+        """Lines the providers can take at once (the sum of their limits; None: none known)."""
+        caps = [limits.cap for limits in self.limits.values()]
+        return sum(caps) if caps else None
 
     def health_for(self, provider: ProviderConfig) -> ProviderHealth:
         health = self.health.get(provider.name)
@@ -214,6 +227,10 @@ class Upstream:
                 provider=provider.name,
             )
         payload = body.payload_for(target.model)
+        if provider.priority is not None and "priority" not in body.obj:
+            payload = msgspec.json.encode(
+                {**body.obj, "model": target.model, "priority": provider.priority}
+            )
         request = self._requests.get((provider.name, endpoint))
         if request is None:
             request = self._requests[provider.name, endpoint] = _RequestShape(
@@ -259,7 +276,7 @@ class Upstream:
             else:
                 health.answered(probe, latency)
                 if outcome.ok:
-                    limits.on_success(estimate, outcome.usage, response_headers)
+                    limits.on_success(estimate, outcome.usage, response_headers, ticket, latency)
                 else:
                     limits.on_failure(outcome.status_code, response_headers, ticket)
             # the line's own failure: not about the provider, or others got answers meanwhile;
@@ -400,7 +417,7 @@ class _RequestShape:
         self.max_bytes = max_bytes
         # base_url ends in /v1 (or the provider's own prefix); endpoint is /v1/<path>
         self.url = provider.base_url + endpoint.removeprefix("/v1")
-        self.headers = {"Content-Type": "application/json", **provider.headers}
+        self.headers = {"Content-Type": "application/json", BATCH_HEADER: "1", **provider.headers}
         if provider.api_key:
             self.headers["Authorization"] = f"Bearer {provider.api_key}"
         self.timeout = aiohttp.ClientTimeout(total=provider.timeout)

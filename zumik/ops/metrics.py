@@ -31,6 +31,23 @@ HELP = {
     "zumik_upstream_latency_seconds": ("histogram", "Latency of one upstream attempt."),
     "zumik_inflight_requests": ("gauge", "Upstream requests in flight now, by provider."),
     "zumik_provider_up": ("gauge", "1 while a provider is up, 0 while down (per worker)."),
+    "zumik_provider_learned_limit": (
+        "gauge",
+        "Delay-based concurrency limit learned for the whole provider (per worker).",
+    ),
+    "zumik_provider_concurrency_limit": (
+        "gauge",
+        "Concurrency in force for this worker: its share of the learned limit, under the "
+        "loss backstop and the ceiling (per worker).",
+    ),
+    "zumik_provider_baseline_seconds_per_token": (
+        "gauge",
+        "A provider's time per output token at no load, as last measured (per worker).",
+    ),
+    "zumik_provider_yielding": (
+        "gauge",
+        "1 while batch traffic gives way to a provider's other users (per worker).",
+    ),
     "zumik_provider_wait_seconds_total": (
         "counter",
         "Line-seconds spent waiting for a provider that was down.",
