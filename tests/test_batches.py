@@ -240,7 +240,20 @@ def test_deleting_a_running_input_is_409(client, file_id):
         "still validating",
         code="file_in_use",
     )
-    assert error["param"] == "file_id"
+    assert error["param"] == "file_id" and "wait for it to finish, or cancel it" in error["message"]
+
+
+def test_deleting_a_cancelling_input_says_to_wait(client, file_id):
+    batch_id = create_batch(client, file_id).get_json()["id"]  # no executor here: it stays
+    assert client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A).json["status"] == (
+        "cancelling"
+    )
+    error = assert_envelope(
+        client.delete(f"/v1/files/{file_id}", headers=AUTH_A), 409, code="file_in_use"
+    )
+    message = error["message"]
+    assert "is cancelling: it stops within a few seconds" in message
+    assert "delete the file then" in message and "cancel it" not in message
 
 
 def test_terminal_batch_keeps_status_on_cancel(make_app):

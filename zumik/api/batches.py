@@ -273,4 +273,5 @@ def cancel_batch(batch_id: str) -> Response:
             extra={"batch_id": batch_id, "project": store.project, "status": record["status"]},
         )
         zumik.executor.wake()
-    return jsonify(records.public_batch(record))
+    # as GET shows it: with the running claim's latest counts and usage, not the bare record
+    return jsonify(records.public_batch(handle.read() or record))

@@ -70,6 +70,21 @@ class Usage:
     reserved_files: int = 0
 
 
+def in_use_message(file_id: str, record: dict[str, Any]) -> str:
+    """Why a file cannot go yet, and what to do: never advice the batch's state contradicts."""
+    batch_id, status = record["id"], record["status"]
+    if status == "cancelling":
+        return (
+            f"File {file_id} is the input of batch {batch_id}, which is cancelling: it stops "
+            "within a few seconds (its status then reads 'cancelled'); delete the file then"
+        )
+    return (
+        f"File {file_id} is the input of batch {batch_id}, which is still {status}; wait for "
+        f"it to finish, or cancel it (POST /v1/batches/{batch_id}/cancel) and delete the file "
+        "once it reads 'cancelled'"
+    )
+
+
 class ProjectStore:
     """One project's folder. Cheap to build; holds no open handles."""
 
@@ -264,12 +279,7 @@ class ProjectStore:
                 return False
             for record in self.active_batches():
                 if record.get("input_file_id") == file_id:
-                    raise FileInUse(
-                        f"File {file_id} is the input of batch {record['id']}, "
-                        f"which is still {record['status']}; cancel it or wait "
-                        "for it to finish",
-                        param="file_id",
-                    )
+                    raise FileInUse(in_use_message(file_id, record), param="file_id")
             self.remove_file(file_id)
         return True
 
