@@ -183,6 +183,7 @@ def create_batch() -> tuple[Response, int]:
         total=requests,
         window_seconds=zumik.settings.completion_window,
     )
+    record["model"] = meta.get("model")  # as OpenAI does, known at create (the upload's lines)
     if output_ttl is not None:
         record["_output_ttl"] = output_ttl
     keyed = idempotent_request(

@@ -56,6 +56,7 @@ def create_file() -> tuple[Response, int]:
         "status_details": None,
         "expires_at": now + upload.expires_after if upload.expires_after else None,
         "requests": upload.requests,
+        "model": upload.model,  # internal: a batch over the file starts with it
     }
     try:
         keyed = idempotent_request(

@@ -207,6 +207,7 @@ class UploadSessions:
                 "status_details": None,
                 "expires_at": now + expires if expires else None,
                 "requests": requests,
+                "model": sink.validator.model,  # internal: a batch over the file starts with it
             }
             with self.store.quota_lock():
                 record = self.get(upload_id)
