@@ -102,6 +102,7 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
     # no readable answer: response null, error set
     assert lines["garbage"]["response"] is None
     assert lines["garbage"]["error"]["code"] == "invalid_upstream_response"
+    assert {x["provider"] for x in lines.values()} == {"default"}  # on error lines too
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     assert stats["by_content"]["#fail:500:2"] == 3 and stats["by_content"]["#fail:400:99"] == 1
 
@@ -205,6 +206,9 @@ def test_completion_window_expiry(make_app, provider):
     expired = output_lines(client, batch["error_file_id"])
     assert all(x["error"] is None for x in done)
     assert all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in expired)
+    # "provider" is on every kind of line: the answering one, or null where none was tried
+    assert {x["provider"] for x in done} == {"default"}
+    assert {x["provider"] for x in expired} == {None}
     ids = [x["custom_id"] for x in done + expired]
     assert len(ids) == 40 == len(set(ids)) and 0 < len(expired) < 40
     assert batch["request_counts"] == {"total": 40, "completed": len(done), "failed": len(expired)}

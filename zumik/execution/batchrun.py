@@ -320,6 +320,7 @@ class BatchRun(Validating, Finalizing):
                     outcome.error_code or "upstream_error",
                     outcome.error_message or "request failed",
                     self.next_request_id(),
+                    outcome.provider or None,
                 )
             )
             return line, ok, outcome.usage if ok else None, outcome.provider, body.model
