@@ -129,10 +129,26 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
             headers={"Allow": allowed},
         )
     if status == 413:
-        return ApiError(
-            413, "Request body too large: " + (exc.description or ""), code="request_too_large"
-        )
+        return ApiError(413, _too_large_message(), code="request_too_large")
     return ApiError(status, exc.description or exc.name)
+
+
+_BODY_SETTINGS = {  # which setting caps the body of each route (the others: JSON bodies)
+    "files.create_file": "ZUMIK_MAX_UPLOAD_BYTES",
+    "uploads_api.add_part": "ZUMIK_MAX_PART_BYTES",
+    "dashboard.upload": "ZUMIK_MAX_UPLOAD_BYTES",
+}
+
+
+def _too_large_message() -> str:
+    """A 413 that names the limit in bytes and the setting that sets it."""
+    limit = request.max_content_length
+    setting = _BODY_SETTINGS.get(request.endpoint or "", "ZUMIK_MAX_JSON_BYTES")
+    size = f"{limit}-byte" if limit is not None else "size"
+    return (
+        f"The request body is too large: over the {size} limit for {request.path} "
+        f"(set by {setting})"
+    )
 
 
 def init_app(app: Flask) -> None:

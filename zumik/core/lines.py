@@ -78,6 +78,10 @@ def parse_line(raw: bytes, line: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Req
         )
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:  # its own numbering counts within the line: say column
+        raise LineError(
+            line, "invalid_json_line", f"not valid JSON at column {exc.colno}: {exc.msg}"
+        ) from None
     except ValueError as exc:
         raise LineError(line, "invalid_json_line", f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
