@@ -151,6 +151,15 @@ def _too_large_message() -> str:
     )
 
 
+POLL_HEADER = "X-Zumik-Poll"  # the dashboard's background refreshes send it
+
+
+def is_poll() -> bool:
+    """A dashboard page's background poll (every few seconds): logged at debug, so the access
+    log keeps the requests people and clients make (what matters behind nginx)."""
+    return request.endpoint == "dashboard.poll_batches" or POLL_HEADER in request.headers
+
+
 def init_app(app: Flask) -> None:
     """Give every response a request id and every error the envelope."""
 
@@ -165,7 +174,8 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def add_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        access.info(
+        access.log(
+            logging.DEBUG if is_poll() else logging.INFO,
             "request",
             extra={
                 "request_id": g.get("request_id"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,11 @@ def _snapshots(data_dir: Path, now: float) -> list[dict[str, Any]]:
             continue
         snapshot["_age"] = age
         snapshot["_alive"] = metrics.alive(snapshot) and age < STALE_SNAPSHOT * 10
+        # a dead process of this host (a previous run, a restarted worker) is known gone at
+        # once: its counters still count, but it is not listed as an executor
+        snapshot["_dead_here"] = snapshot.get("host") == metrics.HOST and not metrics.alive(
+            snapshot
+        )
         out.append(snapshot)
     return out
 
@@ -157,13 +161,19 @@ def project_summaries(data_dir: Path, clock: Any) -> tuple[list[dict[str, Any]],
 
 
 def disk(data_dir: Path) -> dict[str, Any]:
-    total, used, free = shutil.disk_usage(data_dir)
+    """The data dir's filesystem as ``df`` shows it: ``free`` is what Zumik can still write
+    (``f_bavail``), ``size`` is used + that (the root reserve left out), use% = used / size."""
+    stats = os.statvfs(data_dir)
+    free = stats.f_bavail * stats.f_frsize
+    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    size = used + free
     return {
         "path": str(data_dir),
-        "total": total,
+        "total": stats.f_blocks * stats.f_frsize,
+        "size": size,
         "used": used,
         "free": free,
-        "used_pct": present.share(used, total),
+        "used_pct": present.share(used, size),
     }
 
 
@@ -184,6 +194,7 @@ def operator() -> str:
             "stale": s["_age"] > STALE_SNAPSHOT,
         }
         for s in snapshots
+        if not s["_dead_here"]
     ]
     return render_template(
         "operator.html",

@@ -35,7 +35,11 @@ MAX_POLLED = 100
 
 def register_filters(app: Flask) -> None:
     app.jinja_env.filters.update(
-        size=present.size, number=present.number, when=present.when, iso=present.iso
+        size=present.size,
+        number=present.number,
+        when=present.when,
+        iso=present.iso,
+        breakable=present.breakable,
     )
 
 
@@ -157,7 +161,8 @@ def cancel(batch_id: str) -> Response:
     _batch(batch_id)
     record = batches_api.cancel_batch(batch_id).get_json()
     if record["status"] == "cancelling":
-        flash("Cancelling: lines in flight are stopped; finished lines are kept.")
+        # (the page's poll removes it once the batch no longer reads "cancelling")
+        flash("Cancelling: lines in flight are stopped; finished lines are kept.", "cancelling")
     else:
         flash(f"The batch is {record['status']}; there is nothing to cancel.", "error")
     return redirect(url_for("dashboard.batch", batch_id=batch_id))

@@ -9,6 +9,7 @@ server sharing the data dir signs with the same one.
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -201,7 +202,7 @@ def template_globals() -> dict[str, Any]:
 
 
 @bp.route("/signin", methods=["GET", "POST"])
-def signin() -> Response | tuple[str, int] | str:
+def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
     if request.method == "GET":
         if session.get("key") and current().keyring.project_for_digest(session["key"]):
             return redirect(url_for("dashboard.batches"))
@@ -210,11 +211,12 @@ def signin() -> Response | tuple[str, int] | str:
     address = request.remote_addr or "-"
     wait = throttle.wait(address)
     if wait > 0:
-        seconds = max(1, round(wait))
-        return render_template(
+        seconds = max(1, math.ceil(wait))
+        page = render_template(
             "signin.html",
             error=(f"Too many wrong keys from your address. Wait {seconds} s, then try again."),
-        ), 429
+        )
+        return page, 429, {"Retry-After": str(seconds)}
     key = request.form.get("key", "").strip()
     digest = hash_key(key) if key else ""
     project = current().keyring.project_for_digest(digest) if key else None
