@@ -400,3 +400,20 @@ def test_progress_shows_durations_counts_usage_and_a_failure_reason() -> None:
     }
     assert present.progress(failed, now=5000)["reason"] == "line 3: no route (+1 more)"
     assert str(present.breakable("a_b-c.jsonl<")) == "a_<wbr>b-<wbr>c.<wbr>jsonl&lt;"
+
+
+def test_operator_batch_page_is_for_operators_and_known_batches(make_app, tmp_path) -> None:
+    app = make_app()
+    client = app.test_client()
+    file_id = upload(client, echo_lines(2), auth=AUTH_B).get_json()["id"]
+    batch_id = create_batch(client, file_id, auth=AUTH_B).get_json()["id"]
+    path = f"/dashboard/operator/projects/proj-b/batches/{batch_id}"
+    sign_in(client)  # a tenant key
+    assert client.get(path).status_code == 403
+    admin = create_key(app.extensions["zumik"].settings.data_dir, "ops", admin=True)
+    client.post("/dashboard/signout", data={"csrf_token": csrf(client)})
+    sign_in(client, admin)
+    page = client.get(path)
+    assert page.status_code == 200 and "read-only" in page.text and "Cancel batch" not in page.text
+    assert client.get(path.replace("proj-b", "proj-a")).status_code == 404
+    assert client.get(path.replace("proj-b", "nope")).status_code == 404

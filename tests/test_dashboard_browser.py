@@ -340,6 +340,11 @@ def test_operator_view_sees_every_project(
     assert (
         "free" in page.locator("section", has=page.get_by_role("heading", name="Disk")).inner_text()
     )
+    page.get_by_role("link", name=running).click()  # another project's batch: read-only
+    page.wait_for_url(f"**/dashboard/operator/projects/proj-b/batches/{running}")
+    assert page.get_by_role("heading", name=running).is_visible()
+    assert "read-only" in page.locator(".head").inner_text()
+    assert page.get_by_text("Cancel batch…").count() == 0
     requests.post(f"{server.url}/v1/batches/{running}/cancel", headers=AUTH_B, timeout=10)
 
 

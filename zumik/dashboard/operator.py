@@ -12,7 +12,8 @@ from typing import Any
 from flask import abort, g, render_template
 
 from zumik.api.context import current
-from zumik.dashboard import bp, present
+from zumik.core import ids
+from zumik.dashboard import bp, pages, present
 from zumik.execution.routing import Router
 from zumik.ops import metrics
 from zumik.storage.store import ProjectStore, iter_projects
@@ -177,10 +178,28 @@ def disk(data_dir: Path) -> dict[str, Any]:
     }
 
 
-@bp.get("/operator")
-def operator() -> str:
+def _require_admin() -> None:
     if not g.get("admin"):
         abort(403, "The operator view needs an operator key (zumik keys create --admin).")
+
+
+@bp.get("/operator/projects/<project>/batches/<batch_id>")
+def operator_batch(project: str, batch_id: str) -> str:
+    """Any project's batch, read-only, for the operator (linked from the active batches)."""
+    _require_admin()
+    zumik = current()
+    if project not in set(iter_projects(zumik.settings.data_dir)) or not ids.is_batch_id(batch_id):
+        abort(404, f"No batch {batch_id} in project {project}.")
+    store = zumik.store(project)
+    record = store.get_batch(batch_id)
+    if record is None:
+        abort(404, f"No batch {batch_id} in project {project}.")
+    return pages.render_batch(store, record, readonly=True)
+
+
+@bp.get("/operator")
+def operator() -> str:
+    _require_admin()
     zumik = current()
     now = zumik.clock()
     zumik.metrics.flush(zumik.settings.data_dir)  # this worker's numbers, fresh

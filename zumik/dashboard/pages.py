@@ -28,6 +28,7 @@ from zumik.core import ids
 from zumik.core.exceptions import ZumikError
 from zumik.dashboard import bp, present
 from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
+from zumik.storage.store import ProjectStore
 
 PER_PAGE = 50
 MAX_POLLED = 100
@@ -117,25 +118,29 @@ def _batch(batch_id: str) -> dict[str, Any]:
     return record
 
 
-def _file_link(file_id: str | None) -> dict[str, Any] | None:
+def _file_link(store: ProjectStore, file_id: str | None) -> dict[str, Any] | None:
     if not file_id:
         return None
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = store.get_file(file_id) if ids.is_file_id(file_id) else None
     return {"id": file_id, "meta": meta}
 
 
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str) -> str:
-    record = _batch(batch_id)
+    return render_batch(project_store(), _batch(batch_id))
+
+
+def render_batch(store: ProjectStore, record: dict[str, Any], readonly: bool = False) -> str:
+    """A batch's page; ``readonly`` (the operator viewing another project's batch): no cancel,
+    no downloads (those act in the signed-in project)."""
     now = _now()
-    store = project_store()
     failures, more = [], False
     error_file = record.get("error_file_id")
     if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
         failures, more = present.failed_lines(store.file_data_path(error_file))
     errors = (record.get("errors") or {}).get("data") or []
     downloads = [
-        (label, _file_link(record.get(key)))
+        (label, _file_link(store, record.get(key)))
         for label, key in (
             ("Input", "input_file_id"),
             ("Output", "output_file_id"),
@@ -153,6 +158,8 @@ def batch(batch_id: str) -> str:
         downloads=downloads,
         usage=record.get("usage") or {},
         cost=record.get("cost"),
+        readonly=readonly,
+        project=store.project,
     )
 
 
