@@ -417,3 +417,27 @@ def test_operator_batch_page_is_for_operators_and_known_batches(make_app, tmp_pa
     assert page.status_code == 200 and "read-only" in page.text and "Cancel batch" not in page.text
     assert client.get(path.replace("proj-b", "proj-a")).status_code == 404
     assert client.get(path.replace("proj-b", "nope")).status_code == 404
+
+
+def test_create_a_batch_from_a_file_and_list_the_files_batches(client) -> None:
+    file_id = upload(client, echo_lines(3)).get_json()["id"]
+    sign_in(client)
+    files = client.get("/dashboard/files").text
+    assert f"/dashboard/files/{file_id}/batches" in files and "Create batch" in files
+    created = client.post(
+        f"/dashboard/files/{file_id}/batch",
+        data={"csrf_token": csrf(client), "endpoint": "/v1/chat/completions"},
+    )
+    assert created.status_code == 302 and "/dashboard/batches/batch_" in created.location
+    batch_id = created.location.rsplit("/", 1)[1]
+    record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    assert record["input_file_id"] == file_id and record["model"] == "zumik-echo"
+    listed = client.get(f"/dashboard/files/{file_id}/batches")
+    assert listed.status_code == 200 and batch_id in listed.text
+    refused = client.post(
+        f"/dashboard/files/{file_id}/batch",
+        data={"csrf_token": csrf(client), "endpoint": "/v1/nope"},
+        follow_redirects=True,
+    )
+    assert "Supported values are" in refused.text
+    assert client.get("/dashboard/files/file-nope/batches").status_code == 404

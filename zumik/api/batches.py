@@ -125,8 +125,12 @@ def _string_field(body: dict[str, Any], name: str, default: str | None = None) -
 
 @bp.post("")
 def create_batch() -> tuple[Response, int]:
+    return create_from(json_body())
+
+
+def create_from(body: Any) -> tuple[Response, int]:
+    """Create a batch from a request body (the API's JSON, or the dashboard's form)."""
     zumik = current()
-    body = json_body()
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object")
     unknown = set(body) - CREATE_FIELDS

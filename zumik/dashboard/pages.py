@@ -26,11 +26,13 @@ from zumik.api.context import current, project_store
 from zumik.api.errors import ApiError, envelope, from_domain
 from zumik.core import ids
 from zumik.core.exceptions import ZumikError
+from zumik.core.lines import SUPPORTED_ENDPOINTS
 from zumik.dashboard import bp, present
 from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
 from zumik.storage.store import ProjectStore
 
 PER_PAGE = 50
+FILE_BATCHES_SCANNED = 1000  # a file's page looks for its batches among this many newest
 MAX_POLLED = 100
 
 
@@ -191,7 +193,11 @@ def files() -> str:
         "bytes_pct": present.share(used_bytes, settings.max_bytes),
     }
     return render_template(
-        "files.html", files=metas, quota=quota, max_upload=settings.max_upload_bytes
+        "files.html",
+        files=metas,
+        quota=quota,
+        max_upload=settings.max_upload_bytes,
+        endpoints=SUPPORTED_ENDPOINTS,
     )
 
 
@@ -202,6 +208,36 @@ def upload() -> tuple[Response, int]:
     request.max_content_length = settings.max_upload_bytes * 2 + (1 << 20)
     response, status = files_api.create_file()
     return response, status
+
+
+@bp.post("/files/<file_id>/batch")
+def create_batch(file_id: str) -> Response:
+    """ "Create a batch from this file", through the API's own create."""
+    body = {"input_file_id": file_id, "endpoint": request.form.get("endpoint", "")}
+    try:
+        response, _ = batches_api.create_from(body)
+    except (ApiError, ZumikError) as error:
+        flash(error.message, "error")
+        return redirect(url_for("dashboard.files"))
+    batch_id = response.get_json()["id"]
+    flash(f"Created batch {batch_id}.")
+    return redirect(url_for("dashboard.batch", batch_id=batch_id))
+
+
+@bp.get("/files/<file_id>/batches")
+def file_batches(file_id: str) -> str:
+    """The batches over one input file (among the newest ``FILE_BATCHES_SCANNED``)."""
+    store = project_store()
+    meta = store.get_file(file_id) if ids.is_file_id(file_id) else None
+    if meta is None:
+        abort(404, f"No file {file_id} in project {g.project}.")
+    now = _now()
+    rows = []
+    for batch_id in store.batch_ids()[:FILE_BATCHES_SCANNED]:
+        record = store.get_batch(batch_id)
+        if record is not None and record.get("input_file_id") == file_id:
+            rows.append((record, present.progress(record, now)))
+    return render_template("file_batches.html", file=meta, rows=rows, scanned=FILE_BATCHES_SCANNED)
 
 
 @bp.post("/files/<file_id>/delete")
