@@ -4,7 +4,7 @@
     python bench/bench.py overhead latency   # some of them
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
-uploads, json_upload, fairness, sharedfs.
+uploads, json_upload, fairness, sharedfs, estimate.
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -924,6 +924,62 @@ def uploads(workdir: Path) -> dict:
     return result
 
 
+def estimate(workdir: Path) -> dict:
+    """``POST /v1/files/{id}/estimate`` of a 50,000-line file: with the heuristic (no
+    tokenizer) and with the provider's vLLM-shaped ``/tokenize`` (the fake provider, in its
+    own process, 8 requests at once), each against the file's own upload (the streaming
+    validation of the same bytes) measured in the same run. Best of ``ROUNDS``."""
+    provider = Provider(0.0)
+    zumik = Zumik(
+        workdir / "estimate-data",
+        provider.url,
+        workers=1,
+        # the whole file through the tokenizer, on a connection allowed to wait that long
+        extra_env={"ZUMIK_ESTIMATE_SECONDS": "300", "ZUMIK_CLIENT_TIMEOUT": "600"},
+    )
+    try:
+        path = lines_file(workdir / "estimate.jsonl", 50_000)
+        uploads, heuristic, tokenized = [], [], []
+        file_id = ""
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            file_id = zumik.upload(path)
+            uploads.append(time.perf_counter() - started)
+        url = f"{zumik.url}/v1/files/{file_id}/estimate"
+        body = {"endpoint": "/v1/chat/completions"}
+
+        def timed(payload: dict) -> tuple[float, dict]:
+            started = time.perf_counter()
+            answer = requests.post(url, headers=AUTH, json=payload, timeout=600)
+            answer.raise_for_status()
+            return time.perf_counter() - started, answer.json()
+
+        for _ in range(ROUNDS):
+            heuristic.append(timed({**body, "tokenizer": False}))
+        requests.post(provider.url.replace("/v1", "/_control"), json={"tokenize": True}, timeout=10)
+        for _ in range(ROUNDS):
+            tokenized.append(timed(body))
+        base = min(uploads)
+        fast = min(heuristic, key=lambda r: r[0])
+        slow = min(tokenized, key=lambda r: r[0])
+        return {
+            "scenario": "estimate",
+            "lines": 50_000,
+            "upload_s": round(base, 3),
+            "heuristic_s": round(fast[0], 3),
+            "heuristic_vs_upload": round(fast[0] / base, 3),
+            "heuristic_lines_per_s": round(50_000 / fast[0]),
+            "tokenizer_s": round(slow[0], 3),
+            "tokenizer_vs_upload": round(slow[0] / base, 3),
+            "tokenizer_lines_per_s": round(50_000 / slow[0]),
+            "tokenized_lines": slow[1]["tokenized_lines"],
+            "method": slow[1]["input_tokens_method"],
+        }
+    finally:
+        zumik.stop()
+        provider.stop()
+
+
 SCENARIOS = {
     "overhead": lambda w: throughput("overhead", 0.0, 5000, 64, w, ">= 0.9"),
     "overhead_cpu": overhead_cpu,
@@ -937,6 +993,7 @@ SCENARIOS = {
     "fairness": fairness,
     "json_upload": json_upload,
     "uploads": uploads,
+    "estimate": estimate,
 }
 
 

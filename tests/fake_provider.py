@@ -22,6 +22,11 @@ Knobs:
   ``deep`` (a 400 whose error body nests 100,000 deep), ``deep200`` (the same as a 200),
   ``retryafter`` (a 429 with a Retry-After that is neither number nor date, first attempt
   only), ``resetheader`` (a 200 with ``x-ratelimit-reset-requests`` of 5,000 digits).
+- ``tokenize`` (global knob, default off): offer vLLM's ``POST /tokenize`` (at the root, not
+  under ``/v1``): ``{"model", "messages"}`` or ``{"model", "prompt"}`` answers
+  ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
+  (or completions) answer then reports for that request; off, the route answers 404;
+  ``tokenize_latency`` (seconds) delays each of its answers;
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -59,6 +64,7 @@ class FakeProvider:
             "overload_above": None,
             "hang_seconds": 30.0,
             "big_bytes": 8 << 20,
+            "tokenize": False,
         }
         self.unavailable_until = 0.0
         self._bomb: bytes | None = None
@@ -86,6 +92,7 @@ class FakeProvider:
         ):
             app.router.add_post("/v1" + path, self.chat)
             app.router.add_post(path, self.chat)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/_control", self.set_control)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_reset", self.reset_stats)
@@ -97,6 +104,25 @@ class FakeProvider:
             self.unavailable_until = time.time() + float(update.pop("unavailable_seconds"))
         self.control.update(update)
         return web.json_response(self.control)
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's tokenize route (when the ``tokenize`` knob is on)."""
+        if not self.control.get("tokenize"):
+            return web.json_response({"detail": "Not Found"}, status=404)
+        body = await request.json()
+        self.by_path["/tokenize"] += 1
+        delay = float(self.control.get("tokenize_latency") or 0)
+        if delay:
+            await asyncio.sleep(delay)
+        if "messages" in body:
+            count = chat_prompt_tokens(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            count = max(1, len(body["prompt"]) // 4)
+        else:
+            return web.json_response({"error": "messages or prompt"}, status=400)
+        return web.json_response(
+            {"count": count, "max_model_len": 4096, "tokens": list(range(count))}
+        )
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.reset()
@@ -254,8 +280,13 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
+def chat_prompt_tokens(messages: Any) -> int:
+    """The fake's tokenizer: a token per 4 characters of the messages as JSON."""
+    return max(1, len(json.dumps(messages)) // 4)
+
+
 def _chat_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
-    prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
+    prompt = chat_prompt_tokens(body.get("messages"))
     return {
         "id": f"chatcmpl-{n}",
         "object": "chat.completion",

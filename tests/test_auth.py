@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from zumik.api.auth import create_key, hash_key, list_keys, revoke_key
+from zumik.storage.keys import create_key, hash_key, list_keys, revoke_key
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import AUTH_A, AUTH_B, echo_lines, jsonl, request_line
 
-from zumik.api.auth import create_key, revoke_key
+from zumik.storage.keys import create_key, revoke_key
 
 GOOD = request_line("a")
 GOOD_TEXT = json.dumps(GOOD)
@@ -679,7 +679,7 @@ CASES = [
         json_body={"input_file_id": "FILE", "endpoint": "/v1/images/generations"},
     ),
     Case(
-        "batch: window 1h",
+        "batch: window 0h",
         "POST",
         "/v1/batches",
         400,
@@ -688,7 +688,7 @@ CASES = [
         json_body={
             "input_file_id": "FILE",
             "endpoint": "/v1/chat/completions",
-            "completion_window": "1h",
+            "completion_window": "0h",
         },
     ),
     Case(

@@ -33,6 +33,10 @@ BATCH_FIELDS = {
     "metadata",
     "usage",
     "cost",
+    "max_cost",  # Zumik's extensions (issue 25)
+    "max_total_tokens",
+    "priority",
+    "budget_exceeded_at",
 }
 
 
@@ -123,7 +127,7 @@ def test_completion_window_defaults_to_24h(client, file_id):
             {
                 "input_file_id": "FILE",
                 "endpoint": "/v1/chat/completions",
-                "completion_window": "48h",
+                "completion_window": "169h",
             },
             "completion_window",
             "24h",
@@ -166,8 +170,8 @@ def test_completion_window_defaults_to_24h(client, file_id):
             "512",
         ),
         (
-            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "priority": 1},
-            "priority",
+            {"input_file_id": "FILE", "endpoint": "/v1/chat/completions", "urgency": 1},
+            "urgency",
             "Unknown parameter",
         ),
     ],

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from zumik.api.auth import create_key
 from zumik.cli import main as cli
 from zumik.execution.routing import Router
 from zumik.settings import load_settings
+from zumik.storage.keys import create_key
 
 
 def help_of(*args: str) -> str:

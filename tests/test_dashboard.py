@@ -25,10 +25,10 @@ from conftest import (
     wait_batch,
 )
 
-from zumik.api.auth import create_key, revoke_key
 from zumik.core import records
 from zumik.dashboard.listing import StatusIndex, batch_page
 from zumik.dashboard.session import SignInThrottle, load_secret
+from zumik.storage.keys import create_key, revoke_key
 from zumik.storage.store import ProjectStore
 
 HOSTILE = "<img src=x onerror=alert(1)>"

@@ -22,7 +22,7 @@ import requests
 from conftest import AUTH_A, AUTH_B, echo_lines
 from juicefs_cluster import Cluster, ClusterUnavailable, Host
 
-from zumik.api.auth import create_key, list_keys, revoke_key
+from zumik.storage.keys import create_key, list_keys, revoke_key
 
 CONCURRENCY = 8
 CLUSTER: list[Cluster] = []

@@ -29,7 +29,7 @@ from webhook_receiver import Receiver
 from zumik.api.openapi import DOCUMENT
 from zumik.cli import main as cli
 from zumik.core.records import Status, move
-from zumik.webhooks import outbox
+from zumik.webhooks import outbox, signing
 from zumik.webhooks import registry as webhooks
 from zumik.webhooks.delivery import Deliverer
 
@@ -117,7 +117,7 @@ def receivers():
 # -- signing and the registry ---------------------------------------------------------------
 def test_signature_is_what_the_sdk_verifies():
     sdk = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
-    old, new = webhooks.new_secret(), webhooks.new_secret()
+    old, new = signing.new_secret(), signing.new_secret()
     body = (
         b'{"id":"evt_1","object":"event","type":"batch.completed","created_at":1,'
         b'"data":{"id":"batch_1"}}'
@@ -126,7 +126,7 @@ def test_signature_is_what_the_sdk_verifies():
     headers = {
         "webhook-id": "wh_1",
         "webhook-timestamp": str(now),
-        "webhook-signature": webhooks.signature_header([new, old], "wh_1", now, body),
+        "webhook-signature": signing.signature_header([new, old], "wh_1", now, body),
     }
     assert headers["webhook-signature"].count("v1,") == 2
     for secret in (old, new):  # either secret verifies a header signed by both
@@ -134,7 +134,7 @@ def test_signature_is_what_the_sdk_verifies():
         assert event.type == "batch.completed" and event.data.id == "batch_1"
     refused = [
         (body.replace(b"batch_1", b"batch_2"), headers, new),  # tampered body
-        (body, headers, webhooks.new_secret()),  # another secret
+        (body, headers, signing.new_secret()),  # another secret
         (body, {**headers, "webhook-id": "wh_2"}, new),  # another id
         (body, {**headers, "webhook-timestamp": str(now - 301)}, new),  # too old
     ]

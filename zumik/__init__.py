@@ -8,13 +8,14 @@ from collections.abc import Callable
 from flask import Flask, request
 
 from zumik.api import errors
-from zumik.api.auth import KeyRing, authenticate
+from zumik.api.auth import authenticate
 from zumik.api.context import Zumik
 from zumik.api.receiving import body_limit
 from zumik.ops import logs
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings, load_settings
 from zumik.storage import fsutil
+from zumik.storage.keys import KeyRing
 from zumik.storage.store import ProjectStore, iter_projects
 
 __all__ = ["create_app", "Settings", "load_settings"]
@@ -28,7 +29,7 @@ def create_app(
 ) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
     from zumik import dashboard
-    from zumik.api import batches, files, health, models, openapi
+    from zumik.api import batches, estimate, files, health, models, openapi
     from zumik.api import uploads as uploads_api
     from zumik.execution.executor import Executor
     from zumik.execution.routing import Router
@@ -50,7 +51,7 @@ def create_app(
     )
     app.extensions["zumik"] = zumik
     errors.init_app(app)
-    for blueprint in (files.bp, batches.bp, models.bp, uploads_api.bp):
+    for blueprint in (files.bp, estimate.bp, batches.bp, models.bp, uploads_api.bp):
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)

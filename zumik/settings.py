@@ -55,6 +55,9 @@ class Settings:
     provider_probe_max: float = 10.0  # the probe backoff's cap while a provider is down
     max_response_bytes: int = 64 * MIB  # most of one provider answer read (decompressed)
     completion_window: int = 86_400  # how many seconds the "24h" completion window lasts
+    min_window: int = 3_600  # the shortest "<N>h" completion window a batch may ask for
+    max_window: int = 604_800  # the longest (168h); both given as seconds or as "<N>h"
+    estimate_seconds: float = 20.0  # tokenizer time one estimate may spend; heuristic after
     metrics_token: str | None = None  # bearer token for /metrics; unset: loopback clients only
     threads: int = 32  # gunicorn threads per worker (slow transfers each hold one)
     header_timeout: float = 10.0  # a request's line and headers must arrive within this
@@ -108,6 +111,8 @@ _INT_FIELDS = {
     "provider_down_failures",
     "max_response_bytes",
     "completion_window",
+    "min_window",
+    "max_window",
     "max_part_bytes",
     "max_upload_parts",
     "upload_ttl",
@@ -137,7 +142,9 @@ _FLOAT_FIELDS = {
     "webhook_max_backoff",
     "webhook_rotation_grace",
     "webhook_poll_interval",
+    "estimate_seconds",
 }
+_HOURS_FIELDS = {"min_window", "max_window"}  # also written "<N>h"
 _STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token", "result_files"}
 
 
@@ -186,6 +193,8 @@ def parse_api_keys(text: str) -> dict[str, str]:
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     try:
+        if name in _HOURS_FIELDS and isinstance(value, str) and value.endswith("h"):
+            value = int(value[:-1]) * 3600
         if name in _INT_FIELDS:
             if isinstance(value, bool):
                 raise ValueError

@@ -7,19 +7,20 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from zumik.api.batchoptions import EXTENSION_FIELDS, BatchOptions, check_batch_options
 from zumik.api.context import current, idempotent_request, project_store
 from zumik.api.errors import bad_request, not_found
 from zumik.api.files import parse_limit
 from zumik.api.requestbody import json_body
 from zumik.core import ids, records
 from zumik.core.lines import SUPPORTED_ENDPOINTS
+from zumik.execution.estimate import models_of
 from zumik.storage.idempotency import REPLAYED_HEADER
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 log = logging.getLogger("zumik.batches")
 
-COMPLETION_WINDOWS = ("24h",)
-CREATE_FIELDS = {
+CREATE_FIELDS = EXTENSION_FIELDS | {
     "input_file_id",
     "endpoint",
     "completion_window",
@@ -142,7 +143,7 @@ def create_from(body: Any) -> tuple[Response, int]:
         )
     input_file_id = _string_field(body, "input_file_id")
     endpoint = _string_field(body, "endpoint")
-    window = _string_field(body, "completion_window", "24h")
+    _string_field(body, "completion_window", "24h")
     metadata = check_metadata(body.get("metadata"))
     output_ttl = check_output_expires_after(body.get("output_expires_after"))
     if endpoint not in SUPPORTED_ENDPOINTS:
@@ -151,13 +152,7 @@ def create_from(body: Any) -> tuple[Response, int]:
             "endpoint",
             "invalid_value",
         )
-    if window not in COMPLETION_WINDOWS:
-        raise bad_request(
-            f"Invalid value for 'completion_window': {window!r}. Supported "
-            f"values are: {', '.join(COMPLETION_WINDOWS)}",
-            "completion_window",
-            "invalid_value",
-        )
+    options = _options(body, None)
     store = project_store().ensure()
     meta = store.get_file(input_file_id) if ids.is_file_id(input_file_id) else None
     if meta is None:
@@ -177,6 +172,9 @@ def create_from(body: Any) -> tuple[Response, int]:
             f"{zumik.settings.max_requests}; split it",
             "input_file_id",
         )
+    if options.max_cost is not None:  # a cost budget needs every model of the file priced
+        options = _options(body, models_of(str(store.file_data_path(input_file_id))))
+    window = options.window
     record = records.new_batch(
         ids.new_id(ids.BATCH_PREFIX, zumik.clock()),
         now=int(zumik.clock()),
@@ -185,9 +183,10 @@ def create_from(body: Any) -> tuple[Response, int]:
         window=window,
         metadata=metadata,
         total=requests,
-        window_seconds=zumik.settings.completion_window,
+        window_seconds=options.window_seconds,
     )
     record["model"] = meta.get("model")  # as OpenAI does, known at create (the upload's lines)
+    record.update(options.record_fields())
     if output_ttl is not None:
         record["_output_ttl"] = output_ttl
     keyed = idempotent_request(
@@ -199,6 +198,7 @@ def create_from(body: Any) -> tuple[Response, int]:
             "completion_window": window,
             "metadata": metadata,
             **({"output_expires_after": output_ttl} if output_ttl else {}),
+            **{k: v for k, v in options.record_fields().items() if k in body},
         },
     )
     stored, replayed = store.create_batch(
@@ -224,6 +224,15 @@ def create_from(body: Any) -> tuple[Response, int]:
     )
     zumik.executor.wake()
     return response, 200
+
+
+def _options(body: dict[str, Any], models: set[str] | None) -> BatchOptions:
+    """The window and Zumik's extension fields (``zumik.api.batchoptions``); ``max_cost``
+    is judged against the file's models once they are known."""
+    zumik = current()
+    if models is None and body.get("max_cost") is not None:
+        models = set()  # checked again with the file's models
+    return check_batch_options(body, zumik.settings, zumik.router, models)
 
 
 @bp.get("")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, request
 
-from zumik.api.auth import KeyRing
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings
 from zumik.storage import idempotency
+from zumik.storage.keys import KeyRing
 from zumik.storage.store import ProjectStore
 
 if TYPE_CHECKING:

@@ -8,6 +8,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from zumik.api.openapi_extensions import (
+    CREATE_EXTENSIONS,
+    ESTIMATE_PATH,
+    ESTIMATE_SCHEMA,
+    WINDOW,
+)
 from zumik.api.openapi_schemas import (
     BATCH_ID,
     BATCH_SCHEMA,
@@ -114,6 +120,7 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": _json(_ref("FileDeleted")), **_errors(404, 409)},
             },
         },
+        "/v1/files/{file_id}/estimate": ESTIMATE_PATH,
         "/v1/files/{file_id}/content": {
             "parameters": [FILE_ID],
             "get": {
@@ -156,7 +163,8 @@ DOCUMENT: dict[str, Any] = {
                                 "properties": {
                                     "input_file_id": {"type": "string"},
                                     "endpoint": {"enum": list(SUPPORTED_ENDPOINTS)},
-                                    "completion_window": {"enum": ["24h"]},
+                                    "completion_window": WINDOW,
+                                    **CREATE_EXTENSIONS,
                                     "metadata": {
                                         "type": ["object", "null"],
                                         "maxProperties": 16,
@@ -379,6 +387,7 @@ DOCUMENT: dict[str, Any] = {
                 },
             },
             "Batch": BATCH_SCHEMA,
+            "BatchEstimate": ESTIMATE_SCHEMA,
             "Upload": UPLOAD_SCHEMA,
             "UploadPart": UPLOAD_PART_SCHEMA,
             "Error": {

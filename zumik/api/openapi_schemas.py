@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from zumik.core.lines import SUPPORTED_ENDPOINTS
-from zumik.core.records import PUBLIC_FIELDS, Status
+from zumik.core.records import EXTENSION_FIELDS, PUBLIC_FIELDS, Status
 from zumik.storage.store import FILE_FIELDS
 from zumik.storage.upload_records import UPLOAD_FIELDS
 
@@ -97,7 +97,7 @@ BATCH_ERROR = {
 
 BATCH_SCHEMA = {
     "type": "object",
-    "required": list(PUBLIC_FIELDS),
+    "required": [*PUBLIC_FIELDS, *EXTENSION_FIELDS],
     "properties": {
         "id": {"type": "string", "pattern": "^batch_[0-9a-f]{24}$"},
         "object": {"const": "batch"},
@@ -117,7 +117,7 @@ BATCH_SCHEMA = {
             ]
         },
         "input_file_id": {"type": "string"},
-        "completion_window": {"const": "24h"},
+        "completion_window": {"type": "string", "pattern": "^[1-9][0-9]*h$"},
         "status": {"enum": [s.value for s in Status]},
         "output_file_id": NULLABLE_STR,
         "error_file_id": NULLABLE_STR,
@@ -150,6 +150,11 @@ BATCH_SCHEMA = {
                 },
             ],
         },
+        # Zumik's extensions (issue 25): budgets, priority, when a budget stopped the batch
+        "max_cost": {"type": ["number", "null"]},
+        "max_total_tokens": NULLABLE_INT,
+        "priority": {"enum": ["high", "normal", "low"]},
+        "budget_exceeded_at": NULLABLE_INT,
     },
 }
 

@@ -2,7 +2,7 @@
 
 A file too big for one request goes up in parts (each at most ``max_part_bytes``, in parallel
 and in any order); ``complete`` lists them in order and gets back a normal File, checked like
-a direct upload. Storage and its rules live in ``zumik.upload_sessions``.
+a direct upload. Storage and its rules live in ``zumik.storage.upload_sessions``.
 """
 
 from __future__ import annotations

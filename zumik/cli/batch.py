@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from zumik.cli import batchplan
+
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 RETRIES = 3
 # exit codes of `zumik batch run` (and of the other subcommands where they apply)
@@ -95,11 +97,14 @@ class ApiClient:
 
             return self._call("POST", "/files", data={"purpose": "batch"}, files=parts).json()
 
-    def create(self, file_id: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+    def create(
+        self, file_id: str, metadata: dict[str, str] | None, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "input_file_id": file_id,
             "endpoint": "/v1/chat/completions",
             "completion_window": "24h",
+            **(extra or {}),
         }
         if metadata:
             body["metadata"] = metadata
@@ -217,7 +222,11 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         path = with_model(path, args.model, Path(os.environ.get("TMPDIR", "/tmp")))
     uploaded = client.upload(path)
-    batch = client.create(uploaded["id"], dict(m.split("=", 1) for m in args.metadata or []))
+    batch = client.create(
+        uploaded["id"],
+        dict(m.split("=", 1) for m in args.metadata or []),
+        batchplan.create_fields(args),
+    )
     print(f"batch {batch['id']} over {uploaded['id']} ({uploaded['bytes']} bytes)", file=sys.stderr)
     batch = watch(client, batch["id"], args.interval)
     out = Path(args.out or Path(args.file).with_suffix(".results.jsonl"))
@@ -266,6 +275,10 @@ def cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def estimate(args: argparse.Namespace) -> int:
+    return batchplan.run_estimate(_client(args), args)
+
+
 def download(args: argparse.Namespace) -> int:
     client = _client(args)
     batch = client.retrieve(args.batch_id)
@@ -298,7 +311,9 @@ def add_parser(commands: Any) -> None:
         "--out", help="results file (default: FILE.results.jsonl); failed lines go beside it"
     )
     run_p.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    batchplan.add_run_options(run_p)
     run_p.set_defaults(func=run)
+    batchplan.add_estimate_parser(sub, estimate)
     status_p = sub.add_parser("status", help="show a batch")
     status_p.add_argument("batch_id")
     status_p.add_argument("--watch", action="store_true", help="follow it until it ends")

@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from zumik.api.auth import KEYS_FILE, create_key, list_keys, revoke_key
 from zumik.cli import batch as batchcli
 from zumik.cli import webhooks as webhookcli
 from zumik.settings import ConfigError, Settings, load_settings, unknown_environment
+from zumik.storage.keys import KEYS_FILE, create_key, list_keys, revoke_key
 
 DESCRIPTION = (
     "Zumik: OpenAI's Files, Batch and Uploads APIs for any OpenAI-compatible model server. "
     "Commands: serve, keys create|list|revoke, webhooks add|list|remove|rotate, "
-    "batch run|status|list|cancel|download."
+    "batch run|estimate|status|list|cancel|download."
 )
 
 

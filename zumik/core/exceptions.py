@@ -1,6 +1,6 @@
 """Domain errors: what the store and the rest of Zumik raise, in their own words.
 
-They know nothing of HTTP. ``zumik.errors`` maps each class to its status and OpenAI error
+They know nothing of HTTP. ``zumik.api.errors`` maps each class to its status and OpenAI error
 code in one handler (``HTTP_STATUS`` there), so a new domain error is one class here and one
 line there.
 """

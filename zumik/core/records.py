@@ -45,6 +45,10 @@ PUBLIC_FIELDS = (
     "usage",
     "cost",
 )
+# Zumik's extensions, shown beside OpenAI's fields (issue 25): the budget, the priority and
+# when the budget stopped the batch.
+EXTENSION_FIELDS = ("max_cost", "max_total_tokens", "priority", "budget_exceeded_at")
+PRIORITIES = ("high", "normal", "low")  # the order lines are served in, within a project
 STATUS_TIMESTAMP = {
     Status.IN_PROGRESS: "in_progress_at",
     Status.FINALIZING: "finalizing_at",
@@ -98,8 +102,18 @@ def new_batch(
 
 
 def public_batch(record: dict[str, Any]) -> dict[str, Any]:
-    """The batch object as the API shows it."""
-    return {key: record.get(key) for key in PUBLIC_FIELDS}
+    """The batch object as the API shows it: OpenAI's fields, then Zumik's extensions."""
+    shown = {key: record.get(key) for key in PUBLIC_FIELDS}
+    for key in EXTENSION_FIELDS:
+        shown[key] = record.get(key)
+    shown["priority"] = shown["priority"] or "normal"
+    return shown
+
+
+def priority_rank(record: dict[str, Any]) -> int:
+    """0 for ``high``, 1 for ``normal`` (also when unset), 2 for ``low``."""
+    value = record.get("priority") or "normal"
+    return PRIORITIES.index(value) if value in PRIORITIES else 1
 
 
 def move(record: dict[str, Any], status: Status, now: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ bp = Blueprint(
     static_folder="static",
 )
 
-from zumik.dashboard import operator, pages, session  # noqa: E402,F401  (routes join bp)
+from zumik.dashboard import operator, pages, plan, session  # noqa: E402,F401  (routes join bp)
 
 
 def init_app(app: Flask, zumik: Zumik) -> None:

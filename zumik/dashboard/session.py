@@ -31,10 +31,10 @@ from flask import (
 )
 from werkzeug.exceptions import Forbidden
 
-from zumik.api.auth import hash_key
 from zumik.api.context import Zumik, current
 from zumik.dashboard import bp
 from zumik.storage import fsutil
+from zumik.storage.keys import hash_key
 
 SECRET_FILE = ".dashboard-secret"
 PUBLIC_ENDPOINTS = frozenset({"dashboard.signin", "dashboard.static"})

@@ -24,11 +24,13 @@ import msgspec
 
 from zumik.core import ids
 from zumik.core.lines import CHAT
-from zumik.core.records import Status, is_terminal
+from zumik.core.records import Status, is_terminal, priority_rank
+from zumik.execution.budget import Budget
 from zumik.execution.finalize import Finalizing
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
+from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import Upstream
 from zumik.execution.validate import Validating
 from zumik.execution.wire import RequestBody, request_of
@@ -82,8 +84,11 @@ class BatchRun(Validating, Finalizing):
         claim: Claim,
         scheduler: FairScheduler,
         metrics: Metrics | None = None,
+        throughput: Throughput | None = None,
     ) -> None:
         self.settings = settings
+        self.throughput = throughput or Throughput()
+        self.budget = Budget()
         self.router = router
         self.upstream = upstream
         self.clock = clock
@@ -209,6 +214,8 @@ class BatchRun(Validating, Finalizing):
             return
         if outcome is RunOutcome.EXPIRED:
             await asyncio.to_thread(self._expire_rest, record)
+        elif outcome is RunOutcome.DONE and self.budget.exceeded_at is not None:
+            await asyncio.to_thread(self._budget_rest, record)
         if self.writer is not None:
             self.writer.close()
         await asyncio.to_thread(self._finalize, final)
@@ -216,6 +223,10 @@ class BatchRun(Validating, Finalizing):
     async def _send_all(self, record: dict[str, Any]) -> None:
         """Send every line not journaled yet, through senders that share one line iterator."""
         self.endpoint = record["endpoint"]
+        self.budget = Budget.of(record)
+        self.scheduler.set_rank(
+            self.project, self.batch_id, priority_rank(record), record["expires_at"]
+        )
         watcher = asyncio.create_task(self._watch(record))
         self.sending = True
         failure: BaseException | None = None
@@ -230,6 +241,7 @@ class BatchRun(Validating, Finalizing):
             if failure is not None:  # lines may be left unsent: never DONE, pause instead
                 raise failure
         finally:
+            self.scheduler.clear_rank(self.project, self.batch_id)
             for task in self.senders:
                 task.cancel()
             watcher.cancel()
@@ -280,7 +292,8 @@ class BatchRun(Validating, Finalizing):
                     finally:
                         self._waiting_senders -= 1
                     held = True
-                line = next(pending, None) if self.outcome is None else None
+                stop = self.outcome is not None or self.budget.spent(self.progress, self.clock)
+                line = None if stop else next(pending, None)
                 if line is None:
                     return
                 if not self._waiting_senders and len(self.senders) < scheduler.slots:
@@ -310,8 +323,11 @@ class BatchRun(Validating, Finalizing):
                     None,
                     body.model,
                 )
+            sent = time.monotonic()
             outcome = await self.upstream.send(route, body, self.endpoint)
             ok = outcome.ok
+            if ok:
+                self.throughput.answered(outcome.provider, sent, outcome.usage)
             line = (
                 response_line(custom_id, outcome, self.next_request_id())
                 if outcome.body is not None and outcome.status_code is not None

@@ -3,7 +3,7 @@
 One per gunicorn worker, started after the fork (``post_worker_init``) and stopped in
 ``worker_exit``; tests and ``flask run`` start and stop it explicitly, or drive it step by
 step with ``run_once`` / ``run_until_idle`` inside ``opened``. Its loop scans every
-project's ``active/`` markers, claims batches (``zumik.claims``; which ones: ``_wants``) and
+project's ``active/`` markers, claims batches (``zumik.storage.claims``; which ones: ``_wants``) and
 runs each claim as a ``BatchRun``; their lines share the executor's concurrency through a
 ``FairScheduler``. Workers share nothing but the filesystem.
 """
@@ -25,6 +25,7 @@ import aiohttp
 from zumik.execution.batchrun import BatchRun, RunOutcome
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
+from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import HealthSettings, Upstream
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings
@@ -56,6 +57,7 @@ class Executor:
         self.janitor = Janitor(settings, clock)
         self.deliverer = Deliverer(settings, self.metrics)
         self.runs: dict[str, BatchRun] = {}
+        self.throughput = Throughput()  # what providers were seen to do, for estimates
         self.paused_until: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}  # active batch id -> when this executor saw it
         self.pause_seconds = 5.0
@@ -198,6 +200,7 @@ class Executor:
                 metrics.inc("zumik_provider_downs_total", labels, state["downs"] - reported[1])
                 self._reported[name] = (state["wait_seconds"], state["downs"])
             metrics.set_providers(states)
+            metrics.set_throughput(self.throughput.snapshot())
             await asyncio.to_thread(metrics.flush, self.settings.data_dir)
 
     def _poll_delay(self) -> float:
@@ -234,6 +237,7 @@ class Executor:
                     claim=claim,
                     scheduler=self.scheduler,
                     metrics=self.metrics,
+                    throughput=self.throughput,
                 )
                 self.runs[batch_id] = run
                 held.add(project)

@@ -12,6 +12,7 @@ from typing import Any
 
 from zumik.core import ids
 from zumik.core.records import Status, ended_at, move
+from zumik.execution.budget import Budget
 from zumik.execution.results import error_line
 from zumik.execution.wire import request_of
 from zumik.ops.metrics import Metrics
@@ -40,30 +41,43 @@ class Finalizing:
     prices: journal.Prices
     progress: journal.Progress
     writer: journal.JournalWriter | None
+    budget: Budget
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
         """Write a ``batch_expired`` line for every line that never ran."""
+        self._close_rest(
+            record,
+            "batch_expired",
+            "This request could not be executed before the completion window expired.",
+        )
+
+    def _budget_rest(self, record: dict[str, Any]) -> None:
+        """Write a ``budget_exceeded`` line for every line the budget kept from being sent
+        (none left: the budget stopped nothing, and ``budget_exceeded_at`` stays unset)."""
+        if not self._close_rest(
+            record,
+            "budget_exceeded",
+            "This request was not sent: the batch's budget (max_cost or max_total_tokens) "
+            "was used up.",
+        ):
+            self.budget.exceeded_at = None
+
+    def _close_rest(self, record: dict[str, Any], code: str, message: str) -> int:
+        """Journal an error line ``code`` for every line that never ran; how many."""
         if self.writer is not None:
             self.writer.close()  # flushes what the loop queued
         writer = journal.JournalWriter(self.batch.segment_path(self.claim.epoch))
         self.writer = writer
         path = str(self.store.file_data_path(record["input_file_id"]))
+        written = 0
         for number, raw in iter_lines(path):
             if number not in self.progress.done:
                 custom_id = request_of(raw, number)[0]
-                writer.append(
-                    journal.entry_bytes(
-                        number,
-                        error_line(
-                            custom_id,
-                            "batch_expired",
-                            "This request could not be executed before "
-                            "the completion window expired.",
-                        ),
-                    )
-                )
+                writer.append(journal.entry_bytes(number, error_line(custom_id, code, message)))
                 self.progress.record(number, True, None)
+                written += 1
         writer.sync()
+        return written
 
     def _finalize(self, final: Status) -> None:
         """Reserve output ids, publish the files, then write the terminal record.
@@ -96,6 +110,8 @@ class Finalizing:
             current["request_counts"]["failed"] = summary.failed
             current["usage"] = summary.usage
             current["cost"] = summary.cost()
+            if self.budget.exceeded_at is not None:
+                current["budget_exceeded_at"] = self.budget.exceeded_at
 
         self.make_terminal(final, finish)
         self.batch.remove_run_state()
@@ -126,7 +142,8 @@ class Finalizing:
         False to keep the record as it is (it moved on meanwhile). Whatever must happen
         exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
         The webhook outbox entries are written under the record lock *before* the terminal
-        record, so no kill can leave a terminal batch without them (``zumik.outbox``).
+        record, so no kill can leave a terminal batch without them
+        (``zumik.webhooks.registry.outbox``).
         """
         now = int(self.clock())
 

@@ -9,6 +9,11 @@ batches run: max-min fairness over lines in flight, between projects first, then
 project's batches. A line that ends may hand its slot straight to the next line of its batch
 (``renew``) when no other batch waits, since the slot would go back to that batch anyway: the
 common case of one busy batch costs no future and no wake-up per line.
+
+Within a project, a batch's *rank* (``set_rank``: its priority, then its deadline) comes
+before fairness: a freed slot goes to the project's waiting batch of highest priority, among
+equals to the one whose window ends first, and only then to the one with fewest in flight.
+Between projects nothing changes: ranks never cross a project.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class _Project(_Share):
     waiting: int = 0  # waiters over all its batches
 
 
+DEFAULT_RANK = (1, float("inf"))
+
+
 class FairScheduler:
     """Slots for lines, shared fairly between projects, then between their batches."""
 
@@ -43,6 +51,18 @@ class FairScheduler:
         self.waiting = 0
         self.projects: dict[str, _Project] = {}
         self._grants = itertools.count(1)
+        self._ranks: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def set_rank(self, project: str, batch_id: str, priority: int, deadline: float) -> None:
+        """Rank ``batch_id`` within its project: lower ``priority`` first (0 high, 1 normal,
+        2 low), then the earlier ``deadline``. Unranked batches rank as normal, no deadline."""
+        self._ranks[project, batch_id] = (priority, deadline)
+
+    def clear_rank(self, project: str, batch_id: str) -> None:
+        self._ranks.pop((project, batch_id), None)
+
+    def _rank(self, project: str, batch_id: str) -> tuple[int, float]:
+        return self._ranks.get((project, batch_id), DEFAULT_RANK)
 
     def idle(self) -> bool:
         """Whether a slot is free and nothing waits (the executor may take more batches)."""
@@ -127,13 +147,13 @@ class FairScheduler:
     def _grant(self) -> None:
         """Hand one slot to the fairest live waiter (a cancelled one is dropped)."""
         while self.waiting:
-            owner = min(
-                (p for p in self.projects.values() if p.waiting),
-                key=lambda p: (p.in_flight, p.served),
+            project, owner = min(
+                ((name, p) for name, p in self.projects.items() if p.waiting),
+                key=lambda item: (item[1].in_flight, item[1].served),
             )
-            batch = min(
-                (b for b in owner.batches.values() if b.waiters),
-                key=lambda b: (b.in_flight, b.served),
+            _, batch = min(
+                ((self._rank(project, name), b) for name, b in owner.batches.items() if b.waiters),
+                key=lambda item: (item[0], item[1].in_flight, item[1].served),
             )
             future = batch.waiters.popleft()
             owner.waiting -= 1

@@ -3,7 +3,7 @@
 Retries: connection errors, timeouts, non-JSON 2xx bodies, 408, 429, 500, 502, 503, 504, with
 exponential backoff and jitter, honouring ``retry-after-ms`` and ``Retry-After``; other statuses
 are final at once. A line's attempts count only its own failures: failures across lines mark
-the provider down instead (``zumik.availability``) and the line waits for it. Whatever a
+the provider down instead (``zumik.execution.availability``) and the line waits for it. Whatever a
 provider sends ends in a decision, never an exception: headers are parsed defensively and no
 more than ``max_response_bytes`` of an answer is read. ``sleep`` is injectable so tests check
 backoff without waiting.
@@ -129,7 +129,7 @@ def _error_message(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class HealthSettings:
-    """How provider health is judged (from ``Settings``; see ``zumik.availability``)."""
+    """How provider health is judged (from ``Settings``; see ``zumik.execution.availability``)."""
 
     down_failures: int = 5
     down_seconds: float = 2.0

@@ -1,7 +1,7 @@
 """Prometheus metrics, correct across gunicorn workers with nothing but the filesystem.
 
 Each executor counts in memory and writes a snapshot to ``<data_dir>/.metrics/<host>-<pid>.json``
-every few seconds; ``GET /metrics`` (``zumik.health``, served by any worker) sums every
+every few seconds; ``GET /metrics`` (``zumik.api.health``, served by any worker) sums every
 snapshot (gauges only from live processes) and adds what it sees in the store: active batches
 by status (only their records are read) and files and bytes stored per project (a ``stat`` of
 each blob, no reads). Finished batches are counted by the executors as they end, so a scrape
@@ -71,6 +71,7 @@ class Metrics:
         self.gauges: dict[str, float] = {}
         self._series: dict[str, int] = defaultdict(int)  # counter series per name
         self.providers: dict[str, dict[str, Any]] = {}  # name -> ProviderHealth.snapshot()
+        self.throughput: dict[str, dict[str, Any]] = {}  # name -> measured lines/s, tokens/s
 
     def inc(self, name: str, labels: Labels, value: float = 1.0) -> None:
         """Add to a counter (see ``counter`` for how many series one name may have)."""
@@ -113,12 +114,18 @@ class Metrics:
                 "histograms": {k: _cumulative(v) for k, v in self.histograms.items()},
                 "gauges": dict(self.gauges),
                 "providers": dict(self.providers),
+                "throughput": dict(self.throughput),
             }
 
     def set_providers(self, states: dict[str, dict[str, Any]]) -> None:
         """The per-provider state shown to operators (see ``provider_states``)."""
         with self._lock:
             self.providers = states
+
+    def set_throughput(self, measured: dict[str, dict[str, Any]]) -> None:
+        """What the executor measured of each provider (``execution.throughput``)."""
+        with self._lock:
+            self.throughput = measured
 
     def flush(self, data_dir: Path) -> None:
         """Write this process's snapshot for ``/metrics`` to read."""
@@ -223,6 +230,36 @@ def provider_states(data_dir: Path) -> list[dict[str, Any]]:
                 }
             )
     return states
+
+
+def measured_throughput(data_dir: Path) -> dict[str, dict[str, float]]:
+    """Each provider's measured ``lines_per_second`` and ``tokens_per_second`` over every
+    executor: summed over live processes (they send at once), else the best a process that
+    has ended saw. A provider no executor has measured is absent. Values are bounded."""
+    live: dict[str, dict[str, float]] = {}
+    ended: dict[str, dict[str, float]] = {}
+    for _, snapshot in snapshots(data_dir):
+        measured = snapshot.get("throughput")
+        if not isinstance(measured, dict):
+            continue
+        into = live if alive(snapshot) else ended
+        for name, rates in list(measured.items())[:256]:
+            if not isinstance(rates, dict):
+                continue
+            values = {k: _rate(rates.get(k)) for k in ("lines_per_second", "tokens_per_second")}
+            if not all(values.values()):
+                continue
+            seen = into.setdefault(name, {"lines_per_second": 0.0, "tokens_per_second": 0.0})
+            for key, value in values.items():
+                seen[key] = seen[key] + value if into is live else max(seen[key], value)
+    return {**ended, **live}
+
+
+def _rate(value: Any) -> float:
+    """A positive finite rate below 1e12, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if 0 < value < 1e12 else 0.0
 
 
 def _labels(labels: list[list[str]], extra: str = "") -> str:

@@ -144,7 +144,7 @@ class ClientConn(TConn):
 
 class ZumikWorker(JsonErrorPages, ThreadWorker):
     """gthread with the slow-client defences described in the module docstring, answering
-    gunicorn's own errors (400, 414, 431) in the JSON envelope (``zumik.gunicorn_errors``)."""
+    gunicorn's own errors (400, 414, 431) in the JSON envelope (``zumik.serve.error_pages``)."""
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

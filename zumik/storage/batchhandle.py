@@ -15,10 +15,10 @@ segments, the cancel and active markers, and for removing all of them. Names und
     active/<id>                  marker: not terminal yet; what executors scan
 
 Every read-modify-write of a record goes through ``BatchHandle.update``, which publishes the
-next version with create-if-absent (``zumik.versioned``): correct on a shared filesystem that
-promises only close-to-open consistency, atomic rename and atomic create, with no lock and no
-dependence on a cache timeout. A writer holding a stale copy loses the race for the next
-version, re-reads and applies its change again.
+next version with create-if-absent (``zumik.storage.versioned``): correct on a shared filesystem
+that promises only close-to-open consistency, atomic rename and atomic create, with no lock and no
+dependence on a cache timeout. A writer holding a stale copy loses the race for the next version,
+re-reads and applies its change again.
 """
 
 from __future__ import annotations

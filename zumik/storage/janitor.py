@@ -1,8 +1,8 @@
 """The expiry sweeper: output files after ``output_ttl`` (their ``expires_at``), files uploaded
 with ``expires_after``, batch records ``batch_ttl`` after they ended, together with their
 input file unless another batch still uses it, and the parts of uploads that expired, were
-cancelled or completed (``zumik.upload_sessions``). At most one sweep runs at a time across every
-worker (a non-blocking filelock); expired objects already answer 404 before they are swept.
+cancelled or completed (``zumik.storage.upload_sessions``). At most one sweep runs at a time across
+every worker (a non-blocking filelock); expired objects already answer 404 before they are swept.
 """
 
 from __future__ import annotations

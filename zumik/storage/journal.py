@@ -117,6 +117,15 @@ def tokens(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def total_tokens(usage: Any) -> int:
+    """All the tokens of one upstream ``usage`` object (0 when it has none)."""
+    if not isinstance(usage, dict):
+        return 0
+    prompt = tokens(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = tokens(usage.get("completion_tokens", usage.get("output_tokens")))
+    return tokens(usage.get("total_tokens")) or prompt + completion
+
+
 def add_usage(total: dict[str, Any], usage: Any) -> None:
     """Add an upstream ``usage`` object to a batch usage sum, whatever its shape:
     ``prompt_tokens``/``completion_tokens`` (chat, completions), ``input_tokens``/

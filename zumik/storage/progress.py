@@ -1,12 +1,12 @@
 """A running batch's progress (``request_counts``, ``usage``, ``cost``) while it runs.
 
 The claim holder saves progress every second. Those saves do not go into the batch record:
-records are versioned (``zumik.versioned``) and change only on status moves, so a count save can
-never overwrite a cancel. Progress lives in ``batches/<id>.progress``, rewritten *in place* (no
-rename, so another host opening it reads the latest bytes under close-to-open consistency,
-never a replaced file its cache still names) in two checksummed slots used in turn: a reader
-that catches a write half-done still finds the other slot whole. A reader takes the valid slot
-with the highest (epoch, sequence), so a newer claim's progress wins over an older one's.
+records are versioned (``zumik.storage.versioned``) and change only on status moves, so a count save
+can never overwrite a cancel. Progress lives in ``batches/<id>.progress``, rewritten *in place* (no
+rename, so another host opening it reads the latest bytes under close-to-open consistency, never a
+replaced file its cache still names) in two checksummed slots used in turn: a reader that catches a
+write half-done still finds the other slot whole. A reader takes the valid slot with the highest
+(epoch, sequence), so a newer claim's progress wins over an older one's.
 """
 
 from __future__ import annotations

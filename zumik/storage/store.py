@@ -9,8 +9,8 @@ Layout under ``<data_dir>/<project>/``::
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
     uploads/<upload_id>.*    Uploads API records and parts (see zumik.upload_sessions)
 
-Callers pass ids already checked against ``zumik.ids``; names are never built from raw input.
-Refusals are domain errors (``zumik.exceptions``), mapped to HTTP in ``zumik.errors``.
+Callers pass ids already checked against ``zumik.core.ids``; names are never built from raw input.
+Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
 """
 
 from __future__ import annotations

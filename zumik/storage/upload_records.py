@@ -1,6 +1,6 @@
 """The upload record: its public shape, its status at a given time, what pending ones hold.
 
-Kept apart from ``zumik.upload_sessions`` so the store can count pending uploads in its one
+Kept apart from ``zumik.storage.upload_sessions`` so the store can count pending uploads in its one
 usage function without importing the sessions (which use the store).
 """
 

@@ -30,7 +30,7 @@ from zumik.storage.versioned import VersionedDoc
 
 
 class UploadSessions:
-    """One project's uploads. Callers pass ids already checked with ``zumik.ids``."""
+    """One project's uploads. Callers pass ids already checked with ``zumik.core.ids``."""
 
     def __init__(self, store: ProjectStore, settings: Settings) -> None:
         self.store = store
@@ -137,9 +137,10 @@ class UploadSessions:
             count = len(self.part_ids(upload_id))
             if count >= self.settings.max_upload_parts:
                 raise InvalidRequest(
-                    f"Upload {upload_id} already has {count} parts, param=the most one "
+                    f"Upload {upload_id} already has {count} parts, the most one "
                     "upload may hold (ZUMIK_MAX_UPLOAD_PARTS); send larger parts",
-                    code="data",
+                    param="data",
+                    code="too_many_parts",
                 )
             files, used = self._usage(None)
             self._check_quota(files, used + size)
@@ -252,7 +253,9 @@ class UploadSessions:
         if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
             sink.discard()
             raise InvalidRequest(
-                f"The assembled file's MD5 is {digest.hexdigest()}, param=not {md5}", code="md5"
+                f"The assembled file's MD5 is {digest.hexdigest()}, not {md5}",
+                param="md5",
+                code="checksum_mismatch",
             )
         return sink, requests
 

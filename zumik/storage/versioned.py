@@ -16,8 +16,8 @@ lookup cache (NFS without ``lookupcache=positive``) can only make a read older, 
 then fails its link and retries; it can never make a write lose another's change.
 
 Versions are not pruned while the document exists (records change a handful of times; counts
-that change every second live elsewhere, see ``zumik.progress``); removing the document removes
-every version (``remove``).
+that change every second live elsewhere, see ``zumik.storage.progress``); removing the document
+removes every version (``remove``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Webhook delivery: a task of its own in the executor's loop, with its own HTTP session.
 
-Every ``webhook_poll_interval`` it claims due outbox entries (``zumik.outbox``) up to
-``webhook_concurrency`` in flight and POSTs each, signed with the endpoint's active secrets and
-a fresh ``webhook-timestamp`` (the ``webhook-id`` never changes). A 2xx deletes the entry; a
-timeout (``webhook_timeout``), a connection error or any other status schedules the next
-attempt with exponential backoff and jitter until ``webhook_retry_window`` has passed since the
-batch ended. Redirects are not followed. The batch path never waits on any of this.
+Every ``webhook_poll_interval`` it claims due outbox entries (``zumik.webhooks.registry.outbox``) up
+to ``webhook_concurrency`` in flight and POSTs each, signed with the endpoint's active secrets and a
+fresh ``webhook-timestamp`` (the ``webhook-id`` never changes). A 2xx deletes the entry; a timeout
+(``webhook_timeout``), a connection error or any other status schedules the next attempt with
+exponential backoff and jitter until ``webhook_retry_window`` has passed since the batch ended.
+Redirects are not followed. The batch path never waits on any of this.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from zumik.core.records import is_terminal
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings
 from zumik.storage.store import ProjectStore
-from zumik.webhooks import outbox
+from zumik.webhooks import outbox, signing
 from zumik.webhooks import registry as webhooks
 
 log = logging.getLogger("zumik.webhooks")
@@ -109,7 +109,7 @@ class Deliverer:
             "Content-Type": "application/json",
             "webhook-id": entry["webhook_id"],
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": webhooks.signature_header(
+            "webhook-signature": signing.signature_header(
                 endpoint.active_secrets(now), entry["webhook_id"], timestamp, body
             ),
         }

@@ -1,21 +1,14 @@
-"""Webhook endpoints (per project, managed with ``zumik webhooks``) and Standard Webhooks signing.
+"""Webhook endpoints, per project, managed with ``zumik webhooks`` (signing: ``signing.py``).
 
 The registry is ``<data_dir>/webhooks.json``: endpoint id -> project, url, event types and the
-signing secrets. It is a versioned document like ``keys.json`` (``zumik.versioned``): each edit
-is published as the next version with create-if-absent, so edits on two hosts at once both
-stay, and readers re-read it when a newer version appears (as ``zumik.auth`` does). Secrets
-are stored in the clear (they sign), in a 0600 file like every Zumik file.
-
-Signing matches the ``openai`` SDK's ``webhooks.verify_signature`` byte for byte: the key is the
-base64 after ``whsec_``, the MAC is HMAC-SHA256 over ``f"{webhook_id}.{timestamp}.{body}"``, the
-header is ``v1,<base64>`` per active secret, space-separated.
+signing secrets. It is a versioned document like ``keys.json`` (``zumik.storage.versioned``):
+each edit is published as the next version with create-if-absent, so edits on two hosts at once
+both stay, and readers re-read it when a newer version appears (as ``zumik.storage.keys``
+does). Secrets are stored in the clear (they sign), in a 0600 file like every Zumik file.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,9 +19,9 @@ from urllib.parse import urlsplit
 from zumik.storage import fsutil, versioned
 from zumik.storage.store import valid_project
 from zumik.storage.versioned import VersionedDoc
+from zumik.webhooks.signing import new_secret
 
 EVENT_TYPES = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
-SECRET_PREFIX = "whsec_"
 ENDPOINT_PREFIX = "we_"
 MAX_URL_LENGTH = 2048
 REGISTRY_FILE = "webhooks.json"
@@ -37,30 +30,6 @@ STATUS_DIR = ".webhooks"  # <endpoint id>.json: the last delivery attempt and it
 
 class WebhookConfigError(ValueError):
     """An operator's bad input to ``zumik webhooks``; the message names the fix."""
-
-
-# -- signing ----------------------------------------------------------------------------------
-def new_secret() -> str:
-    """``whsec_`` + base64 of 32 random bytes (Standard Webhooks: 24 to 64 bytes)."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
-    """One ``v1,<base64>`` signature, computed exactly as the openai SDK checks it."""
-    key = (
-        base64.b64decode(secret[len(SECRET_PREFIX) :])
-        if secret.startswith(SECRET_PREFIX)
-        else secret.encode()
-    )
-    signed = f"{webhook_id}.{timestamp}.{body.decode('utf-8')}".encode()
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def signature_header(
-    active_secrets: list[str], webhook_id: str, timestamp: int, body: bytes
-) -> str:
-    """The ``webhook-signature`` value: one signature per active secret, space-separated."""
-    return " ".join(signature(s, webhook_id, timestamp, body) for s in active_secrets)
 
 
 # -- endpoints --------------------------------------------------------------------------------

@@ -161,10 +161,36 @@
     })();
   }
 
+  /* The plan page: create the batch with the API's JSON body (window, priority, budget). */
+  function setupCreate() {
+    var form = document.querySelector("form[data-create]");
+    if (!form) return;
+    var status = form.querySelector(".upload-status");
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var body = {input_file_id: form.dataset.file, endpoint: form.dataset.endpoint,
+                  completion_window: form.elements.completion_window.value || "24h",
+                  priority: form.elements.priority.value};
+      if (form.elements.max_cost.value) body.max_cost = Number(form.elements.max_cost.value);
+      if (form.elements.max_total_tokens.value) body.max_total_tokens = Number(form.elements.max_total_tokens.value);
+      status.textContent = "Creating…";
+      fetch(form.action, {method: "POST", credentials: "same-origin",
+                          headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf()},
+                          body: JSON.stringify(body)})
+        .then(function (r) { return r.json().then(function (a) { return [r.status, a]; }); })
+        .then(function (got) {
+          if (got[0] === 200 && got[1].id) { location.href = "/dashboard/batches/" + got[1].id; return; }
+          status.textContent = got[1] && got[1].error ? got[1].error.message : "Create failed (HTTP " + got[0] + ").";
+          status.className = "upload-status error";
+        }, function () { status.textContent = "The server could not be reached."; status.className = "upload-status error"; });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     pollBatches();
     setInterval(refreshAgo, 10000);
     setupUpload();
     setupRefresh();
+    setupCreate();
   });
 })();
