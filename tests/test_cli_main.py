@@ -27,7 +27,7 @@ def help_of(*args: str) -> str:
 
 def test_help_is_plain_text_and_serve_shows_its_defaults():
     top = help_of()
-    assert "``" not in top and "batch run|status|list|cancel|download" in top
+    assert "``" not in top and "batch run|estimate|status|list|cancel|download" in top
     serve = help_of("serve")
     assert "(default: 127.0.0.1)" in serve and "(default: 8080)" in serve
     assert "(default: 2)" in serve and "worker processes" in serve
