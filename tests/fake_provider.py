@@ -27,6 +27,14 @@ Knobs:
   ``{"count", "max_model_len", "tokens"}``, the count equal to the ``prompt_tokens`` the chat
   (or completions) answer then reports for that request; off, the route answers 404;
   ``tokenize_latency`` (seconds) delays each of its answers;
+- embeddings: ``input`` as a text, a token list or a list of either, a deterministic vector
+  per input (packed or alone the same) and ``usage.prompt_tokens`` per item; knobs
+  ``misserve_lists`` (list items after the first get wrong vectors), ``refuse_lists`` (a 400
+  for a list ``input``), ``reject_marker`` (an
+  item containing it gets a 400, default ``#reject``), ``tokenize_embeddings`` (``POST
+  /tokenize`` counts a ``prompt`` as the embeddings do, less the BOS they add),
+  ``embed_request_cost`` and ``embed_item_cost`` (seconds per request and per item, served one
+  request at a time like a model server); ``by_item`` in ``/_stats`` counts each input sent.
 - ``GET /_stats`` counts requests (per message content, per model, max in flight, times);
   ``POST /_reset`` zeroes them.
 
@@ -39,6 +47,7 @@ import argparse
 import asyncio
 import collections
 import gzip
+import hashlib
 import json
 import re
 import socket
@@ -64,8 +73,15 @@ class FakeProvider:
             "overload_above": None,
             "hang_seconds": 30.0,
             "big_bytes": 8 << 20,
+            "misserve_lists": False,
+            "refuse_lists": False,
+            "reject_marker": "#reject",
+            "tokenize_embeddings": False,
             "tokenize": False,
+            "embed_request_cost": 0.0,
+            "embed_item_cost": 0.0,
         }
+        self._model_lock = asyncio.Lock()
         self.unavailable_until = 0.0
         self._bomb: bytes | None = None
         self.reset()
@@ -80,6 +96,7 @@ class FakeProvider:
         self.max_in_flight = 0
         self.times: list[float] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.by_item: collections.Counter[str] = collections.Counter()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -107,10 +124,14 @@ class FakeProvider:
 
     async def tokenize(self, request: web.Request) -> web.Response:
         """vLLM's tokenize route (when the ``tokenize`` knob is on)."""
-        if not self.control.get("tokenize"):
+        embeddings = self.control.get("tokenize_embeddings")
+        if not self.control.get("tokenize") and not embeddings:
             return web.json_response({"detail": "Not Found"}, status=404)
         body = await request.json()
         self.by_path["/tokenize"] += 1
+        if embeddings and isinstance(body.get("prompt", body.get("content")), str):
+            count = item_tokens(body.get("prompt", body.get("content"))) - 1  # less the BOS
+            return web.json_response({"count": count, "tokens": list(range(count))})
         delay = float(self.control.get("tokenize_latency") or 0)
         if delay:
             await asyncio.sleep(delay)
@@ -139,8 +160,45 @@ class FakeProvider:
                 "max_in_flight": self.max_in_flight,
                 "times": self.times,
                 "headers": self.headers_seen[-5:],
+                "by_item": dict(self.by_item),
             }
         )
+
+    async def _embeddings(self, body: dict[str, Any], content: str) -> web.Response | None:
+        """Embeddings extras: per-item counts, the reject marker (a 400 naming the item, as
+        a server refusing one input does), and the per-request cost, served one request at
+        a time like a model server (``embed_request_cost`` + ``embed_item_cost`` per item)."""
+        items = embedding_items(body)
+        for item in items:
+            self.by_item[json.dumps(item) if not isinstance(item, str) else item] += 1
+        if self.control.get("refuse_lists") and isinstance(body.get("input"), list):
+            self.statuses["400"] += 1
+            return web.json_response(
+                {"error": {"message": "input must be a string", "type": "invalid_request_error"}},
+                status=400,
+            )
+        marker = self.control.get("reject_marker")
+        for index, item in enumerate(items):
+            if marker and isinstance(item, str) and marker in item:
+                self.statuses["400"] += 1
+                return web.json_response(
+                    {
+                        "error": {
+                            "message": f"input[{index}] is rejected: {item[:40]}",
+                            "type": "invalid_request_error",
+                            "param": "input",
+                            "code": "invalid_input",
+                        }
+                    },
+                    status=400,
+                )
+        cost = float(self.control.get("embed_request_cost") or 0) + len(items) * float(
+            self.control.get("embed_item_cost") or 0
+        )
+        if cost:
+            async with self._model_lock:
+                await asyncio.sleep(cost)
+        return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
@@ -184,6 +242,14 @@ class FakeProvider:
         for fail, times in DIRECTIVE.findall(content):
             if attempt <= int(times):
                 return await self._fail(fail, content, request)
+        if kind == "embeddings":
+            refused = await self._embeddings(body, content)
+            if refused is not None:
+                return refused
+            misserve = bool(self.control.get("misserve_lists"))
+            self.statuses["200"] += 1
+            answer = _embedding_answer(self.requests, model, body, content, misserve)
+            return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
         self.statuses["200"] += 1
         answer = ANSWERS[kind](self.requests, model, body, content)
         return web.json_response(answer, headers={"x-request-id": f"req-{self.requests}"})
@@ -342,20 +408,41 @@ def _responses_answer(n: int, model: str, body: dict[str, Any], content: str) ->
     }
 
 
-def _embedding_answer(n: int, model: str, body: dict[str, Any], content: str) -> dict[str, Any]:
+def embedding_items(body: dict[str, Any]) -> list[Any]:
+    """The items of an embeddings ``input``: a text, a token list, or a list of either."""
     given = body.get("input")
-    items = (
-        given if isinstance(given, list) and given and not isinstance(given[0], int) else [given]
-    )
+    if isinstance(given, list) and given and not isinstance(given[0], int):
+        return given
+    return [given]
+
+
+def item_tokens(item: Any) -> int:
+    """What this provider's model counts for one input: a token list's length, else one token
+    per word plus a BOS (not in proportion to length, so shares by length are not exact)."""
+    return len(item) if isinstance(item, list) else len(str(item).split()) + 1
+
+
+def item_vector(item: Any) -> list[float]:
+    """A deterministic 8-dimensional vector per input (the same packed or alone)."""
+    digest = hashlib.sha256(json.dumps(item).encode()).digest()
+    return [round(b / 255 - 0.5, 6) for b in digest[:8]]
+
+
+def _embedding_answer(
+    n: int, model: str, body: dict[str, Any], content: str, misserve: bool = False
+) -> dict[str, Any]:
+    items = embedding_items(body)
     data = [
         {
             "object": "embedding",
             "index": i,
-            "embedding": [float(len(str(item))), float(i), 0.5, -0.5],
+            # misserve: list items after the first get another input's vector, as
+            # llama-cpp-python without a pooling type does
+            "embedding": item_vector([item, "shifted"] if misserve and i else item),
         }
         for i, item in enumerate(items)
     ]
-    tokens = sum(max(1, len(str(item)) // 4) for item in items)
+    tokens = sum(item_tokens(item) for item in items)
     return {
         "object": "list",
         "data": data,

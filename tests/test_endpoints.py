@@ -52,7 +52,10 @@ def test_each_endpoint_goes_to_the_providers_matching_path(make_app, provider, e
     assert batch["status"] == "completed" and batch["endpoint"] == endpoint
     assert batch["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
     assert batch["model"] == "m1" and batch["error_file_id"] is None
-    assert stats(provider)["by_path"] == {endpoint: 6}  # one retry, same path
+    # one retry, same path; embeddings go as one pack (retried whole), after the packing
+    # check's three requests (two probe texts packed, then each alone)
+    sent = 2 + 3 if endpoint == "/v1/embeddings" else 6
+    assert stats(provider)["by_path"] == {endpoint: sent}
     out = output_lines(client, batch["output_file_id"])
     bodies = [x["response"]["body"] for x in out]
     usage = batch["usage"]
@@ -176,8 +179,9 @@ model = "bge-small"
     lines = [line(f"{i}", "/v1/embeddings", f"doc {i}", "embed.small") for i in range(3)]
     batch = run(client, lines, "/v1/embeddings")
     assert batch["request_counts"]["completed"] == 3 and batch["model"] == "embed.small"
-    assert stats(provider)["by_model"] == {"bge-small": 3}
-    assert stats(provider)["by_path"] == {"/v1/embeddings": 3}
+    # the packing check's three requests, then the three lines in one pack
+    assert stats(provider)["by_model"] == {"bge-small": 4}
+    assert stats(provider)["by_path"] == {"/v1/embeddings": 4}
 
 
 def test_a_mixed_model_batch_has_no_model(make_app, provider):

@@ -75,6 +75,8 @@ class Settings:
     webhook_poll_interval: float = 1.0  # how often the outbox is scanned for due deliveries
     result_files: str = "split"  # "split" (OpenAI: output = successes) or "combined"
     max_embedding_inputs: int = 50_000  # embedding inputs in one batch file (OpenAI's limit)
+    embedding_pack: int = 64  # embedding inputs per upstream request (1: one line at a time)
+    embedding_pack_bytes: int = 1 * MIB  # most input-line bytes packed into one request
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
@@ -118,6 +120,8 @@ _INT_FIELDS = {
     "upload_ttl",
     "webhook_concurrency",
     "max_embedding_inputs",
+    "embedding_pack",
+    "embedding_pack_bytes",
     "max_json_depth",
     "max_json_upload_bytes",
     "dashboard_session_seconds",

@@ -23,10 +23,11 @@ from typing import Any
 import msgspec
 
 from zumik.core import ids
-from zumik.core.lines import CHAT
+from zumik.core.lines import CHAT, EMBEDDINGS
 from zumik.core.records import Status, is_terminal, priority_rank
 from zumik.execution.budget import Budget
 from zumik.execution.finalize import Finalizing
+from zumik.execution.packing import Pack, Packer
 from zumik.execution.results import custom_id_of, error_line, response_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
@@ -111,6 +112,7 @@ class BatchRun(Validating, Finalizing):
         self.progress = journal.Progress(self.prices)
         self.writer: journal.JournalWriter | None = None
         self.endpoint = CHAT
+        self.packer = Packer(router, upstream, EMBEDDINGS, self.next_request_id)
         self._request_prefix = ids.BATCH_REQUEST_PREFIX + secrets.token_hex(6)
         self._request_count = 0
         self._progress_seq = 0
@@ -231,7 +233,10 @@ class BatchRun(Validating, Finalizing):
         self.sending = True
         failure: BaseException | None = None
         try:
-            pending = self._pending(str(self.store.file_data_path(record["input_file_id"])))
+            path = str(self.store.file_data_path(record["input_file_id"]))
+            pending: Iterator[Any] = self._pending(path)
+            if self.endpoint == EMBEDDINGS:  # lines go upstream in packs (execution.packing)
+                pending = self.packer.units(pending)
             self._start_sender(pending)
             while self.senders:  # senders start more senders while they find free slots
                 done, _ = await asyncio.wait(set(self.senders))
@@ -267,12 +272,12 @@ class BatchRun(Validating, Finalizing):
                 continue
             yield number, custom_id, body
 
-    def _start_sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    def _start_sender(self, pending: Iterator[Any]) -> None:
         task = asyncio.create_task(self._sender(pending))
         self.senders.add(task)
         task.add_done_callback(self.senders.discard)
 
-    async def _sender(self, pending: Iterator[tuple[int, str, RequestBody]]) -> None:
+    async def _sender(self, pending: Iterator[Any]) -> None:
         """Send lines one after another, each under a slot of the fair scheduler, until none is
         left or the run has an outcome.
 
@@ -298,11 +303,14 @@ class BatchRun(Validating, Finalizing):
                     return
                 if not self._waiting_senders and len(self.senders) < scheduler.slots:
                     self._start_sender(pending)
-                number, custom_id, body = line
-                result = await self._request(number, custom_id, body)
+                if isinstance(line, Pack):  # one slot, one request, one journal write
+                    results = await self.packer.send(line, self._request)
+                else:
+                    results = [(line[0], await self._request(*line))]
                 held = scheduler.renew(project, batch_id)  # as soon as the answer is in
-                if result is not None:
-                    self._journal(number, *result)
+                for number, result in results:
+                    if result is not None:
+                        self._journal(number, *result)
         finally:
             if held:
                 scheduler.release(project, batch_id)

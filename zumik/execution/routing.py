@@ -36,6 +36,8 @@ class ProviderConfig:
     output_price: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     takes_any_model: bool = False
+    embedding_pack: int = 64  # embedding inputs packed into one request (1: no packing)
+    embedding_pack_bytes: int = 1 << 20  # most bytes of input lines packed into one request
 
     @property
     def is_echo(self) -> bool:
@@ -114,6 +116,8 @@ class Router:
                 max_attempts=settings.max_attempts,
                 retry_backoff=settings.retry_backoff,
                 takes_any_model=True,
+                embedding_pack=settings.embedding_pack,
+                embedding_pack_bytes=settings.embedding_pack_bytes,
             )
             providers["default"] = default
         for name, table in settings.providers.items():
@@ -148,6 +152,8 @@ _PROVIDER_KEYS = {
     "output_price",
     "headers",
     "default",
+    "embedding_pack",
+    "embedding_pack_bytes",
 }
 
 
@@ -206,6 +212,10 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
         retry_backoff=settings.retry_backoff,
         headers=dict(headers),
         takes_any_model=bool(table.get("default", False)),
+        embedding_pack=number("embedding_pack", settings.embedding_pack, integer=True),
+        embedding_pack_bytes=number(
+            "embedding_pack_bytes", settings.embedding_pack_bytes, integer=True
+        ),
     )
 
 
