@@ -40,6 +40,19 @@ def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
     )
 
 
+def outcome_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
+    """The result line of a sent request: the provider's answer, or the failure without one."""
+    if outcome.body is not None and outcome.status_code is not None:
+        return response_line(custom_id, outcome, request_id)
+    return error_line(
+        custom_id,
+        outcome.error_code or "upstream_error",
+        outcome.error_message or "request failed",
+        request_id,
+        outcome.provider or None,
+    )
+
+
 def error_line(
     custom_id: str,
     code: str,
