@@ -19,9 +19,7 @@
       var value = el.dataset.field === "status" ? null : row[el.dataset.field];
       if (typeof value === "string" && el.textContent !== value) el.textContent = value;
     });
-    if (row.status !== "cancelling") {
-      Array.prototype.forEach.call(document.querySelectorAll('[data-flash="cancelling"]'), function (el) { el.remove(); });
-    }
+    if (row.status !== "cancelling") settleCancelNotice(row.status);
     var bar = root.querySelector('[data-field="bar"]');
     if (bar) {
       bar.setAttribute("aria-valuenow", String(row.completed + row.failed));
@@ -76,6 +74,15 @@
         })
         .catch(function () { setTimeout(pollBatches, POLL_IDLE); });
     }, delay);
+  }
+
+  /* The "Cancelling..." notice lasts while the batch cancels: once it reads cancelled (even
+     before this page loaded) it says so instead. */
+  function settleCancelNotice(status) {
+    Array.prototype.forEach.call(document.querySelectorAll('[data-flash="cancelling"]'), function (el) {
+      el.textContent = "Cancelled (" + status + "): finished lines are kept.";
+      el.dataset.flash = "done";
+    });
   }
 
   /* "just now", "5 min ago", "in 3 h": kept current as time passes (same rules as present.ago). */
@@ -187,6 +194,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    var detail = document.querySelector("[data-detail]");
+    if (detail && detail.dataset.status && detail.dataset.status !== "cancelling") {
+      settleCancelNotice(detail.dataset.status);
+    }
     pollBatches();
     setInterval(refreshAgo, 10000);
     setupUpload();
