@@ -5,7 +5,7 @@
 
 Scenarios: overhead, overhead_cpu, latency, concurrency, memory, transfer, responsiveness, scale,
 uploads, json_upload, fairness, sharedfs, estimate, embeddings, embeddings_llama
-(bench/embeddings.py).
+(bench/embeddings.py), results_paging (bench/results_paging.py).
 Results are printed and appended to bench/RESULTS.md with the machine and the command.
 """
 
@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import embeddings  # noqa: E402  (bench/ is on the path: this script's folder)
 from fake_provider import free_port  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import results_paging  # noqa: E402
 
 KEY = "bench-key"
 ROUNDS = 3  # runs per side; the best of each is compared
@@ -998,6 +1001,7 @@ SCENARIOS = {
     "estimate": estimate,
     "embeddings": embeddings.fake,
     "embeddings_llama": embeddings.llama,
+    "results_paging": lambda w: results_paging.scenario(w, Zumik, Provider, lines_file, AUTH),
 }
 
 

@@ -3,6 +3,7 @@ real gunicorn server for end-to-end tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -102,21 +103,76 @@ def create_batch(client, file_id: str, auth: dict[str, str] = AUTH_A, **extra: A
     return client.post("/v1/batches", headers=auth, json=body)
 
 
+TERMINAL = ("completed", "failed", "cancelled", "expired")
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "the condition",
+    interval: float = 0.05,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll ``condition()`` until it returns something truthy, and return that; fail naming
+    ``what`` (and the last value seen) after ``timeout`` seconds. Exceptions of the types in
+    ``retry_on`` (a server not up yet) count as "not yet". The one wait loop of the suite:
+    wait on a condition with a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = condition()
+        except retry_on as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def wait_healthy(
+    url: str,
+    timeout: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    **get: Any,
+) -> None:
+    """Wait until ``GET url`` answers 200 (a server we started is up); fail at once, with the
+    tail of ``log``, if ``proc`` exits meanwhile."""
+
+    def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"the server exited ({proc.returncode}) before {url}: {tail}")
+        try:
+            return requests.get(url, timeout=2, **get).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(up, timeout, f"{url} to answer 200", interval=0.1)
+    except AssertionError:
+        tail = log.read_text(errors="replace")[-3000:] if log else ""
+        raise RuntimeError(f"the server did not come up at {url}: {tail}") from None
+
+
 def wait_batch(
     client,
     batch_id: str,
-    statuses=("completed", "failed", "cancelled", "expired"),
+    statuses=TERMINAL,
     timeout: float = 30.0,
     auth: dict[str, str] = AUTH_A,
 ) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while True:
-        record = client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
-        if record["status"] in statuses:
-            return record
-        if time.time() > deadline:
-            raise AssertionError(f"batch still {record['status']}: {record}")
-        time.sleep(0.05)
+    """Through the Flask test client: the batch once its status is one of ``statuses``."""
+    return wait_until(
+        lambda: (lambda r: r if r["status"] in statuses else None)(
+            client.get(f"/v1/batches/{batch_id}", headers=auth).get_json()
+        ),
+        timeout,
+        f"batch {batch_id} to reach {statuses}",
+    )
 
 
 def output_lines(client, file_id: str, auth: dict[str, str] = AUTH_A) -> list[dict[str, Any]]:
@@ -128,6 +184,12 @@ async def drive(executor) -> None:
     """Run the executor in this thread, step by step, until no batch is left to run."""
     async with executor.opened():
         await executor.run_until_idle()
+
+
+def settle(client) -> None:
+    """For an app made without the executor thread: run every pending batch to its end here,
+    in this thread (``run_until_idle``), instead of starting the thread and polling."""
+    asyncio.run(drive(client.application.extensions["zumik"].executor))
 
 
 @pytest.fixture
@@ -189,17 +251,59 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
+        self._log_file.flush()
+        wait_healthy(self.url + "/healthz", timeout, self.proc, self.log)
+        return self
+
+    # -- the API over HTTP, for tests on a real server -------------------------------------
+    def api(
+        self, method: str, path: str, auth: dict[str, str] = AUTH_A, **kwargs: Any
+    ) -> requests.Response:
+        """One request to this server's API (timed out, as every test request must be)."""
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.url + path, headers=auth, **kwargs)
+
+    def start_batch(self, content: bytes, auth: dict[str, str] = AUTH_A, **extra: Any) -> str:
+        """Upload ``content`` and start a chat-completions batch over it; the batch id."""
+        uploaded = self.api(
+            "POST",
+            "/v1/files",
+            auth,
+            files={"file": ("in.jsonl", content)},
+            data={"purpose": "batch"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        body = {
+            "input_file_id": uploaded.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            **extra,
+        }
+        created = self.api("POST", "/v1/batches", auth, json=body)
+        assert created.status_code == 200, created.text
+        return created.json()["id"]
+
+    def batch(self, batch_id: str, auth: dict[str, str] = AUTH_A) -> dict[str, Any]:
+        answer = self.api("GET", f"/v1/batches/{batch_id}", auth)
+        assert answer.status_code == 200, f"{self.url}: {answer.status_code} {answer.text}"
+        return answer.json()
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        statuses: tuple[str, ...] = TERMINAL,
+        timeout: float = 60.0,
+        auth: dict[str, str] = AUTH_A,
+    ) -> dict[str, Any]:
+        """The batch once its status is one of ``statuses`` (a server restarting meanwhile
+        counts as "not yet")."""
+        return wait_until(
+            lambda: (lambda r: r if r["status"] in statuses else None)(self.batch(batch_id, auth)),
+            timeout,
+            f"batch {batch_id} to reach {statuses}",
+            interval=0.1,
+            retry_on=(requests.RequestException,),
+        )
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
@@ -233,14 +337,24 @@ def unreaped_zombie() -> Iterator[int]:
     its master stays until init reaps it (on some hosts never); reaped on exit."""
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     stat = Path(f"/proc/{process.pid}/stat")
-    deadline = time.time() + 10
     try:
-        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
-            assert time.time() < deadline
-            time.sleep(0.01)
+        wait_until(
+            lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z",
+            10,
+            "the child to become a zombie",
+            interval=0.01,
+        )
         yield process.pid
     finally:
         process.wait()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on a real gunicorn server is slow (seconds to start): marked so without anyone
+    having to remember it, so `pytest -m "not slow"` stays a fast loop."""
+    for item in items:
+        if "gunicorn" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

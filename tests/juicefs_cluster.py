@@ -16,13 +16,13 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from conftest import Server
+from conftest import Server, wait_until
 from fake_provider import free_port
 
 VOLUME = "zumik"
@@ -188,15 +188,12 @@ class Cluster:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            with contextlib.suppress(OSError):
-                import socket
-
-                socket.create_connection(("127.0.0.1", self.redis_port), 0.2).close()
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", self.redis_port), 0.2).close() or True,
+            10,
+            "redis-server to accept connections",
+            retry_on=(OSError,),
+        )
 
     def _mount(self, meta: str, name: str) -> None:
         point = self.root / f"mnt-{name}"
@@ -211,14 +208,13 @@ class Cluster:
         )
         log.close()
         self._mount_procs.append(proc)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.ismount(point):
-                self.mounts.append(point)
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        with contextlib.suppress(AssertionError):
+            wait_until(
+                lambda: os.path.ismount(point) or proc.poll() is not None, 30, f"mount {point}"
+            )
+        if os.path.ismount(point):
+            self.mounts.append(point)
+            return
         text = (self.root / f"juicefs-{name}.log").read_text(errors="replace")[-2000:]
         raise ClusterUnavailable(f"juicefs mount failed (FUSE not usable?): {text}")
 

@@ -49,6 +49,7 @@ def test_invalid_project_names_are_refused(settings):
             create_key(settings.data_dir, name)
 
 
+@pytest.mark.slow
 def test_keys_command(tmp_path):
     def run(*args):
         return subprocess.run(

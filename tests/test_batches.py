@@ -6,7 +6,7 @@ import io
 import threading
 
 import pytest
-from conftest import AUTH_A, AUTH_B, create_batch, echo_lines, upload, wait_batch
+from conftest import AUTH_A, AUTH_B, create_batch, echo_lines, settle, upload, wait_batch
 from test_files import assert_envelope
 
 BATCH_FIELDS = {
@@ -37,6 +37,7 @@ BATCH_FIELDS = {
     "max_total_tokens",
     "priority",
     "budget_exceeded_at",
+    "retry_of",  # Zumik extension, null unless the batch retries another
 }
 
 
@@ -289,9 +290,10 @@ def test_deleting_a_cancelling_input_says_to_wait(client, file_id):
 
 
 def test_terminal_batch_keeps_status_on_cancel(make_app):
-    client = make_app(start=True).test_client()
+    client = make_app().test_client()
     file_id = upload(client, echo_lines(2)).get_json()["id"]
     batch_id = create_batch(client, file_id).get_json()["id"]
+    settle(client)
     assert wait_batch(client, batch_id)["status"] == "completed"
     response = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A)
     assert response.status_code == 200 and response.get_json()["status"] == "completed"

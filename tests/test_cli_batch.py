@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import AUTH_A, KEY_A, echo_lines, jsonl, request_line
 from dropping_proxy import DroppingProxy
 
 from zumik.cli.batch import errors_path, progress_line
+
+pytestmark = pytest.mark.slow  # the CLI as a subprocess against real gunicorn
 
 
 def zumik(server, *args, timeout=60):

@@ -25,6 +25,8 @@ import pytest
 from conftest import KEY_A
 from fake_provider import free_port
 
+pytestmark = pytest.mark.slow  # real batch clients in their own venv against real gunicorn
+
 CLIENTS = Path(__file__).parent / "compat"
 ROOT = Path(__file__).resolve().parent.parent
 # The clients' own venv (.ci/run: python3 -m venv .venv-compat; pip install -e '.[compat]'),

@@ -267,6 +267,7 @@ def test_upload_through_the_dashboard_names_the_bad_line(client) -> None:
     assert 'aria-valuetext="1 of 200 files"' in page
 
 
+@pytest.mark.slow
 def test_paging_and_filters_read_only_what_the_page_shows(app, client) -> None:
     store = ProjectStore(app.extensions["zumik"].settings.data_dir, "proj-a").ensure()
     file_id = upload(client, echo_lines(1)).json["id"]

@@ -32,9 +32,12 @@ ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (.ci/run installs chromium)"
-)
+pytestmark = [
+    pytest.mark.slow,  # a real browser against real gunicorn
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (.ci/run installs chromium)"
+    ),
+]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -176,11 +179,17 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     assert page.evaluate("window.__notReloaded") is True  # updated in place, no reload
     assert row.get_by_text("nightly <b>42</b>").count() == 1  # metadata shown as text
     assert row.locator('[data-field="rate"]').inner_text().endswith("lines/s")
+    # The warm-up batch is listed beside the running one and its row, too, reaches its end.
+    warm_up = page.locator(f'tr[data-batch="{done_already}"]')
+    warm_up.locator('[data-field="status"]').filter(has_text="completed").wait_for()
+    assert warm_up.locator('[data-field="text"]').inner_text() == "3 / 3"
+    assert warm_up.get_by_text("warm-up").count() == 1
     screenshot(page, "dashboard-batches.png")
     page.get_by_role("link", name=running).click()
     page.wait_for_url(f"**/dashboard/batches/{running}")
     detail = page.locator("[data-detail] .badge").first
-    detail.filter(has_text="completed").wait_for(timeout=40_000)  # region refreshed at the end
+    detail.filter(has_text="completed").wait_for(timeout=40_000)  # updated live, then
+    page.locator(".timeline").filter(has_text="completed").wait_for()  # the region refreshed
     assert page.evaluate("window.__notReloaded") is None  # (a new page: the click navigated)
     timeline = page.locator(".timeline").inner_text()
     for step in ("created", "in progress", "finalizing", "completed"):
@@ -192,7 +201,6 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     lines = Path(download_info.value.path()).read_text().splitlines()
     assert len(lines) == 80
     assert {json.loads(line)["custom_id"] for line in lines} == {f"r{i}" for i in range(80)}
-    assert done_already
 
 
 CELLS_AGREE = """([before]) => {
@@ -289,6 +297,78 @@ def test_long_file_names_wrap_at_their_separators(page, server: Server) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     screenshot(page, "dashboard-files-phone.png")
+
+
+def failing_lines(n: int, prefix: str, every: int) -> bytes:
+    return jsonl(
+        [
+            request_line(
+                f"{prefix}{i}",
+                f"{prefix} {i}" + (" #fail:400:1" if i % every == 0 else ""),
+                "gpt-x",
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def wait_status(server: Server, batch_id: str, statuses: tuple[str, ...]) -> dict:
+    deadline = time.time() + 60
+    while True:
+        record = requests.get(f"{server.url}/v1/batches/{batch_id}", headers=AUTH_A, timeout=10)
+        if record.json()["status"] in statuses:
+            return record.json()
+        assert time.time() < deadline, record.json()["status"]
+        time.sleep(0.1)
+
+
+def test_retry_button_opens_the_new_batch_linked_both_ways(page, server: Server) -> None:
+    original = start_batch(server, failing_lines(9, "y", 3))
+    assert wait_status(server, original, ("completed",))["request_counts"]["failed"] == 3
+    sign_in(page, KEY_A)
+    page.goto(f"/dashboard/batches/{original}")
+    page.get_by_text("Retry 3 lines…").click()
+    page.get_by_role("button", name="Yes, retry these lines").click()
+    page.wait_for_url(re.compile(r".*/dashboard/batches/batch_(?!" + original[6:] + ")"))
+    retry_id = page.url.rsplit("/", 1)[1]
+    assert "Retrying 3 lines" in page.get_by_role("status").first.inner_text()
+    assert page.get_by_role("link", name=original).count() == 1  # "Retry of"
+    record = requests.get(f"{server.url}/v1/batches/{retry_id}", headers=AUTH_A, timeout=10)
+    assert record.json()["retry_of"] == original
+    page.locator("[data-detail] .badge").filter(has_text="completed").wait_for(timeout=40_000)
+    page.get_by_role("link", name=original).click()
+    page.wait_for_url(f"**/dashboard/batches/{original}")
+    assert page.get_by_role("link", name=retry_id).count() == 1  # "Retried by"
+    assert page.get_by_text("Retry 3 lines…").count() == 1  # the original's lines still failed
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download merged output").click()
+    lines = Path(download_info.value.path()).read_text().splitlines()
+    assert sorted(json.loads(x)["custom_id"] for x in lines) == sorted(f"y{i}" for i in range(9))
+
+
+def test_failed_lines_appear_live_and_results_page_by_page(page, server: Server) -> None:
+    batch_id = start_batch(server, failing_lines(60, "f", 4))
+    sign_in(page, KEY_A)
+    page.goto(f"/dashboard/batches/{batch_id}")
+    live = page.locator("[data-live-failures] [data-rows] tr")
+    live.first.wait_for(timeout=30_000)
+    still = requests.get(f"{server.url}/v1/batches/{batch_id}", headers=AUTH_A, timeout=10)
+    assert still.json()["status"] == "in_progress"  # shown while it runs, not at the end
+    assert live.first.locator("td").first.inner_text().startswith("f")
+    assert "400" in live.first.inner_text()
+    page.get_by_role("button", name="Read the first results").click()
+    rows = page.locator("[data-results] [data-rows] tr")
+    rows.first.wait_for()
+    first_page = rows.all_inner_texts()
+    assert 1 <= len(first_page) <= 20
+    wait_status(server, batch_id, ("completed",))
+    page.get_by_role("button", name="Next results").click()
+    page.wait_for_function(
+        "(before) => { const r = document.querySelectorAll('[data-results] [data-rows] tr');"
+        " return r.length && r[0].innerText !== before; }",
+        arg=first_page[0],
+    )
+    assert not set(rows.all_inner_texts()) & set(first_page)  # the next page, no repeats
 
 
 def test_upload_by_file_chooser_and_a_validation_error(page, tmp_path: Path) -> None:

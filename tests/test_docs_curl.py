@@ -14,6 +14,8 @@ import pytest
 import requests
 from conftest import AUTH_A, KEY_A, ROOT, echo_lines
 
+pytestmark = pytest.mark.slow  # the documented curl examples against real gunicorn
+
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 

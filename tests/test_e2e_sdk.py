@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-import time
 
 import openai
 import pytest
-from conftest import KEY_A, KEY_B, echo_lines
+from conftest import KEY_A, KEY_B, TERMINAL, echo_lines, wait_until
+
+pytestmark = pytest.mark.slow  # the openai SDK against real gunicorn
 
 
 def sdk(server, key: str = KEY_A) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
 
 
-def wait(client: openai.OpenAI, batch_id: str, timeout: float = 60.0):
-    deadline = time.time() + timeout
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired"):
-            return batch
-        assert time.time() < deadline, batch
-        time.sleep(0.1)
+def wait(client: openai.OpenAI, batch_id: str, timeout: float = 60.0, statuses=TERMINAL):
+    return wait_until(
+        lambda: (lambda b: b if b.status in statuses else None)(client.batches.retrieve(batch_id)),
+        timeout,
+        f"batch {batch_id} to reach {statuses}",
+        interval=0.1,
+    )
 
 
 @pytest.fixture
@@ -112,7 +112,8 @@ def test_cancel_and_quota_through_the_sdk(server, provider):
     assert info.value.code == "quota_exceeded"
     with pytest.raises(openai.ConflictError):
         client.files.delete(input_file.id)
-    time.sleep(1.5)
+    for batch in batches:  # each one running before it is cancelled
+        wait(client, batch.id, statuses=("in_progress",))
     for batch in batches:
         assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
     for batch in batches:

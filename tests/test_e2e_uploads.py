@@ -8,14 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from conftest import KEY_A, KEY_B, echo_lines
+from conftest import KEY_A, KEY_B, TERMINAL, echo_lines, wait_until
 
 from zumik.storage.versioned import VersionedDoc
+
+pytestmark = pytest.mark.slow  # the Uploads API on real gunicorn, an 8 MB upload
 
 
 def sdk(server, key: str = KEY_A) -> openai.OpenAI:
@@ -28,11 +29,12 @@ def run_batch(client: openai.OpenAI, file_id: str, lines: int) -> None:
     batch = client.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    deadline = time.time() + 60
-    while batch.status not in ("completed", "failed", "cancelled", "expired"):
-        assert time.time() < deadline, batch
-        time.sleep(0.1)
-        batch = client.batches.retrieve(batch.id)
+    batch = wait_until(
+        lambda: (lambda b: b if b.status in TERMINAL else None)(client.batches.retrieve(batch.id)),
+        60,
+        f"batch {batch.id} to end",
+        interval=0.1,
+    )
     assert batch.status == "completed", batch
     results = [
         json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()
@@ -130,10 +132,13 @@ def test_server_killed_while_assembling_then_complete_again(gunicorn, tmp_path):
     files = data / "proj-a" / "files"
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.uploads.complete, upload.id, part_ids=part_ids)
-        deadline = time.time() + 30
-        while not any(p.name.startswith(".tmp-") for p in files.iterdir()):
-            assert time.time() < deadline and not pending.done(), "assembly never seen"
-            time.sleep(0.002)
+        wait_until(
+            lambda: any(p.name.startswith(".tmp-") for p in files.iterdir()) or pending.done(),
+            30,
+            "the assembly's temp file",
+            interval=0.002,
+        )
+        assert not pending.done(), "assembly never seen"
         server.kill_all()
         with pytest.raises(openai.APIConnectionError):
             pending.result()

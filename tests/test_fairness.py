@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
-from conftest import AUTH_A, AUTH_B, echo_lines
+from conftest import AUTH_A, AUTH_B, echo_lines, wait_until
+
+pytestmark = pytest.mark.slow  # ten 3,000-line batches on real gunicorn
 
 
 def post(server, path: str, auth, **kwargs):
@@ -38,15 +41,15 @@ def test_a_small_batch_is_not_stuck_behind_ten_big_ones(gunicorn, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.05})
     server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url}, workers=2)
     big = [start(server, echo_lines(3000, model="m", prefix=f"a{i}-"), AUTH_A) for i in range(10)]
-    deadline = time.time() + 30
-    while sum(status(server, b, AUTH_A)["request_counts"]["completed"] for b in big) < 500:
-        assert time.time() < deadline, "project A's batches should be running"
-        time.sleep(0.2)
+    wait_until(
+        lambda: sum(status(server, b, AUTH_A)["request_counts"]["completed"] for b in big) >= 500,
+        30,
+        "project A's batches to be running",
+        interval=0.2,
+    )
     started = time.time()
     small = start(server, echo_lines(10, model="m", prefix="b-"), AUTH_B)
-    while status(server, small, AUTH_B)["status"] != "completed":
-        assert time.time() - started < 30, "B's batch is stuck"
-        time.sleep(0.05)
+    server.wait_batch(small, ("completed",), timeout=30, auth=AUTH_B)  # else B's batch is stuck
     took = time.time() - started
     # not finished: in_progress, or still validating where a loaded machine has not claimed it
     running = [

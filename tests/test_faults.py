@@ -9,52 +9,28 @@ import random
 import signal
 import time
 
+import pytest
 import requests
-from conftest import AUTH_A, echo_lines, jsonl, request_line
+from conftest import echo_lines, jsonl, request_line, wait_until
+
+pytestmark = pytest.mark.slow  # kills and restarts of real gunicorn mid-batch
 
 CONCURRENCY = 8
 
 
-def api(server, method: str, path: str, **kwargs):
-    return requests.request(method, server.url + path, headers=AUTH_A, timeout=30, **kwargs)
-
-
-def start_batch(server, content: bytes) -> str:
-    file_id = api(server, "POST", "/v1/files", files={"file": ("in.jsonl", content)}).json()["id"]
-    return api(
-        server,
-        "POST",
-        "/v1/batches",
-        json={
-            "input_file_id": file_id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        },
-    ).json()["id"]
-
-
 def wait_done(server, batch_id: str, timeout: float = 120.0) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            batch = api(server, "GET", f"/v1/batches/{batch_id}").json()
-            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
-                return batch
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} did not finish")
+    return server.wait_batch(batch_id, timeout=timeout)
 
 
 def completed_count(server, batch_id: str) -> int:
     try:
-        return api(server, "GET", f"/v1/batches/{batch_id}").json()["request_counts"]["completed"]
-    except (requests.RequestException, ValueError, KeyError):
+        return server.batch(batch_id)["request_counts"]["completed"]
+    except (requests.RequestException, AssertionError, KeyError):
         return -1
 
 
 def check_exactly_once(server, batch: dict, total: int, provider) -> dict:
-    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    content = server.api("GET", f"/v1/files/{batch['output_file_id']}/content").content
     ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     resent = sum(count - 1 for count in stats["by_content"].values())
@@ -75,11 +51,11 @@ def check_exactly_once(server, batch: dict, total: int, provider) -> dict:
 def wait_for_progress(server, batch_id: str, above: int, timeout: float = 60.0) -> int:
     """The batch's completed count once it passes ``above`` (a respawned worker has resumed):
     kills land mid-run however slowly a loaded machine boots workers."""
-    deadline = time.time() + timeout
-    while (done := completed_count(server, batch_id)) <= above:
-        assert time.time() < deadline, f"no progress past {above} lines in {timeout} s"
-        time.sleep(0.05)
-    return done
+    return wait_until(
+        lambda: (lambda done: done if done > above else 0)(completed_count(server, batch_id)),
+        timeout,
+        f"progress past {above} lines",
+    )
 
 
 def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path):
@@ -87,7 +63,7 @@ def test_sigkill_workers_and_whole_server_mid_batch(gunicorn, provider, tmp_path
     env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
     server = gunicorn(env, workers=2)
     total = 2000
-    batch_id = start_batch(server, echo_lines(total, model="m"))
+    batch_id = server.start_batch(echo_lines(total, model="m"))
     rng = random.Random(7)
     kills, done = 0, 0
     for _ in range(3):  # SIGKILL every worker at a random moment of a run, three times
@@ -112,8 +88,8 @@ def test_sigterm_hand_over(gunicorn, provider):
     env = {"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_CONCURRENCY": str(CONCURRENCY)}
     server = gunicorn(env, workers=1)
     total = 600
-    batch_id = start_batch(server, echo_lines(total, model="m"))
-    time.sleep(1.0)
+    batch_id = server.start_batch(echo_lines(total, model="m"))
+    wait_for_progress(server, batch_id, 0)  # mid-run
     server.stop(signal.SIGTERM)  # graceful: in-flight requests finish, the lease is released
     server = gunicorn(env, workers=1, data_dir=server.data_dir)
     batch = wait_done(server, batch_id)
@@ -133,7 +109,7 @@ def test_max_requests_restarts_mid_batch_hand_over(gunicorn, provider):
     server = gunicorn(env, workers=1)
     first_pid = server.worker_pids()
     total = 600
-    batch_id = start_batch(server, echo_lines(total, model="m"))
+    batch_id = server.start_batch(echo_lines(total, model="m"))
     batch = wait_done(server, batch_id)  # its status polls are what recycle the worker
     assert server.worker_pids() != first_pid, "the worker should have been recycled"
     leases = (server.data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*")
@@ -156,19 +132,23 @@ def test_two_instances_lease_mode_take_over(gunicorn, provider, tmp_path):
     first = gunicorn(env, workers=1, data_dir=data_dir)
     second = gunicorn(env, workers=1, data_dir=data_dir)
     total = 500
-    batch_ids = [
-        start_batch(first, echo_lines(total, model="m", prefix=f"b{i}-")) for i in range(2)
-    ]
-    time.sleep(1.5)
-    holders = set()
-    for batch_id in batch_ids:
-        leases = sorted((data_dir / "proj-a" / "batches").glob(f"{batch_id}.lease.*"))
-        holders.add(json.loads(leases[-1].read_text())["holder"])
+    batch_ids = [first.start_batch(echo_lines(total, model="m", prefix=f"b{i}-")) for i in range(2)]
+    folder = data_dir / "proj-a" / "batches"
+
+    def leases_now() -> list[list]:
+        found = [sorted(folder.glob(f"{batch_id}.lease.*")) for batch_id in batch_ids]
+        # both claimed, and each has made progress (its lease file is written whole)
+        return found if all(found) and all(completed_count(first, b) > 0 for b in batch_ids) else []
+
+    holders = {
+        json.loads(leases[-1].read_text())["holder"]
+        for leases in wait_until(leases_now, 30, "both batches claimed and running")
+    }
     assert len(holders) == 2, "each instance should run one batch"
     first.kill_all()
     batches = [wait_done(second, batch_id) for batch_id in batch_ids]
     for batch in batches:
-        content = api(second, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+        content = second.api("GET", f"/v1/files/{batch['output_file_id']}/content").content
         ids = [json.loads(line)["custom_id"] for line in content.splitlines()]
         assert len(ids) == len(set(ids)) == total
         assert batch["request_counts"]["completed"] == total
@@ -212,11 +192,11 @@ def test_provider_faults_mid_batch(gunicorn, provider):
         "fine",
     ]
     lines = [request_line(f"x{i}", f"{kinds[i % len(kinds)]} n{i}", "m") for i in range(162)]
-    batch_id = start_batch(server, jsonl(lines))
+    batch_id = server.start_batch(jsonl(lines))
     batch = wait_done(server, batch_id, timeout=90)
-    content = api(server, "GET", f"/v1/files/{batch['output_file_id']}/content").content
+    content = server.api("GET", f"/v1/files/{batch['output_file_id']}/content").content
     out = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
-    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
+    content = server.api("GET", f"/v1/files/{batch['error_file_id']}/content").content
     failed = {json.loads(x)["custom_id"]: json.loads(x) for x in content.splitlines()}
     assert len(out) == 144 and len(failed) == 18 and not set(out) & set(failed)
     for i, line in enumerate(lines):
@@ -253,9 +233,8 @@ def test_provider_restart_mid_batch_fails_no_line(gunicorn, provider):
     }
     server = gunicorn(env, workers=2)
     total = 600
-    batch_id = start_batch(server, echo_lines(total, model="m"))
-    while completed_count(server, batch_id) < 50:
-        time.sleep(0.1)
+    batch_id = server.start_batch(echo_lines(total, model="m"))
+    wait_for_progress(server, batch_id, 49)
     started = time.time()
     provider.outage(20.0, 15.0)
     batch = wait_done(server, batch_id, timeout=150)
@@ -286,12 +265,12 @@ def test_provider_down_past_a_short_window_expires_the_batch(gunicorn, provider)
     }
     server = gunicorn(env, workers=1)
     provider.outage(600.0)  # never comes back within the test
-    batch_id = start_batch(server, echo_lines(20, model="m"))
+    batch_id = server.start_batch(echo_lines(20, model="m"))
     batch = wait_done(server, batch_id, timeout=60)
     assert batch["status"] == "expired"
     assert batch["request_counts"] == {"total": 20, "completed": 0, "failed": 20}
     assert batch["output_file_id"] is None  # nothing succeeded: only an error file
-    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
+    content = server.api("GET", f"/v1/files/{batch['error_file_id']}/content").content
     codes = [json.loads(line)["error"]["code"] for line in content.splitlines()]
     assert codes == ["batch_expired"] * 20
 
@@ -302,10 +281,10 @@ def test_a_poison_line_fails_alone(gunicorn, provider):
     server = gunicorn(env, workers=2)
     lines = [request_line(f"r{i}", f"message {i}", "m") for i in range(100)]
     lines[42] = request_line("poison", "#fail:500:100000", "m")
-    batch = wait_done(server, start_batch(server, jsonl(lines)), timeout=60)
+    batch = wait_done(server, server.start_batch(jsonl(lines)), timeout=60)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 100, "completed": 99, "failed": 1}
-    content = api(server, "GET", f"/v1/files/{batch['error_file_id']}/content").content
+    content = server.api("GET", f"/v1/files/{batch['error_file_id']}/content").content
     [line] = [json.loads(x) for x in content.splitlines()]
     assert line["custom_id"] == "poison" and line["error"] is None
     assert line["response"]["status_code"] == 500  # the provider's last answer, as it gave it

@@ -8,6 +8,7 @@ import io
 import json
 import re
 
+import pytest
 from conftest import AUTH_A, request_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,6 +61,7 @@ def files_on_disk(settings_) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.slow
 @FUZZ
 @given(content=document)
 def test_any_bytes_are_refused_cleanly_or_round_trip(client, settings, content):
@@ -118,6 +120,7 @@ near_valid = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     raw=st.one_of(

@@ -13,6 +13,8 @@ import pytest
 import requests
 from conftest import AUTH_A, KEY_A, Server
 
+pytestmark = pytest.mark.slow  # gunicorn's own error pages, on real gunicorn
+
 HOST = b"Host: 127.0.0.1\r\n"
 
 

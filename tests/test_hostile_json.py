@@ -32,6 +32,7 @@ nested = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(value=nested, limit=st.integers(0, 8))
 def test_depth_check_agrees_with_the_real_depth(value, limit):

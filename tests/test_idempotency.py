@@ -57,6 +57,20 @@ def test_malformed_keys_are_refused(client, key):
     assert file_count(client) == 0
 
 
+def test_a_malformed_key_is_refused_before_the_upload_is_read(client, settings):
+    """The key is checked once, first: a body that is bad in its own right (and larger than
+    the JSON-body cap) is never read, the answer names the key."""
+    for body in (
+        {"data": {"file": (io.BytesIO(b"{not json\n" * 10), "a.jsonl")}},
+        {"json": {"content": "x" * (settings.max_json_upload_bytes + 1)}},
+    ):
+        response = client.post("/v1/files", headers=keyed("tab\tinside"), **body)
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["error"]["param"] == "Idempotency-Key"
+    files = settings.data_dir / "proj-a" / "files"
+    assert not files.exists() or not any(files.iterdir())  # no temp file was started
+
+
 def test_keys_belong_to_one_project(client):
     a = upload(client, echo_lines(2), auth=keyed("shared", AUTH_A)).get_json()
     b = upload(client, echo_lines(2), auth=keyed("shared", AUTH_B)).get_json()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
-from conftest import AUTH_A, KEY_A, create_batch, echo_lines, upload, wait_batch
+from conftest import AUTH_A, KEY_A, create_batch, echo_lines, upload, wait_batch, wait_until
 
 from zumik.ops.logs import JsonFormatter
 
@@ -25,10 +24,12 @@ def test_request_and_batch_logs_are_json_with_ids(make_app):
         file_id = upload(client, echo_lines(2)).get_json()["id"]
         batch_id = create_batch(client, file_id).get_json()["id"]
         wait_batch(client, batch_id)
-        deadline = time.time() + 10  # the executor logs "completed" just after saving it
-        while not any(getattr(r, "status", None) == "completed" for r in records):
-            assert time.time() < deadline
-            time.sleep(0.01)
+        wait_until(  # the executor logs "completed" just after saving it
+            lambda: any(getattr(r, "status", None) == "completed" for r in records),
+            10,
+            "the 'completed' log record",
+            interval=0.01,
+        )
         client.get("/v1/files", headers={"Authorization": "Bearer wrong-secret-key"})
     finally:
         logging.getLogger("zumik").removeHandler(handler)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 
+import pytest
 import requests
-from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch
+from conftest import AUTH_A, create_batch, echo_lines, upload, wait_batch, wait_until
 
 from zumik.ops.metrics import MAX_SERIES, Metrics
 
@@ -40,20 +40,17 @@ def test_metrics_sum_across_workers(gunicorn, provider):
         ).json()["id"]
         for _ in range(4)
     ]
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        statuses = {
-            requests.get(f"{server.url}/v1/batches/{b}", headers=AUTH_A, timeout=10).json()[
-                "status"
-            ]
-            for b in batch_ids
-        }
-        if statuses == {"completed"}:
-            break
-        time.sleep(0.2)
-    assert statuses == {"completed"}
-    time.sleep(2.5)  # every executor flushes its counters at least every 2 s
-    text = requests.get(server.url + "/metrics", timeout=10).text
+    for batch_id in batch_ids:
+        assert server.wait_batch(batch_id)["status"] == "completed"
+
+    def flushed() -> str | None:  # every executor flushes its counters at least every 2 s
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        lines = metric(
+            text, "zumik_lines_total", provider="default", model="m", outcome="completed"
+        )
+        return text if lines >= 200 else None
+
+    text = wait_until(flushed, 30, "the workers' counters to be flushed")
     assert (
         metric(text, "zumik_lines_total", provider="default", model="m", outcome="completed") == 200
     )
@@ -89,6 +86,7 @@ def _record_opens(event: str, args: tuple) -> None:
         _OPENED.append(os.fsdecode(args[0]))
 
 
+@pytest.mark.slow
 def test_a_scrape_reads_active_batches_only_not_every_record(make_app):
     """20 finished batches and 1 active: a scrape opens the active record and nothing else of
     the project's (finished batches are counted by the executor as they end)."""
@@ -143,3 +141,38 @@ def test_without_a_token_metrics_answers_this_host_only(make_app):
         assert "ZUMIK_METRICS_TOKEN" in remote.json["error"]["message"]
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
     assert client.get("/healthz", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+
+
+def test_one_host_identity_a_rebooted_hosts_gauges_are_not_live(tmp_path):
+    """Snapshots name their host as temps, leases and outbox claims do (host name + boot id):
+    after a reboot a dead worker's snapshot names an earlier boot, so its gauges do not count
+    even where its pid now belongs to a live process; counters (totals) still do."""
+    from zumik.ops import metrics
+    from zumik.storage import fsutil
+
+    name = fsutil.host_id().rsplit(".", 1)[0]
+    live = Metrics()
+    live.set_gauge("zumik_inflight_requests", (("provider", "p"),), 2.0)
+    live.inc("zumik_lines_total", (("outcome", "completed"),))
+    gauge, counter = next(iter(live.gauges)), next(iter(live.counters))
+    live.flush(tmp_path)  # this process, now
+    assert live.snapshot()["host"] == fsutil.host_id()
+
+    def snapshot(host: str, pid: int) -> None:
+        fsutil.write_json(
+            tmp_path / ".metrics" / f"{host}-{pid}.json",
+            {
+                "pid": pid,
+                "host": host,
+                "counters": {counter: 1.0},
+                "histograms": {},
+                "gauges": {gauge: 5.0},
+                "providers": {},
+            },
+        )
+
+    snapshot(f"{name}.00000000", os.getpid())  # this machine before a reboot; pid reused now
+    snapshot("elsewhere.0000beef", 1)  # another host: assumed live
+    seen = metrics.collect(tmp_path)
+    assert seen["gauges"] == {gauge: 7.0}  # 2 + 5, not 12
+    assert seen["counters"][counter] == 3.0

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import AUTH_A, AUTH_B, echo_lines
+from conftest import AUTH_A, AUTH_B, TERMINAL, echo_lines, wait_until
 from juicefs_cluster import Cluster, ClusterUnavailable, Host
 
 from zumik.storage.keys import create_key, list_keys, revoke_key
 
+pytestmark = pytest.mark.slow  # two hosts on a JuiceFS mount
+
 CONCURRENCY = 8
 CLUSTER: list[Cluster] = []
-TERMINAL = ("completed", "failed", "cancelled", "expired")
 RANK = {
     "validating": 0,
     "in_progress": 1,
@@ -75,73 +76,36 @@ def control(upstream, **knobs) -> None:
     requests.post(upstream.url.replace("/v1", "/_reset"), timeout=10)
 
 
-def api(host: Host, method: str, path: str, auth=AUTH_A, **kwargs) -> requests.Response:
-    return requests.request(method, host.url + path, headers=auth, timeout=30, **kwargs)
-
-
 def upload(host: Host, content: bytes, auth=AUTH_A) -> requests.Response:
-    return api(
-        host,
-        "POST",
-        "/v1/files",
-        auth,
-        files={"file": ("in.jsonl", content)},
-        data={"purpose": "batch"},
+    return host.api(
+        "POST", "/v1/files", auth, files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}
     )
-
-
-def start_batch(host: Host, content: bytes) -> str:
-    file_id = upload(host, content).json()["id"]
-    response = api(
-        host,
-        "POST",
-        "/v1/batches",
-        json={
-            "input_file_id": file_id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        },
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["id"]
-
-
-def status(host: Host, batch_id: str) -> dict:
-    response = api(host, "GET", f"/v1/batches/{batch_id}")
-    assert response.status_code == 200, f"host {host.name}: {response.status_code} {response.text}"
-    return response.json()
 
 
 def wait_terminal(host: Host, batch_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = status(host, batch_id)
-        assert "status" in record, record
-        if record["status"] in TERMINAL:
-            return record
-        time.sleep(0.1)
-    if os.environ.get("ZUMIK_TEST_KEEP"):
-        print(CLUSTER[0].stacks())
-        folder = CLUSTER[0].data_dir("a") / "proj-a" / "batches"
-        for path in sorted(folder.glob(f"{batch_id}.*")):
-            print("FILE", path.name, path.read_bytes()[:300])
-        for other in CLUSTER[0].hosts.values():
-            print(
-                "METRICS",
-                other.name,
-                [
-                    line
-                    for line in requests.get(other.url + "/metrics", timeout=10).text.splitlines()
-                    if "inflight" in line
-                ],
-            )
-    raise AssertionError(f"batch {batch_id} stuck: {status(host, batch_id)}")
+    try:
+        return host.wait_batch(batch_id, timeout=timeout)
+    except AssertionError:
+        if os.environ.get("ZUMIK_TEST_KEEP"):
+            dump_state(batch_id)
+        raise
+
+
+def dump_state(batch_id: str) -> None:
+    """Stacks, the batch's files and the hosts' in-flight gauges, for a post-mortem."""
+    print(CLUSTER[0].stacks())
+    folder = CLUSTER[0].data_dir("a") / "proj-a" / "batches"
+    for path in sorted(folder.glob(f"{batch_id}.*")):
+        print("FILE", path.name, path.read_bytes()[:300])
+    for other in CLUSTER[0].hosts.values():
+        metrics = requests.get(other.url + "/metrics", timeout=10).text.splitlines()
+        print("METRICS", other.name, [line for line in metrics if "inflight" in line])
 
 
 def output_ids(host: Host, file_id: str | None) -> list[str]:
     if file_id is None:
         return []
-    content = api(host, "GET", f"/v1/files/{file_id}/content").content
+    content = host.api("GET", f"/v1/files/{file_id}/content").content
     return [json.loads(line)["custom_id"] for line in content.splitlines()]
 
 
@@ -159,13 +123,11 @@ def holder(cluster: Cluster, batch_id: str) -> str | None:
 
 
 def wait_running(hosts: dict[str, Host], batch_id: str, lines: int = 20) -> None:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        record = status(hosts["a"], batch_id)
-        if record["status"] == "in_progress" and record["request_counts"]["completed"] >= lines:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} did not start: {status(hosts['a'], batch_id)}")
+    def running() -> bool:
+        record = hosts["a"].batch(batch_id)
+        return record["status"] == "in_progress" and record["request_counts"]["completed"] >= lines
+
+    wait_until(running, 30, f"batch {batch_id} to run {lines} lines")
 
 
 def check_consistent(host: Host, record: dict, total: int) -> None:
@@ -185,14 +147,14 @@ def test_files_and_batches_visible_across_hosts(cluster, upstream):
     a, b = cluster.ensure(base_env(upstream))
     content = echo_lines(30)
     file_id = upload(a, content).json()["id"]
-    assert api(b, "GET", f"/v1/files/{file_id}").json()["bytes"] == len(content)
-    assert api(b, "GET", f"/v1/files/{file_id}/content").content == content
-    batch_id = start_batch(b, content)
+    assert b.api("GET", f"/v1/files/{file_id}").json()["bytes"] == len(content)
+    assert b.api("GET", f"/v1/files/{file_id}/content").content == content
+    batch_id = b.start_batch(content)
     record = wait_terminal(a, batch_id)
     assert record["status"] == "completed"
     assert sorted(output_ids(b, record["output_file_id"])) == sorted(f"r{i}" for i in range(30))
-    assert api(a, "DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
-    assert api(b, "GET", f"/v1/files/{file_id}").status_code == 404
+    assert a.api("DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
+    assert b.api("GET", f"/v1/files/{file_id}").status_code == 404
 
 
 def test_quota_holds_across_hosts(cluster, upstream):
@@ -201,10 +163,10 @@ def test_quota_holds_across_hosts(cluster, upstream):
         answers = list(
             pool.map(lambda i: upload((a, b)[i % 2], echo_lines(3), AUTH_B).status_code, range(16))
         )
-    stored = api(a, "GET", "/v1/files", AUTH_B).json()["data"]
+    stored = a.api("GET", "/v1/files", AUTH_B).json()["data"]
     assert answers.count(200) == 5 and len(stored) == 5, answers
     for meta in stored:
-        api(b, "DELETE", f"/v1/files/{meta['id']}", AUTH_B)
+        b.api("DELETE", f"/v1/files/{meta['id']}", AUTH_B)
 
 
 def test_sigkill_of_one_host_mid_batch_exactly_once(cluster, upstream):
@@ -212,7 +174,7 @@ def test_sigkill_of_one_host_mid_batch_exactly_once(cluster, upstream):
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
     total = 400
     batch_ids = [
-        start_batch(hosts["ab"[i % 2]], echo_lines(total, model="m", prefix=f"k{i}-"))
+        hosts["ab"[i % 2]].start_batch(echo_lines(total, model="m", prefix=f"k{i}-"))
         for i in range(4)
     ]
     for batch_id in batch_ids:
@@ -246,11 +208,11 @@ def test_sigkill_of_one_host_mid_batch_exactly_once(cluster, upstream):
 def test_cancel_through_the_other_host(cluster, upstream):
     control(upstream, latency=0.05)
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
-    batch_id = start_batch(hosts["a"], echo_lines(2000, model="m"))
+    batch_id = hosts["a"].start_batch(echo_lines(2000, model="m"))
     wait_running(hosts, batch_id)
     other = hosts["b" if holder(cluster, batch_id) == "a" else "a"]
     asked = time.time()
-    assert api(other, "POST", f"/v1/batches/{batch_id}/cancel").json()["status"] == "cancelling"
+    assert other.api("POST", f"/v1/batches/{batch_id}/cancel").json()["status"] == "cancelling"
     record = wait_terminal(other, batch_id, timeout=30)
     took = time.time() - asked
     assert record["status"] == "cancelled"
@@ -266,7 +228,7 @@ def watch_statuses(
     while not stop.is_set():
         for name, host in hosts.items():
             with contextlib.suppress(requests.RequestException):
-                response = api(host, "GET", f"/v1/batches/{batch_id}")
+                response = host.api("GET", f"/v1/batches/{batch_id}")
                 seen.append(
                     (
                         name,
@@ -286,7 +248,7 @@ def test_cancel_racing_completion_across_hosts(cluster, upstream):
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
     total = 300
     for attempt in range(6):
-        batch_id = start_batch(hosts["a"], echo_lines(total, prefix=f"c{attempt}-"))
+        batch_id = hosts["a"].start_batch(echo_lines(total, prefix=f"c{attempt}-"))
         stop, seen = threading.Event(), []
         watcher = threading.Thread(target=watch_statuses, args=(hosts, batch_id, stop, seen))
         watcher.start()
@@ -296,13 +258,13 @@ def test_cancel_racing_completion_across_hosts(cluster, upstream):
             while time.time() < deadline:  # cancel through the other host right at the end
                 runner = holder(cluster, batch_id) or runner
                 probe = hosts[runner or "a"]
-                record = status(probe, batch_id)
+                record = probe.batch(batch_id)
                 if record["request_counts"]["completed"] >= total * (attempt % 3) // 3 or record[
                     "status"
                 ] in ("finalizing", *TERMINAL):
                     break
             other = hosts["b" if runner == "a" else "a"]
-            api(other, "POST", f"/v1/batches/{batch_id}/cancel")
+            other.api("POST", f"/v1/batches/{batch_id}/cancel")
             record = wait_terminal(other, batch_id, timeout=20)
             for host in hosts.values():
                 assert wait_terminal(host, batch_id, timeout=10)["status"] == record["status"]
@@ -324,14 +286,14 @@ def test_ten_concurrent_cancels_through_the_other_host(cluster, upstream):
     hosts = dict(zip("ab", cluster.ensure(base_env(upstream)), strict=True))
     lines = 3000  # long enough that none can finish before all ten are running and cancelled
     batch_ids = [
-        start_batch(hosts["a"], echo_lines(lines, model="m", prefix=f"t{i}-")) for i in range(10)
+        hosts["a"].start_batch(echo_lines(lines, model="m", prefix=f"t{i}-")) for i in range(10)
     ]
     for batch_id in batch_ids:
         wait_running(hosts, batch_id, lines=1)
 
     def cancel(batch_id: str) -> int:
         other = hosts["b" if holder(cluster, batch_id) == "a" else "a"]
-        return api(other, "POST", f"/v1/batches/{batch_id}/cancel").status_code
+        return other.api("POST", f"/v1/batches/{batch_id}/cancel").status_code
 
     with ThreadPoolExecutor(10) as pool:
         assert list(pool.map(cancel, batch_ids)) == [200] * 10
@@ -339,7 +301,7 @@ def test_ten_concurrent_cancels_through_the_other_host(cluster, upstream):
         record = wait_terminal(hosts["b"], batch_id, timeout=30)
         assert record["status"] == "cancelled", record
         check_consistent(hosts["b"], record, lines)
-        assert status(hosts["a"], batch_id)["status"] == "cancelled"
+        assert hosts["a"].batch(batch_id)["status"] == "cancelled"
     control(upstream, latency=0.0)
 
 
@@ -381,12 +343,13 @@ def test_restarting_host_keeps_the_other_hosts_temp_files(cluster, upstream):
     files_dir = cluster.data_dir("a") / "proj-a" / "files"
     sender.start()
     try:
-        deadline = time.time() + 20
-        while not files_dir.exists() or not any(
-            n.startswith(".tmp-") for n in os.listdir(files_dir)
-        ):
-            assert time.time() < deadline, "the upload never started its temp file"
-            time.sleep(0.05)
+        wait_until(
+            lambda: (
+                files_dir.exists() and any(n.startswith(".tmp-") for n in os.listdir(files_dir))
+            ),
+            20,
+            "the upload to start its temp file",
+        )
         b.stop()
         b = cluster.start("b", cluster.env)  # start-up recovery runs here
     finally:
@@ -395,7 +358,7 @@ def test_restarting_host_keeps_the_other_hosts_temp_files(cluster, upstream):
     code, answer = result["r"]
     assert code == 200, answer
     file_id = json.loads(answer)["id"]
-    assert api(b, "GET", f"/v1/files/{file_id}").json()["bytes"] == len(first) + len(second)
+    assert b.api("GET", f"/v1/files/{file_id}").json()["bytes"] == len(first) + len(second)
 
 
 def test_layout_is_one_folder_on_both_mounts(cluster):
@@ -422,12 +385,12 @@ def test_keys_edited_on_both_hosts_at_once_all_count_and_a_revoke_is_seen_at_onc
     for key in keys:
         for host in (a, b):
             assert (
-                api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
+                host.api("GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
             )
     for i, key in enumerate(keys[:6]):
-        assert api(b, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
+        assert b.api("GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 200
         revoke_key(cluster.data_dir("ab"[i % 2]), key)
         for host in (a, b):
             assert (
-                api(host, "GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 401
+                host.api("GET", "/v1/files", {"Authorization": f"Bearer {key}"}).status_code == 401
             ), f"revoked key still accepted by {host.name}"

@@ -12,6 +12,8 @@ import subprocess
 import pytest
 from conftest import KEY_A, ROOT
 
+pytestmark = pytest.mark.slow  # the Node SDK against real gunicorn
+
 NODE_DIR = ROOT / "tests" / "node"
 
 

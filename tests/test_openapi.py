@@ -66,6 +66,7 @@ def live(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case, live):

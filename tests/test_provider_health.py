@@ -20,6 +20,7 @@ from conftest import (
     request_line,
     upload,
     wait_batch,
+    wait_until,
 )
 from fake_provider import ProviderThread
 
@@ -59,18 +60,22 @@ def by_id(client, batch) -> dict:
     return lines
 
 
+@pytest.mark.slow
 def test_an_outage_is_waited_out_without_failing_a_line(make_app, provider):
     control(provider, latency=0.05)
     app = make_app(start=True, upstream_url=provider.url, concurrency=4, max_attempts=2, **FAST)
     client = app.test_client()
     batch_id = start(client, echo_lines(150, model="m"))
-    while (
-        client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["request_counts"][
-            "completed"
-        ]
-        < 20
-    ):
-        time.sleep(0.05)
+    wait_until(
+        lambda: (
+            client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()["request_counts"][
+                "completed"
+            ]
+            >= 20
+        ),
+        30,
+        "20 lines done",
+    )
     provider.outage(2.0, 1.5)  # killed for 2 s, then "loading the model" for 1.5 s
     batch = wait_batch(client, batch_id, timeout=60)
     assert batch["status"] == "completed"
@@ -111,6 +116,7 @@ def test_a_poison_line_fails_alone_after_its_attempts(make_app, provider):
     assert stats(provider)["by_content"]["#fail:500:999"] == 3
 
 
+@pytest.mark.slow
 def test_a_provider_down_past_the_window_expires_the_batch(make_app, provider):
     app = make_app(
         start=True, upstream_url=provider.url, concurrency=4, completion_window=4, **FAST

@@ -9,11 +9,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
-import requests
-from conftest import echo_lines
+import pytest
+from conftest import echo_lines, wait_healthy
 from fake_provider import free_port
+
+pytestmark = pytest.mark.slow  # `zumik serve` and the CLI as subprocesses
 
 
 def test_quick_start_defaults_end_to_end(tmp_path):
@@ -31,14 +32,7 @@ def test_quick_start_defaults_end_to_end(tmp_path):
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                assert time.time() < deadline, log.read_text()
-                time.sleep(0.2)
+        wait_healthy(url + "/healthz", 30, server, log)
         printed = log.read_text()
         key = re.search(r"zk_[A-Za-z0-9_-]+", printed).group(0)
         # the first lines say where the data is, the URL, the workers and the provider

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from conftest import AUTH_A, echo_lines
+
+pytestmark = pytest.mark.slow  # concurrent clients against real gunicorn
 
 
 def test_concurrent_uploads_and_creates_never_pass_the_limits(gunicorn):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from conftest import AUTH_A, create_batch, drive, echo_lines, upload
 
 from zumik.storage.janitor import Janitor
@@ -23,6 +24,7 @@ def run_batches(app) -> None:
     asyncio.run(drive(app.extensions["zumik"].executor))
 
 
+@pytest.mark.slow
 def test_results_count_and_a_project_over_its_byte_quota_is_refused(make_app):
     """The issue's case: ZUMIK_MAX_FILES=10, ZUMIK_MAX_BYTES=20000, batches over one 16 KB
     input (12 of them once left 13 files and 244,970 bytes)."""

@@ -193,6 +193,7 @@ def test_retry_delay_header_forms():
     assert 0.3 <= retry_delay({}, 1, rng) <= 0.7
 
 
+@pytest.mark.slow
 def test_rpm_limit_holds_at_the_provider(provider):
     config = ProviderConfig("p", provider.url, rpm=600)  # 10 requests a second
     outcomes, _ = run(send_many(config, [body(f"r{i}") for i in range(40)]))
@@ -204,6 +205,7 @@ def test_rpm_limit_holds_at_the_provider(provider):
         assert in_window <= 21
 
 
+@pytest.mark.slow
 def test_aimd_backs_off_an_overloaded_provider(provider):
     control(provider, overload_above=4, latency=0.02)
     config = ProviderConfig(

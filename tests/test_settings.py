@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import zumik
 from zumik.execution.routing import Router
 from zumik.settings import ConfigError, load_settings, unknown_environment
 
@@ -104,3 +110,53 @@ def test_a_misspelled_environment_variable_is_reported():
         "ZUMIK_MAX_FILEZ is not a Zumik setting; ignored (did you mean `ZUMIK_MAX_FILES`?)"
     ]
     assert unknown_environment({"ZUMIK_UPSTREAM_FSYNC_INTERVAL": "0.5"}) == []
+
+
+def test_settings_is_the_only_reader_of_the_environment():
+    """Every server-side module gets its configuration from ``Settings``; only the client-side
+    ``zumik batch`` command reads the OpenAI SDK's variables (OPENAI_BASE_URL, OPENAI_API_KEY,
+    TMPDIR), as a client of any OpenAI server would."""
+    package = Path(zumik.__file__).parent
+    readers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(r"os\.environ\b|os\.getenv\b|environ\.get\(", path.read_text())
+    )
+    # cli/main.py passes the environment through to gunicorn (and to load_settings) unread
+    assert readers == ["cli/batch.py", "cli/main.py", "settings.py"], readers
+    for path in package.rglob("*.py"):
+        if path.name != "settings.py":
+            assert not re.search(r"environ(\.get\(|\[)\s*[\"']ZUMIK_", path.read_text()), path
+
+
+def test_the_gunicorn_config_comes_from_settings(tmp_path):
+    def conf(**env: str) -> dict:
+        code = (
+            "import json, zumik.serve.gunicorn_conf as c;"
+            "print(json.dumps([c.workers, c.bind, c.accesslog, c.threads]))"
+        )
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ZUMIK_")}
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**clean, "ZUMIK_DATA_DIR": str(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return {"code": done.returncode, "out": done.stdout.strip(), "err": done.stderr}
+
+    assert json.loads(conf()["out"]) == [2, "127.0.0.1:8080", None, 32]
+    chosen = conf(ZUMIK_WORKERS="3", ZUMIK_HOST="0.0.0.0", ZUMIK_PORT="9000", ZUMIK_THREADS="4")
+    assert json.loads(chosen["out"]) == [3, "0.0.0.0:9000", None, 4]
+    bound = conf(ZUMIK_BIND="unix:/tmp/z.sock", ZUMIK_ACCESS_LOG="-")
+    assert json.loads(bound["out"]) == [2, "unix:/tmp/z.sock", "-", 32]
+    refused = conf(ZUMIK_WORKERS="0")  # checked as every other number is, not int()-ed blindly
+    assert refused["code"] != 0 and "ZUMIK_WORKERS" in refused["err"]
+
+
+def test_a_providers_key_variable_is_read_by_settings(tmp_path):
+    config = tmp_path / "zumik.toml"
+    config.write_text('[providers.p]\nbase_url = "http://x/v1"\napi_key_env = "ZK_TEST_KEY"\n')
+    settings = load_settings({"ZUMIK_CONFIG": str(config), "ZK_TEST_KEY": "sk-from-env"})
+    assert settings.provider_keys == {"ZK_TEST_KEY": "sk-from-env"}
+    assert Router.from_settings(settings).providers["p"].api_key == "sk-from-env"

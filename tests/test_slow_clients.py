@@ -17,6 +17,8 @@ import requests
 from conftest import AUTH_A, AUTH_B, KEY_A, jsonl, request_line
 from test_deploy import run_nginx
 
+pytestmark = pytest.mark.slow  # slow and stalled clients against real servers, by design
+
 ATTACKERS = 20
 VICTIM_DEADLINE = 2.0
 

@@ -3,6 +3,7 @@ markers and removal; domain errors from the store."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from zumik.storage.store import ProjectStore
 
 BATCH = "batch_0123456789abcdef01234567"
 OTHER = "batch_0123456789abcdef01234568"
+FILE = "file-0123456789abcdef01234567"  # (the store refuses a malformed id)
 
 
 @pytest.fixture
@@ -58,13 +60,13 @@ def test_update_is_the_read_modify_write_and_clears_the_marker_when_terminal(sto
 
 
 def test_the_store_raises_domain_errors(store, tmp_path):
-    (store.files_dir / "file-a.data").write_bytes(b"x")
-    (store.files_dir / "file-a.json").write_text('{"id": "file-a", "bytes": 1}')
-    record = {"id": BATCH, "status": "validating", "input_file_id": "file-a"}
+    (store.files_dir / f"{FILE}.data").write_bytes(b"x")
+    (store.files_dir / f"{FILE}.json").write_text(json.dumps({"id": FILE, "bytes": 1}))
+    record = {"id": BATCH, "status": "validating", "input_file_id": FILE}
     store.create_batch(record, max_active=1, max_files=10, max_bytes=1000)
     with pytest.raises(TooManyActive) as too_many:
         store.create_batch({**record, "id": OTHER}, max_active=1, max_files=10, max_bytes=1000)
     assert too_many.value.code == "quota_exceeded" and isinstance(too_many.value, ZumikError)
     with pytest.raises(FileInUse) as in_use:
-        store.delete_file("file-a")
+        store.delete_file(FILE)
     assert in_use.value.param == "file_id" and BATCH in in_use.value.message

@@ -15,7 +15,7 @@ import openai
 import pytest
 import requests
 from conftest import (
-    AUTH_A,
+    TERMINAL,
     create_batch,
     echo_lines,
     jsonl,
@@ -23,6 +23,7 @@ from conftest import (
     unreaped_zombie,
     upload,
     wait_batch,
+    wait_until,
 )
 from webhook_receiver import Receiver
 
@@ -38,7 +39,6 @@ FAST = {
     "ZUMIK_WEBHOOK_BACKOFF": "0.2",
     "ZUMIK_WEBHOOK_MAX_BACKOFF": "0.5",
 }
-TERMINAL = ("completed", "failed", "cancelled", "expired")
 
 
 def zumik(capsys, data_dir: Path, *args: str) -> tuple[int, list[str]]:
@@ -54,38 +54,8 @@ def add_endpoint(capsys, data_dir: Path, project: str, url: str, *extra: str) ->
     return out[0], out[1]
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def api(server, method: str, path: str, **kwargs):
-    return requests.request(method, server.url + path, headers=AUTH_A, timeout=30, **kwargs)
-
-
-def start_batch(server, content: bytes) -> str:
-    file_id = api(server, "POST", "/v1/files", files={"file": ("in.jsonl", content)}).json()["id"]
-    return api(
-        server,
-        "POST",
-        "/v1/batches",
-        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
-    ).json()["id"]
-
-
 def wait_status(server, batch_id: str, statuses=TERMINAL) -> dict:
-    return wait_for(
-        lambda: (lambda b: b if b["status"] in statuses else None)(
-            api(server, "GET", f"/v1/batches/{batch_id}").json()
-        ),
-        60,
-        f"{batch_id} {statuses}",
-    )
+    return server.wait_batch(batch_id, statuses)
 
 
 def outbox_entries(data_dir: Path, project: str = "proj-a") -> dict[str, dict]:
@@ -288,15 +258,15 @@ def test_every_batch_event_is_delivered_once_and_verified(
     )
     requests.post(provider.url.replace("/v1", "/_control"), json={"hang_seconds": 5})
     server = gunicorn({"ZUMIK_CONFIG": str(config), **FAST})
-    completed = start_batch(server, jsonl([request_line(f"c{i}", "hi", "m1") for i in range(5)]))
-    failed = start_batch(server, jsonl([request_line("x", "hi", "no-such-model")]))
-    cancelled = start_batch(server, jsonl([request_line("h", "#fail:hang:1", "m1")]))
+    completed = server.start_batch(jsonl([request_line(f"c{i}", "hi", "m1") for i in range(5)]))
+    failed = server.start_batch(jsonl([request_line("x", "hi", "no-such-model")]))
+    cancelled = server.start_batch(jsonl([request_line("h", "#fail:hang:1", "m1")]))
     wait_status(server, cancelled, ("in_progress",))
-    api(server, "POST", f"/v1/batches/{cancelled}/cancel")
+    server.api("POST", f"/v1/batches/{cancelled}/cancel")
     batches = {b: wait_status(server, b) for b in (completed, failed, cancelled)}
     assert [b["status"] for b in batches.values()] == ["completed", "failed", "cancelled"]
-    wait_for(lambda: len(receiver.deliveries) >= 3 and other.deliveries, what="deliveries")
-    time.sleep(0.5)  # time for a duplicate, were there one
+    wait_until(lambda: len(receiver.deliveries) >= 3 and other.deliveries, what="deliveries")
+    time.sleep(0.5)  # an absence is checked over a window: time for a duplicate, were there one
     assert len(receiver.deliveries) == 3 and len(other.deliveries) == 1
     for delivery in receiver.deliveries:
         assert delivery.verified_with == [secret]  # the official SDK's unwrap accepted it
@@ -342,7 +312,7 @@ def test_expired_batch_event(make_app, provider, receivers, settings):
     now[0] += 86_401
     batch = wait_batch(client, batch_id)
     assert batch["status"] == "expired"
-    wait_for(lambda: receiver.deliveries, what="the expired event")
+    wait_until(lambda: receiver.deliveries, what="the expired event")
     event = receiver.deliveries[0].event
     assert receiver.deliveries[0].verified_with == [secret]
     assert (event.type, event.data.id, event.created_at) == (
@@ -367,13 +337,13 @@ def test_non_2xx_is_retried_until_the_window_closes(make_app, receivers, setting
     ).test_client()
     batch_id = create_batch(client, upload(client, echo_lines(2)).get_json()["id"]).get_json()["id"]
     assert wait_batch(client, batch_id)["status"] == "completed"
-    wait_for(lambda: len(flaky.deliveries) == 3, what="the third attempt")
+    wait_until(lambda: len(flaky.deliveries) == 3, what="the third attempt")
     assert len({d.headers["webhook-id"] for d in flaky.deliveries}) == 1
     assert [d.verified_with for d in flaky.deliveries] == [[secret]] * 3
-    wait_for(lambda: outbox_entries(settings.data_dir) == {}, what="the broken one given up")
+    wait_until(lambda: outbox_entries(settings.data_dir) == {}, what="the broken one given up")
     attempts = len(broken.deliveries)
     assert attempts >= 3
-    time.sleep(0.5)
+    time.sleep(0.5)  # an absence is checked over a window: an attempt, were there one
     assert len(broken.deliveries) == attempts  # no attempt after giving up
     out = zumik(capsys, settings.data_dir, "webhooks", "list")[1]
     last = out[out.index(next(x for x in out if x.startswith(broken_id))) + 2]
@@ -390,24 +360,24 @@ def test_receiver_down_then_slow_then_server_killed(gunicorn, receivers, tmp_pat
     receiver.secrets = [secret]
     env = {**FAST, "ZUMIK_WEBHOOK_TIMEOUT": "3"}
     server = gunicorn(env)
-    first = start_batch(server, echo_lines(3))
+    first = server.start_batch(echo_lines(3))
     assert wait_status(server, first)["status"] == "completed"
-    entry = wait_for(
+    entry = wait_until(
         lambda: [e for e in outbox_entries(data).values() if e["attempts"] >= 3],
         what="three failed attempts",
     )[0]
     listed = zumik(capsys, data, "webhooks", "list")[1]
     assert "1 pending" in listed[1] and "failed: ClientConnectorError" in listed[2]
     receiver.start()  # back up
-    wait_for(lambda: receiver.deliveries, what="delivery once the receiver is back")
+    wait_until(lambda: receiver.deliveries, what="delivery once the receiver is back")
     assert receiver.deliveries[0].headers["webhook-id"] == entry["webhook_id"]
     assert receiver.deliveries[0].event.data.id == first
     assert receiver.deliveries[0].verified_with == [secret]
 
     receiver.hanging = True  # slow: no answer within ZUMIK_WEBHOOK_TIMEOUT
-    second = start_batch(server, echo_lines(3))
+    second = server.start_batch(echo_lines(3))
     assert wait_status(server, second)["status"] == "completed"
-    wait_for(lambda: len(receiver.seen) >= 3, what="a retry after a timed-out attempt")
+    wait_until(lambda: len(receiver.seen) >= 3, what="a retry after a timed-out attempt")
     server.kill_all()  # SIGKILL master and workers while that retry is in flight
     claims = [name for name in outbox_entries(data) if outbox.CLAIM_MARK in name]
     assert len(claims) == 1  # the dead worker's claim on the entry
@@ -415,12 +385,12 @@ def test_receiver_down_then_slow_then_server_killed(gunicorn, receivers, tmp_pat
     assert "attempt 1: failed: timed out after 3 s" in listed[2]
     receiver.hanging = False
     gunicorn(env)  # same data dir
-    wait_for(lambda: len(receiver.deliveries) >= 2, what="delivery after the restart")
+    wait_until(lambda: len(receiver.deliveries) >= 2, what="delivery after the restart")
     delivery = receiver.deliveries[1]
     assert delivery.event.data.id == second and delivery.verified_with == [secret]
     assert len(receiver.seen) == 4  # two attempts timed out, the third delivered
     assert set(receiver.seen[1:]) == {delivery.headers["webhook-id"]}  # one id throughout
-    wait_for(lambda: outbox_entries(data) == {}, what="an empty outbox")
+    wait_until(lambda: outbox_entries(data) == {}, what="an empty outbox")
 
 
 def test_rotation_both_secrets_sign_during_the_grace(gunicorn, receivers, tmp_path, capsys):
@@ -431,8 +401,8 @@ def test_rotation_both_secrets_sign_during_the_grace(gunicorn, receivers, tmp_pa
 
     def deliver_one() -> object:
         count = len(receiver.deliveries)
-        start_batch(server, echo_lines(1))
-        wait_for(lambda: len(receiver.deliveries) > count, what="a delivery")
+        server.start_batch(echo_lines(1))
+        wait_until(lambda: len(receiver.deliveries) > count, what="a delivery")
         return receiver.deliveries[-1]
 
     receiver.secrets = [old]

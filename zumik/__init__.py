@@ -10,7 +10,7 @@ from flask import Flask, request
 from zumik.api import errors
 from zumik.api.auth import authenticate
 from zumik.api.context import Zumik
-from zumik.api.receiving import body_limit
+from zumik.api.receiving import body_cap
 from zumik.ops import logs
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings, load_settings
@@ -29,7 +29,7 @@ def create_app(
 ) -> Flask:
     """Build the WSGI app. The executor starts only when asked (gunicorn does it after fork)."""
     from zumik import dashboard
-    from zumik.api import batches, estimate, files, health, models, openapi
+    from zumik.api import batches, estimate, files, health, models, openapi, results, retry
     from zumik.api import uploads as uploads_api
     from zumik.execution.executor import Executor
     from zumik.execution.routing import Router
@@ -37,7 +37,7 @@ def create_app(
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = Flask("zumik")
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's knob
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 * 1024
     router = Router.from_settings(settings)
     metrics = Metrics()
@@ -51,7 +51,15 @@ def create_app(
     )
     app.extensions["zumik"] = zumik
     errors.init_app(app)
-    for blueprint in (files.bp, estimate.bp, batches.bp, models.bp, uploads_api.bp):
+    for blueprint in (
+        files.bp,
+        estimate.bp,
+        batches.bp,
+        retry.bp,
+        results.bp,
+        models.bp,
+        uploads_api.bp,
+    ):
         blueprint_guard(blueprint.name, app, zumik)
         app.register_blueprint(blueprint)
     app.register_blueprint(health.bp)
@@ -68,13 +76,7 @@ def blueprint_guard(name: str, app: Flask, zumik: Zumik) -> None:
     """Authenticate every request of an API blueprint and cap its body size."""
 
     def guard() -> None:
-        is_upload = request.endpoint == "files.create_file"
-        settings = zumik.settings
-        request.max_content_length = (
-            body_limit(settings, request.mimetype) if is_upload else settings.max_json_bytes
-        )
-        if request.endpoint == "uploads_api.add_part":
-            request.max_content_length = settings.max_part_bytes + (1 << 20)
+        request.max_content_length = body_cap(zumik.settings, request.endpoint, request.mimetype)
         authenticate(zumik.keyring)
 
     app.before_request_funcs.setdefault(name, []).append(guard)
@@ -86,4 +88,4 @@ def recover(settings: Settings, clock: Callable[[], float]) -> None:
     for directory in (settings.data_dir, settings.data_dir / ".metrics"):
         fsutil.sweep_temps(directory)
     for project in iter_projects(settings.data_dir):
-        ProjectStore(settings.data_dir, project, clock).ensure().sweep()
+        ProjectStore.open(settings, project, clock).ensure().sweep()

@@ -79,11 +79,20 @@ class Settings:
     embedding_pack_bytes: int = 1 * MIB  # most input-line bytes packed into one request
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The variables the providers' ``api_key_env`` name, read here at load time (so this module
+    # stays the one reader of the environment): variable name -> value, absent when unset.
+    provider_keys: dict[str, str] = field(default_factory=dict)
     max_json_depth: int = 100  # nesting of a JSON body or input line (decoders recurse)
     max_json_upload_bytes: int = 16 * MIB  # a JSON-body upload is decoded whole in memory
     dashboard_session_seconds: int = 43_200  # a dashboard sign-in lasts this long
     signin_free_attempts: int = 5  # wrong keys per client address before sign-in slows down
     signin_max_delay: int = 60  # the longest wait (s) imposed between wrong keys
+    # The server process (`zumik serve`, and gunicorn with zumik.serve.gunicorn_conf):
+    host: str = "127.0.0.1"  # where `zumik serve` listens
+    port: int = 8080
+    workers: int = 2  # gunicorn worker processes
+    bind: str | None = None  # gunicorn's --bind when started directly; unset: host:port
+    access_log: str | None = None  # gunicorn's access log ("-": stderr); unset: none
 
     def __post_init__(self) -> None:
         # Absolute from the start: a relative data dir would otherwise be read against the
@@ -127,6 +136,8 @@ _INT_FIELDS = {
     "dashboard_session_seconds",
     "signin_free_attempts",
     "signin_max_delay",
+    "port",
+    "workers",
 }
 _FLOAT_FIELDS = {
     "retry_backoff",
@@ -149,7 +160,16 @@ _FLOAT_FIELDS = {
     "estimate_seconds",
 }
 _HOURS_FIELDS = {"min_window", "max_window"}  # also written "<N>h"
-_STR_FIELDS = {"upstream_url", "upstream_api_key", "claim_mode", "metrics_token", "result_files"}
+_STR_FIELDS = {
+    "upstream_url",
+    "upstream_api_key",
+    "claim_mode",
+    "metrics_token",
+    "result_files",
+    "host",
+    "bind",
+    "access_log",
+}
 
 
 # ZUMIK_* variables read by the launchers (zumik serve, gunicorn_conf), not settings fields
@@ -207,10 +227,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError
             return number
         if name in _FLOAT_FIELDS:
-            number = float(value)
-            if number <= 0:
+            real = float(value)
+            if real <= 0:
                 raise ValueError
-            return number
+            return real
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {value!r} is not a positive number") from None
     if name == "data_dir":
@@ -228,7 +248,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     """Build settings from the environment (default ``os.environ``) and the TOML file it names."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(Settings)} - {"config", "providers", "models"}
+    names = {f.name for f in dataclasses.fields(Settings)} - {
+        "config",
+        "providers",
+        "models",
+        "provider_keys",
+    }
     config_path = overrides.get("config") or env.get("ZUMIK_CONFIG")
     if config_path:
         values.update(_read_toml(Path(config_path), names))
@@ -237,6 +262,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         if raw not in (None, ""):
             values[name] = _coerce(name, raw, f"ZUMIK_{name.upper()}")
     values.update(overrides)
+    wanted = {
+        str(table["api_key_env"])
+        for table in (values.get("providers") or {}).values()
+        if isinstance(table, dict) and table.get("api_key_env") is not None
+    }
+    values.setdefault("provider_keys", {name: env[name] for name in wanted if env.get(name)})
     return Settings(**values)
 
 

@@ -154,7 +154,7 @@ def create_from(body: Any) -> tuple[Response, int]:
         )
     options = _options(body, None)
     store = project_store().ensure()
-    meta = store.get_file(input_file_id) if ids.is_file_id(input_file_id) else None
+    meta = store.get_file(input_file_id)
     if meta is None:
         raise bad_request(f"No such File object: {input_file_id}", "input_file_id")
     if meta.get("purpose") != "batch":
@@ -261,7 +261,7 @@ def list_batches() -> Response:
 
 
 def _get(batch_id: str) -> dict[str, Any]:
-    record = project_store().get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    record = project_store().get_batch(batch_id)  # (None for a malformed id too)
     if record is None:
         raise not_found("Batch", batch_id)
     return record

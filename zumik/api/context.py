@@ -32,9 +32,7 @@ class Zumik:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def store(self, project: str) -> ProjectStore:
-        return ProjectStore(
-            self.settings.data_dir, project, self.clock, batch_ttl=self.settings.batch_ttl
-        )
+        return ProjectStore.open(self.settings, project, self.clock, api_view=True)
 
 
 def current() -> Zumik:
@@ -47,11 +45,19 @@ def project_store() -> ProjectStore:
     return current().store(g.project)
 
 
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``, checked once per request (a clear 400 when it is
+    malformed); an upload asks first, to refuse a bad key before reading the body."""
+    if "idempotency_key" not in g:
+        g.idempotency_key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    return g.idempotency_key
+
+
 def idempotent_request(
     store: ProjectStore, route: str, parts: dict[str, Any]
 ) -> idempotency.IdempotentRequest | None:
     """The request's ``Idempotency-Key`` bound to what it asks for, or None without one."""
-    key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    key = idempotency_key()
     if key is None:
         return None
     zumik = current()

@@ -8,13 +8,13 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from zumik.api.context import current, idempotent_request, project_store
+from zumik.api.context import current, idempotency_key, idempotent_request, project_store
 from zumik.api.errors import bad_request, not_found
 from zumik.api.params import whole_number
 from zumik.api.receiving import json_upload_too_large, receive_json, receive_multipart
 from zumik.api.requestbody import json_body
 from zumik.core import ids
-from zumik.storage.idempotency import HEADER, REPLAYED_HEADER, check_key
+from zumik.storage.idempotency import REPLAYED_HEADER
 from zumik.storage.store import public_file
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
@@ -25,7 +25,7 @@ MAX_LIST_LIMIT = 10_000
 @bp.post("")
 def create_file() -> tuple[Response, int]:
     zumik = current()
-    check_key(request.headers.get(HEADER))  # refuse a bad key before reading the upload
+    idempotency_key()  # refuse a bad key before reading the upload (checked once, cached)
     store = project_store().ensure()
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
@@ -125,7 +125,7 @@ def list_files() -> Response:
 
 
 def _get_meta(file_id: str) -> dict[str, Any]:
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = project_store().get_file(file_id)  # (None for a malformed id too)
     if meta is None:
         raise not_found("File", file_id)
     return meta
@@ -164,6 +164,6 @@ def file_content(file_id: str) -> Response:
 
 @bp.delete("/<file_id>")
 def delete_file(file_id: str) -> Response:
-    if not ids.is_file_id(file_id) or not project_store().delete_file(file_id):
+    if not project_store().delete_file(file_id):
         raise not_found("File", file_id)
     return jsonify({"id": file_id, "object": "file", "deleted": True})

@@ -54,7 +54,7 @@ def _is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address).is_loopback
     except ValueError:  # a unix socket's peer has no address: only this host can reach it
-        return address == "" or address.startswith("/")
+        return address is not None and (address == "" or address.startswith("/"))
 
 
 def check_scraper(token: str | None) -> None:
@@ -84,6 +84,4 @@ def metrics() -> Response:
     zumik = current()
     check_scraper(zumik.settings.metrics_token)
     zumik.metrics.flush(zumik.settings.data_dir)
-    return Response(
-        render(zumik.settings.data_dir, zumik.clock), mimetype="text/plain; version=0.0.4"
-    )
+    return Response(render(zumik.settings, zumik.clock), mimetype="text/plain; version=0.0.4")

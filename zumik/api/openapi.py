@@ -14,6 +14,7 @@ from zumik.api.openapi_extensions import (
     ESTIMATE_SCHEMA,
     WINDOW,
 )
+from zumik.api.openapi_results import RESULTS_PATHS
 from zumik.api.openapi_schemas import (
     BATCH_ID,
     BATCH_SCHEMA,
@@ -409,6 +410,8 @@ DOCUMENT: dict[str, Any] = {
         },
     },
 }
+
+DOCUMENT["paths"].update(RESULTS_PATHS)
 
 
 @bp.get("/openapi.json")

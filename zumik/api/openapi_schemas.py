@@ -155,6 +155,11 @@ BATCH_SCHEMA = {
         "max_total_tokens": NULLABLE_INT,
         "priority": {"enum": ["high", "normal", "low"]},
         "budget_exceeded_at": NULLABLE_INT,
+        "retry_of": {
+            "description": "Zumik extension: the id of the batch this one retries "
+            "(POST /v1/batches/{batch_id}/retry), null on every other batch",
+            **NULLABLE_STR,
+        },
     },
 }
 

@@ -188,12 +188,26 @@ def _field_text(name: str, data: bytes) -> str:
         raise bad_request(f"Form field {name!r} is not valid UTF-8", name) from None
 
 
-def body_limit(settings: Settings, mimetype: str) -> int:
-    """The request body cap of an upload: a multipart stream is counted as it is written, a
-    JSON body is decoded whole in memory (about 3x its size), so it has its own smaller cap."""
-    if mimetype == "multipart/form-data":
-        return settings.max_upload_bytes * 2 + (1 << 20)
-    return settings.max_json_upload_bytes
+# The views that receive a whole file, whichever way in (the API, the dashboard's upload).
+UPLOAD_ENDPOINTS = frozenset({"files.create_file", "dashboard.upload"})
+PART_ENDPOINTS = frozenset({"uploads_api.add_part"})
+SLACK = 1 << 20  # multipart framing and form fields around the content
+
+
+def body_cap(settings: Settings, endpoint: str | None, mimetype: str) -> int:
+    """The one table of request body caps (``request.max_content_length``), by view.
+
+    A file upload's multipart stream is counted as it is written, so it may be as large as the
+    file (with its CR/BOM normalisation slack); a JSON-body upload is decoded whole in memory
+    (about 3x its size), so it has its own smaller cap; an Uploads API part is one part; every
+    other body (JSON requests, the dashboard's forms) is small."""
+    if endpoint in UPLOAD_ENDPOINTS:
+        if mimetype == "multipart/form-data":
+            return settings.max_upload_bytes * 2 + SLACK
+        return settings.max_json_upload_bytes
+    if endpoint in PART_ENDPOINTS:
+        return settings.max_part_bytes + SLACK
+    return settings.max_json_bytes
 
 
 def json_upload_too_large(settings: Settings) -> ApiError:

@@ -101,6 +101,7 @@ def create_upload() -> Response:
 
 
 def _upload_id(upload_id: str) -> str:
+    """Refused early, before a part's body is read (the store refuses it too)."""
     if not ids.is_upload_id(upload_id):
         raise not_found("Upload", upload_id, "upload_id")
     return upload_id

@@ -328,3 +328,6 @@ def add_parser(commands: Any) -> None:
     download_p.add_argument("batch_id")
     download_p.add_argument("--out")
     download_p.set_defaults(func=download)
+    from zumik.cli import batch_results  # Zumik's extensions (retry, results, --merged)
+
+    batch_results.add_commands(sub)

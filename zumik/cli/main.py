@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from zumik.cli import batch as batchcli
 from zumik.cli import webhooks as webhookcli
@@ -33,10 +34,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"zumik: configuration error: {exc}", file=sys.stderr)
         return 2
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
     for warning in unknown_environment(env):
         print(f"zumik: warning: {warning}", file=sys.stderr)
-    _banner(settings, router, args)
-    _first_key(settings, args.port)
+    _banner(settings, router, host, port, workers)
+    _first_key(settings, port)
     argv = [
         sys.executable,
         "-m",
@@ -44,9 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
         "-c",
         "python:zumik.serve.gunicorn_conf",
         "--bind",
-        f"{args.host}:{args.port}",
+        f"{host}:{port}",
         "--workers",
-        str(args.workers),
+        str(workers),
         "--chdir",
         os.getcwd(),
         "zumik.serve.wsgi:app",
@@ -55,16 +59,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def _banner(settings: Settings, router, args: argparse.Namespace) -> None:
+def _banner(settings: Settings, router: Any, host: str, port: int, workers: int) -> None:
     """What this start uses, first: where the data is, the URL, workers, providers, keys."""
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     providers = sorted(
         f"{p.name} ({p.base_url})" for p in router.providers.values() if not p.is_echo
     )
     lines = [
         f"data dir:  {settings.data_dir}",
-        f"URL:       http://{host}:{args.port}/  (API under /v1, dashboard at /)",
-        f"workers:   {args.workers} (one batch executor each)",
+        f"URL:       http://{host}:{port}/  (API under /v1, dashboard at /)",
+        f"workers:   {workers} (one batch executor each)",
         "providers: " + (", ".join(providers) if providers else "none: zumik-echo answers"),
     ]
     keys = settings.data_dir / KEYS_FILE
@@ -138,24 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the server (gunicorn + executors)",
         description="Run Zumik under gunicorn with a batch executor in each worker. Settings "
         "come from ZUMIK_* variables and the TOML file at ZUMIK_CONFIG (see the README).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # (defaults: ZUMIK_HOST, ZUMIK_PORT, ZUMIK_WORKERS, read by settings.py)
     serve.add_argument(
-        "--host",
-        default=os.environ.get("ZUMIK_HOST", "127.0.0.1"),
-        help="address to listen on ($ZUMIK_HOST); 0.0.0.0 for every interface",
+        "--host", help="address to listen on (default: $ZUMIK_HOST or 127.0.0.1; 0.0.0.0: all)"
     )
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("ZUMIK_PORT", "8080")),
-        help="port ($ZUMIK_PORT)",
-    )
+    serve.add_argument("--port", type=int, help="port (default: $ZUMIK_PORT or 8080)")
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("ZUMIK_WORKERS", "2")),
-        help="gunicorn worker processes, each with its own executor ($ZUMIK_WORKERS)",
+        help="gunicorn worker processes, each with its own executor (default: $ZUMIK_WORKERS or 2)",
     )
     serve.set_defaults(func=_serve)
     keys = commands.add_parser("keys", help="manage API keys")

@@ -44,6 +44,7 @@ PUBLIC_FIELDS = (
     "metadata",
     "usage",
     "cost",
+    "retry_of",  # Zumik extension: the batch this one retries (POST /v1/batches/{id}/retry)
 )
 # Zumik's extensions, shown beside OpenAI's fields (issue 25): the budget, the priority and
 # when the budget stopped the batch.

@@ -8,7 +8,8 @@ cookie (``zumik.dashboard.session``); every page then reads the store like the A
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, redirect, url_for
+from flask import Blueprint, Flask, redirect, url_for
+from flask.typing import ResponseReturnValue
 
 from zumik.api.context import Zumik
 
@@ -20,7 +21,13 @@ bp = Blueprint(
     static_folder="static",
 )
 
-from zumik.dashboard import operator, pages, plan, session  # noqa: E402,F401  (routes join bp)
+from zumik.dashboard import (  # noqa: E402,F401  (routes join bp)
+    operator,
+    pages,
+    plan,
+    results_pages,
+    session,
+)
 
 
 def init_app(app: Flask, zumik: Zumik) -> None:
@@ -30,5 +37,5 @@ def init_app(app: Flask, zumik: Zumik) -> None:
     app.register_blueprint(bp)
 
     @app.get("/", endpoint="dashboard_root")
-    def root() -> Response:
+    def root() -> ResponseReturnValue:
         return redirect(url_for("dashboard.batches"))

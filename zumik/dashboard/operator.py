@@ -16,6 +16,7 @@ from zumik.core import ids
 from zumik.dashboard import bp, pages, present
 from zumik.execution.routing import Router
 from zumik.ops import metrics
+from zumik.settings import Settings
 from zumik.storage.store import ProjectStore, iter_projects
 
 STALE_SNAPSHOT = 30.0  # seconds: an executor silent this long is shown as stale
@@ -146,12 +147,12 @@ def _merge_health(state: ProviderState, info: dict[str, Any]) -> None:
     state.throttled += float(info.get("rate_limited") or 0)
 
 
-def project_summaries(data_dir: Path, clock: Any) -> tuple[list[dict[str, Any]], int]:
+def project_summaries(settings: Settings, clock: Any) -> tuple[list[dict[str, Any]], int]:
     """Per project: its active batches (read from the ``active/`` markers) and what it stores."""
     now = clock()
     projects, stored = [], 0
-    for name in sorted(iter_projects(data_dir)):
-        store = ProjectStore(data_dir, name, clock)
+    for name in sorted(iter_projects(settings.data_dir)):
+        store = ProjectStore.open(settings, name, clock)
         active = [(r, present.progress(r, now)) for r in store.active_batches(with_progress=True)]
         usage = store.usage()
         stored += usage.bytes
@@ -204,7 +205,7 @@ def operator() -> str:
     now = zumik.clock()
     zumik.metrics.flush(zumik.settings.data_dir)  # this worker's numbers, fresh
     snapshots = _snapshots(zumik.settings.data_dir, now)
-    projects, stored = project_summaries(zumik.settings.data_dir, zumik.clock)
+    projects, stored = project_summaries(zumik.settings, zumik.clock)
     executors = [
         {
             "name": f"{s.get('host')}-{s.get('pid')}",

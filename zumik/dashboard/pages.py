@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from zumik.api import batches as batches_api
@@ -114,7 +115,7 @@ def poll_batches() -> Response:
 
 
 def _batch(batch_id: str) -> dict[str, Any]:
-    record = project_store().get_batch(batch_id) if ids.is_batch_id(batch_id) else None
+    record = project_store().get_batch(batch_id)
     if record is None:
         abort(404, f"No batch {batch_id} in project {g.project}.")
     return record
@@ -123,7 +124,7 @@ def _batch(batch_id: str) -> dict[str, Any]:
 def _file_link(store: ProjectStore, file_id: str | None) -> dict[str, Any] | None:
     if not file_id:
         return None
-    meta = store.get_file(file_id) if ids.is_file_id(file_id) else None
+    meta = store.get_file(file_id)
     return {"id": file_id, "meta": meta}
 
 
@@ -136,9 +137,10 @@ def render_batch(store: ProjectStore, record: dict[str, Any], readonly: bool = F
     """A batch's page; ``readonly`` (the operator viewing another project's batch): no cancel,
     no downloads (those act in the signed-in project)."""
     now = _now()
-    failures, more = [], False
+    failures: list[dict[str, str]] = []
+    more = False
     error_file = record.get("error_file_id")
-    if error_file and ids.is_file_id(error_file) and store.get_file(error_file):
+    if error_file and store.get_file(error_file):
         failures, more = present.failed_lines(store.file_data_path(error_file))
     errors = (record.get("errors") or {}).get("data") or []
     downloads = [
@@ -166,7 +168,7 @@ def render_batch(store: ProjectStore, record: dict[str, Any], readonly: bool = F
 
 
 @bp.post("/batches/<batch_id>/cancel")
-def cancel(batch_id: str) -> Response:
+def cancel(batch_id: str) -> ResponseReturnValue:
     _batch(batch_id)
     record = batches_api.cancel_batch(batch_id).get_json()
     if record["status"] == "cancelling":
@@ -204,14 +206,12 @@ def files() -> str:
 @bp.post("/api/files")
 def upload() -> tuple[Response, int]:
     """The upload the files page sends (drag and drop or the chooser), through the API's view."""
-    settings = current().settings
-    request.max_content_length = settings.max_upload_bytes * 2 + (1 << 20)
-    response, status = files_api.create_file()
+    response, status = files_api.create_file()  # (body caps: the guard, body_cap)
     return response, status
 
 
 @bp.post("/files/<file_id>/batch")
-def create_batch(file_id: str) -> Response:
+def create_batch(file_id: str) -> ResponseReturnValue:
     """ "Create a batch from this file", through the API's own create."""
     body = {"input_file_id": file_id, "endpoint": request.form.get("endpoint", "")}
     try:
@@ -241,8 +241,8 @@ def file_batches(file_id: str) -> str:
 
 
 @bp.post("/files/<file_id>/delete")
-def delete_file(file_id: str) -> Response:
-    meta = project_store().get_file(file_id) if ids.is_file_id(file_id) else None
+def delete_file(file_id: str) -> ResponseReturnValue:
+    meta = project_store().get_file(file_id)
     try:
         files_api.delete_file(file_id)
         flash(f"Deleted {meta['filename'] if meta else file_id}.")

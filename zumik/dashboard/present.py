@@ -214,8 +214,8 @@ def _failure(line: dict[str, Any]) -> dict[str, str]:
     if error:
         code, message = str(error.get("code") or ""), str(error.get("message") or "")
     elif response:
-        body = response.get("body") if isinstance(response.get("body"), dict) else {}
-        inner = body.get("error") if isinstance(body.get("error"), dict) else {}
+        body = response["body"] if isinstance(response.get("body"), dict) else {}
+        inner = body["error"] if isinstance(body.get("error"), dict) else {}
         code = str(inner.get("code") or f"HTTP {response.get('status_code')}")
         message = str(inner.get("message") or "")
     if len(message) > MESSAGE_CHARS:

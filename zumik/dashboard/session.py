@@ -29,9 +29,11 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import Forbidden
 
 from zumik.api.context import Zumik, current
+from zumik.api.receiving import body_cap
 from zumik.dashboard import bp
 from zumik.storage import fsutil
 from zumik.storage.keys import hash_key
@@ -156,9 +158,11 @@ def wants_json() -> bool:
 
 
 @bp.before_request
-def guard() -> Response | None:
+def guard() -> ResponseReturnValue | None:
     """Every dashboard request: a signed-in session (except sign-in itself) and, for a POST,
-    a valid CSRF token. Sets ``g.project`` as the API's auth does, and ``g.admin``."""
+    a valid CSRF token. Sets ``g.project`` as the API's auth does, and ``g.admin``. Caps the
+    body as the API does (``body_cap``: the upload view has the caps of ``/v1/files``)."""
+    request.max_content_length = body_cap(current().settings, request.endpoint, request.mimetype)
     if request.method == "POST":
         _check_csrf()
     if request.endpoint in PUBLIC_ENDPOINTS:
@@ -166,7 +170,7 @@ def guard() -> Response | None:
     digest = session.get("key")
     keyring = current().keyring
     project = keyring.project_for_digest(digest) if isinstance(digest, str) else None
-    if project is None:
+    if project is None or not isinstance(digest, str):
         session.pop("key", None)
         if wants_json():
             return jsonify(
@@ -202,7 +206,7 @@ def template_globals() -> dict[str, Any]:
 
 
 @bp.route("/signin", methods=["GET", "POST"])
-def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
+def signin() -> ResponseReturnValue:
     if request.method == "GET":
         if session.get("key") and current().keyring.project_for_digest(session["key"]):
             return redirect(url_for("dashboard.batches"))
@@ -238,7 +242,7 @@ def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | s
 
 
 @bp.post("/signout")
-def signout() -> Response:
+def signout() -> ResponseReturnValue:
     session.clear()
     flash("Signed out.")
     return redirect(url_for("dashboard.signin"))

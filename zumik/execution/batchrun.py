@@ -157,8 +157,8 @@ class BatchRun(Validating, Finalizing):
     async def run(self) -> None:
         try:
             record = self.batch.read()
-            if record is None or is_terminal(record):
-                self.batch.clear_active()
+            if record is None or is_terminal(record):  # (a finisher killed before settling)
+                await asyncio.to_thread(self.settle_ending, record)
                 return
             if record["status"] == Status.VALIDATING:
                 record = await asyncio.to_thread(self._validate, record)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +29,7 @@ from zumik.execution.throughput import Throughput
 from zumik.execution.upstream import HealthSettings, Upstream
 from zumik.ops.metrics import Metrics
 from zumik.settings import Settings
+from zumik.storage import fsutil
 from zumik.storage.claims import Claimer
 from zumik.storage.janitor import Janitor
 from zumik.storage.store import ProjectStore, iter_projects
@@ -185,7 +186,7 @@ class Executor:
                 metrics.set_gauge(
                     "zumik_inflight_requests", (("provider", name),), limits.in_flight
                 )
-            worker = f"{socket.gethostname()}-{os.getpid()}"  # after the fork
+            worker = f"{fsutil.host_id()}-{os.getpid()}"  # after the fork
             states = {}
             for name, health in self.upstream.health.items():
                 state = states[name] = health.snapshot()
@@ -218,7 +219,7 @@ class Executor:
         # projects this executor holds nothing of come first
         projects.sort(key=lambda project: project in held)
         for project in projects:
-            store = ProjectStore(self.settings.data_dir, project, self.clock)
+            store = ProjectStore.open(self.settings, project, self.clock)
             for batch_id in store.active_ids():
                 seen[batch_id] = self._first_seen.get(batch_id, now)
                 if batch_id in self.runs or self.paused_until.get(batch_id, 0) > now:
@@ -243,7 +244,7 @@ class Executor:
                 held.add(project)
                 task = asyncio.create_task(run.run())
                 self.tasks.add(task)
-                task.add_done_callback(lambda t, b=batch_id: self._finished(t, b))
+                task.add_done_callback(functools.partial(self._finished, batch_id=batch_id))
                 claimed += 1
         self._first_seen = seen
         return claimed

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zumik.core import ids
-from zumik.core.records import Status, ended_at, move
+from zumik.core.records import Status, ended_at, is_terminal, move
 from zumik.execution.budget import Budget
 from zumik.execution.results import error_line
 from zumik.execution.wire import request_of
@@ -141,9 +141,12 @@ class Finalizing:
         ``change`` fills in the record's last fields under the record lock and may return
         False to keep the record as it is (it moved on meanwhile). Whatever must happen
         exactly when a batch ends (a webhook outbox entry, output accounting) hooks in here.
-        The webhook outbox entries are written under the record lock *before* the terminal
-        record, so no kill can leave a terminal batch without them
-        (``zumik.webhooks.registry.outbox``).
+
+        The change function only decides the record: it may run again on a newer version, so
+        it writes nothing else. What follows the ending is done from the record as stored
+        (``settle_ending``): the webhook outbox entries are built from the settled record, and
+        the active marker stays until they are written, so a kill in between leaves a terminal
+        batch still marked active, which the next claim settles (``BatchRun.run``).
         """
         now = int(self.clock())
 
@@ -154,15 +157,28 @@ class Finalizing:
             moved = change(current) is not False
             if moved:
                 move(current, final, now)
-                outbox.enqueue(self.settings.data_dir, self.store.project, current)
 
-        record = self.batch.update(terminal)
+        record = self.batch.update(terminal, keep_active=True)
         if moved:  # counted as it ends, so /metrics never reads finished records
             self.metrics.inc("zumik_batches_finished_total", (("status", final.value),))
             ended = ended_at(record)
             if ended is not None:  # the input's expires_at now says when it goes
                 self.store.release_input(record["input_file_id"], ended + self.settings.batch_ttl)
+            self.settle_ending(record)
+        elif is_terminal(record):
+            self.batch.clear_active()  # another claim ended it and settles it
         return record
+
+    def settle_ending(self, record: dict[str, Any] | None) -> None:
+        """After a terminal record is stored: its webhook outbox entries, from that record,
+        then the active marker goes. Run again after a kill (the marker was left): entries are
+        named by batch and endpoint, so a repeat rewrites them (delivery is at-least-once).
+        No record at all: only the marker goes."""
+        if record is not None:
+            if not is_terminal(record):
+                return
+            outbox.enqueue(self.settings.data_dir, self.store.project, record)
+        self.batch.clear_active()
 
     def _publish(self, record: dict[str, Any]) -> journal.Merged:
         files_dir = self.store.files_dir

@@ -7,7 +7,6 @@ model name (the default provider from ``ZUMIK_UPSTREAM_URL``, or a TOML provider
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,7 +172,7 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
     api_key = table.get("api_key")
     env_name = table.get("api_key_env")
     if env_name is not None:
-        api_key = os.environ.get(str(env_name))
+        api_key = settings.provider_keys.get(str(env_name))  # (read by settings.py)
         if not api_key:
             raise ConfigError(
                 f"{key}.api_key_env: the variable {env_name} is not set; export "

@@ -80,14 +80,14 @@ class Validating:
                 }
             )
         now = int(self.clock())
-        model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
+        batch_model = next(iter(models)) if len(models) == 1 else None  # the batch's one model
         if errors:
 
             def fail(current: dict[str, Any]) -> bool:
                 if current["status"] != Status.VALIDATING:
                     return False  # cancelled meanwhile
                 current["errors"] = {"object": "list", "data": errors}
-                current["model"] = model
+                current["model"] = batch_model
                 return True
 
             record = self.make_terminal(Status.FAILED, fail)
@@ -95,7 +95,7 @@ class Validating:
 
             def start(current: dict[str, Any]) -> None:
                 if current["status"] == Status.VALIDATING:  # else cancelled meanwhile
-                    current["model"] = model
+                    current["model"] = batch_model
                     move(current, Status.IN_PROGRESS, now)
 
             record = self.batch.update(start)

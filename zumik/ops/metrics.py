@@ -14,13 +14,13 @@ import bisect
 import functools
 import json
 import os
-import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.store import ProjectStore, iter_projects
 
@@ -46,7 +46,7 @@ HELP = {
     "zumik_stored_bytes": ("gauge", "Bytes stored, by project."),
     "zumik_webhook_deliveries_total": ("counter", "Webhook delivery attempts, by outcome."),
 }
-HOST = socket.gethostname()
+HOST = fsutil.host_id()  # host name + boot id: a rebooted host's old snapshots are not live
 MAX_SERIES = 1000  # counter series per metric name in one process
 
 Labels = tuple[tuple[str, str], ...]
@@ -178,8 +178,13 @@ def _cumulative(series: list[float]) -> list[float]:
 
 
 def alive(snapshot: dict[str, Any]) -> bool:
-    """Whether the process that wrote ``snapshot`` runs (another host's: assumed so)."""
-    return snapshot.get("host") != HOST or fsutil.pid_alive(int(snapshot["pid"]))
+    """Whether the process that wrote ``snapshot`` runs: this host's is checked, this machine's
+    from before a reboot is not, another host's is assumed to (``fsutil.owner_alive``)."""
+    try:
+        found = fsutil.owner_alive(str(snapshot.get("host")), int(snapshot["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return False  # not a snapshot this code wrote
+    return found is not False
 
 
 def snapshots(data_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -273,12 +278,12 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(data_dir: Path, clock) -> str:
+def render(settings: Settings, clock) -> str:
     """The Prometheus text exposition of everything Zumik knows."""
-    data = collect(data_dir)
+    data = collect(settings.data_dir)
     store_gauges: dict[str, float] = defaultdict(float)
-    for project in iter_projects(data_dir):
-        store = ProjectStore(data_dir, project, clock)
+    for project in iter_projects(settings.data_dir):
+        store = ProjectStore.open(settings, project, clock)
         files, stored = store.stored_blobs()
         store_gauges[_key("zumik_stored_files", (("project", project),))] = files
         store_gauges[_key("zumik_stored_bytes", (("project", project),))] = stored

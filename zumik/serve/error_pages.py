@@ -65,7 +65,7 @@ class JsonErrorPages:
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         found = client_error(exc)
         if found is None:
-            super().handle_error(req, client, addr, exc)
+            super().handle_error(req, client, addr, exc)  # type: ignore[misc]  # the worker's
             return
         status, reason, code = found
         self.log.warning("Invalid request from ip=%s: %s (%d)", (addr or ("",))[0], exc, status)

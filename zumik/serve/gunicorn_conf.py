@@ -11,18 +11,20 @@ import os
 
 from zumik.settings import load_settings
 
+_settings = load_settings()  # (settings.py is the one reader of ZUMIK_* variables)
+
 # gthread (a sync worker's timeout would cut long uploads and downloads) with Zumik's defences
 # against slow clients: heads read without a thread, I/O timeouts and a minimum rate.
 worker_class = "zumik.serve.worker.ZumikWorker"
-threads = load_settings().threads
-workers = int(os.environ.get("ZUMIK_WORKERS", "2"))
-bind = os.environ.get("ZUMIK_BIND", "127.0.0.1:8080")
+threads = _settings.threads
+workers = _settings.workers
+bind = _settings.bind or f"{_settings.host}:{_settings.port}"
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True  # one fixed socket path would clash between instances
-accesslog = os.environ.get("ZUMIK_ACCESS_LOG") or None
+accesslog = _settings.access_log
 
 
 def _executor(worker):

@@ -109,7 +109,7 @@ class ClientSocket(socket.socket):
         self._account(len(data))
         return data
 
-    def sendall(self, data, flags: int = 0) -> None:  # type: ignore[override]
+    def sendall(self, data, flags: int = 0) -> None:
         # In pieces: socket.sendall's timeout bounds the whole call, not each wait.
         view = memoryview(data).cast("B")
         while view:

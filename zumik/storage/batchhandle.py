@@ -82,16 +82,18 @@ class BatchHandle:
         self.active_path.touch()
         fsutil.fsync_dir(self.active_dir)
 
-    def update(self, change: Change) -> dict[str, Any]:
+    def update(self, change: Change, keep_active: bool = False) -> dict[str, Any]:
         """Read-modify-write the record: the one way a stored record changes.
 
         ``change`` edits the record in place or returns a new one; it may run again on a newer
         version when another writer (another worker or host) published first, so it must
         decide from the record alone. KeyError when there is no record. A record that leaves
-        the active statuses loses its active marker.
+        the active statuses loses its active marker, unless ``keep_active``: the caller still
+        has work to do for the ending and clears it then (``clear_active``); a kill meanwhile
+        leaves the marker, so the next claim finds the terminal record and finishes that work.
         """
         record, _ = self.doc.update(change)
-        if record.get("status") not in ACTIVE_STATUSES:
+        if record.get("status") not in ACTIVE_STATUSES and not keep_active:
             self.clear_active()
         return record
 

@@ -36,6 +36,19 @@ def host_id() -> str:
     return f"{name}.{boot}"
 
 
+def owner_alive(host: str, pid: int) -> bool | None:
+    """Whether the process ``pid`` of ``host`` (a ``host_id``) runs: this host's is checked;
+    this machine's from before a reboot (same name, another boot id) is gone; another host's is
+    unknown here (None): its pid means nothing on this machine. The one host identity of
+    temps, leases, outbox claims and metrics snapshots."""
+    me = host_id()
+    if host == me:
+        return pid_alive(pid)
+    if host.rpartition(".")[0] == me.rpartition(".")[0]:
+        return False  # this machine, an earlier boot: every process of that boot is gone
+    return None
+
+
 def temp_path(directory: Path, label: str = "") -> Path:
     """A fresh temp name in ``directory`` naming its owner, this host and pid (``sweep_temps``)."""
     return directory / f"{TEMP_PREFIX}{host_id()}@{os.getpid()}-{label}{secrets.token_hex(6)}"
@@ -141,7 +154,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
-    """Remove this host's temp files whose process is gone, and any older than ``max_age``.
+    """Remove this host's temp files whose process is gone (this machine's from before a
+    reboot included), and any older than ``max_age``.
 
     Another host's temp file is judged only by its age: its pid says nothing here, and its
     writer may be uploading into it right now."""
@@ -155,7 +169,7 @@ def sweep_temps(directory: Path, max_age: float = 86_400.0) -> int:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
         owner = temp_owner(entry.name)
-        abandoned = owner is not None and owner[0] == host_id() and not pid_alive(owner[1])
+        abandoned = owner is not None and owner_alive(*owner) is False
         with contextlib.suppress(FileNotFoundError):
             if abandoned or now - entry.stat().st_mtime > max_age:
                 os.unlink(entry.path)

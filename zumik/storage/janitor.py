@@ -53,7 +53,7 @@ class Janitor:
         """One pass over every project; returns how many files, records and keys were removed."""
         removed = {"files": 0, "batches": 0, "keys": 0}
         for project in iter_projects(self.settings.data_dir):
-            store = ProjectStore(self.settings.data_dir, project, self.clock)
+            store = ProjectStore.open(self.settings, project, self.clock)
             with store.quota_lock():
                 removed["batches"] += self._sweep_batches(store)
                 removed["files"] += self._sweep_files(store)

@@ -9,7 +9,7 @@ Layout under ``<data_dir>/<project>/``::
     idempotency/<sha256>.json  Idempotency-Key -> the object it made (see zumik.idempotency)
     uploads/<upload_id>.*    Uploads API records and parts (see zumik.upload_sessions)
 
-Callers pass ids already checked against ``zumik.core.ids``; names are never built from raw input.
+The store checks ids itself (a malformed id reads as unknown); names are never built from raw input.
 Refusals are domain errors (``zumik.core.exceptions``), mapped to HTTP in ``zumik.api.errors``.
 """
 
@@ -26,8 +26,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from zumik.core import ids
 from zumik.core.exceptions import FileInUse, NoSuchInput, QuotaExceeded, TooManyActive
 from zumik.core.records import ended_at
+from zumik.settings import Settings
 from zumik.storage import fsutil
 from zumik.storage.batchhandle import ACTIVE_STATUSES, LOCK_TIMEOUT, BatchHandle, Change
 from zumik.storage.idempotency import IdempotentRequest
@@ -103,6 +105,14 @@ class ProjectStore:
         self.clock = clock
         self.batch_ttl = batch_ttl  # set: a record past it reads as gone (the API's view)
 
+    @classmethod
+    def open(
+        cls, settings: Settings, project: str, clock: Clock = time.time, *, api_view: bool = False
+    ) -> ProjectStore:
+        """THE way Zumik builds a store. ``api_view``: as the API shows it, a record past
+        ``batch_ttl`` reads as gone (workers see every record until the janitor removes it)."""
+        return cls(settings.data_dir, project, clock, settings.batch_ttl if api_view else None)
+
     # -- plumbing -------------------------------------------------------------------------
     def ensure(self) -> ProjectStore:
         """Create the project's folders (idempotent)."""
@@ -127,8 +137,8 @@ class ProjectStore:
         return self.files_dir / f"{file_id}.data"
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
-        """The metadata of a live (stored, unexpired) file, or None."""
-        meta = fsutil.read_json(self.file_meta_path(file_id))
+        """The metadata of a live (stored, unexpired) file; None if unknown or not a file id."""
+        meta = fsutil.read_json(self.file_meta_path(file_id)) if ids.is_file_id(file_id) else None
         if meta is None or self._expired(meta):
             return None
         return meta
@@ -315,7 +325,7 @@ class ProjectStore:
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The record, or None; past ``batch_ttl`` after it ended it is gone at once, as the
         janitor will remove it at its next sweep (expired files answer the same way)."""
-        record = self.batch(batch_id).read()
+        record = self.batch(batch_id).read() if ids.is_batch_id(batch_id) else None
         if record is not None and self.batch_ttl is not None:
             ended = ended_at(record)
             if ended is not None and ended + self.batch_ttl <= self.clock():
@@ -323,9 +333,9 @@ class ProjectStore:
         return record
 
     def active_ids(self) -> list[str]:
-        """Batches marked active (may include a few just turned terminal)."""
+        """Batches marked active (may include a few just turned terminal; stray names skipped)."""
         try:
-            return sorted(os.listdir(self.active_dir))
+            return sorted(n for n in os.listdir(self.active_dir) if ids.is_batch_id(n))
         except FileNotFoundError:
             return []
 

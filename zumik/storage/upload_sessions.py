@@ -43,7 +43,10 @@ class UploadSessions:
 
     def _doc(self, upload_id: str) -> VersionedDoc:
         """The record's versions (zumik.versioned): a host with a stale cache still reads the
-        newest, so changes made under the quota lock on several hosts never go back."""
+        newest, so changes made under the quota lock on several hosts never go back. A
+        malformed id is refused here (404), before any name is built from it."""
+        if not ids.is_upload_id(upload_id):
+            raise NotFound("Upload", upload_id, "upload_id")
         return VersionedDoc(self.record_path(upload_id))
 
     def _save(self, record: dict[str, Any]) -> None:
@@ -107,8 +110,9 @@ class UploadSessions:
     ) -> dict[str, Any]:
         """A new pending upload; refused when the file it would make cannot fit the quota."""
         now = int(self.store.clock())
-        record = {
-            "id": ids.new_id(ids.UPLOAD_PREFIX, self.store.clock()),
+        upload_id = ids.new_id(ids.UPLOAD_PREFIX, self.store.clock())
+        record: dict[str, Any] = {
+            "id": upload_id,
             "object": "upload",
             "bytes": nbytes,
             "created_at": now,
@@ -125,7 +129,7 @@ class UploadSessions:
             files, used = self._usage(None)
             self._check_quota(files + 1, used + nbytes)
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._doc(record["id"]).create(record)
+            self._doc(upload_id).create(record)
         return record
 
     def add_part(self, upload_id: str, tmp: Path) -> dict[str, Any]:

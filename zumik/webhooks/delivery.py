@@ -141,7 +141,7 @@ class Deliverer:
             )
             claimed.finish()
             return None
-        store = ProjectStore(self.settings.data_dir, claimed.project)
+        store = ProjectStore.open(self.settings, claimed.project, self.wall)
         record = store.get_batch(entry["batch_id"])
         if record is not None and not is_terminal(record):
             # written just before the terminal record, which a crash cut off: the batch is

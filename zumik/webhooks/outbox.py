@@ -4,10 +4,14 @@ Layout: ``<data_dir>/<project>/outbox/<webhook_id>.json`` (pending) and
 ``<webhook_id>.claim-<ms>-<pid>-<host>`` (being delivered). An entry holds the event body as
 the bytes that are signed, the endpoint, the attempts and when the next one is due.
 
-- ``enqueue`` writes one entry per subscribed endpoint *before* the terminal record (it runs in
-  the same record update), so no kill can leave a terminal batch without its entries. The
-  names are derived from the batch and the endpoint, so a finalize repeated after a crash
-  rewrites the same entry instead of adding one, and ``webhook-id`` is stable across retries.
+- ``enqueue`` writes one entry per subscribed endpoint from the terminal record *as stored*
+  (``Finalizing.settle_ending``, after the record update, never inside its retried change
+  function), so the body is what the record says. The batch keeps its active marker until the
+  entries are written: a kill in between leaves a terminal batch marked active, and the next
+  claim settles it, so no kill leaves a terminal batch without its entries. The names are
+  derived from the batch and the endpoint, so a settle repeated after a crash rewrites the same
+  entry instead of adding one, and ``webhook-id`` is stable across retries. (Entries written by
+  older versions, before their terminal record, wait for it in the deliverer.)
 - A deliverer claims an entry by renaming it to a claim name (one rename wins, on one host and
   on a shared filesystem alike), then deletes it (delivered, given up) or writes the next
   attempt back under the pending name. A claim whose holder died (same host, pid gone) or
@@ -125,10 +129,10 @@ def _claim_name(wid: str, now: float) -> str:
 def _claim_is_stale(name: str, now: float, lease: float) -> bool:
     try:
         millis, pid, host = name.split(CLAIM_MARK, 1)[1].split("-", 2)
-        age = now - int(millis) / 1000
+        age, holder_pid = now - int(millis) / 1000, int(pid)
     except ValueError:
         return True
-    return age > lease or (host == HOST and not fsutil.pid_alive(int(pid)))
+    return age > lease or fsutil.owner_alive(host, holder_pid) is False
 
 
 class Outbox:

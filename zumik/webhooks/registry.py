@@ -106,7 +106,7 @@ def add_endpoint(
     """Register an endpoint; returns it and its secret (shown to the operator once)."""
     if not valid_project(project):
         raise WebhookConfigError(f"invalid project name {project!r}")
-    doc = {
+    doc: dict[str, Any] = {
         "project": project,
         "url": check_url(url),
         "events": list(check_events(events)),
