@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -29,8 +28,8 @@ def test_help_is_plain_text_and_serve_shows_its_defaults():
     top = help_of()
     assert "``" not in top and "batch run|estimate|status|list|cancel|download" in top
     serve = help_of("serve")
-    assert "(default: 127.0.0.1)" in serve and "(default: 8080)" in serve
-    assert "(default: 2)" in serve and "worker processes" in serve
+    assert "(default: $ZUMIK_HOST or 127.0.0.1" in serve and "$ZUMIK_PORT or 8080)" in serve
+    assert "$ZUMIK_WORKERS or 2)" in serve and "worker processes" in serve
 
 
 def test_keys_list_shows_times_sorted(tmp_path, capsys, monkeypatch):
@@ -51,8 +50,7 @@ def test_serve_starts_by_saying_what_it_uses(tmp_path, capsys, keys):
     if keys:
         create_key(tmp_path, "default")
     settings = load_settings({}, data_dir=tmp_path)
-    args = argparse.Namespace(host="0.0.0.0", port=8123, workers=3)
-    cli._banner(settings, Router.from_settings(settings), args)
+    cli._banner(settings, Router.from_settings(settings), "0.0.0.0", 8123, 3)
     err = capsys.readouterr().err
     assert f"data dir:  {tmp_path.absolute()}" in err
     assert "http://127.0.0.1:8123/" in err and "workers:   3" in err
