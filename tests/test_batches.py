@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -43,6 +44,33 @@ BATCH_FIELDS = {
 @pytest.fixture
 def file_id(client):
     return upload(client, echo_lines(3)).get_json()["id"]
+
+
+def test_model_is_known_at_create_when_every_line_names_one(client, file_id):
+    created = create_batch(client, file_id).get_json()
+    assert created["status"] == "validating" and created["model"] == "zumik-echo"
+    mixed = echo_lines(2, model="m1") + echo_lines(2, model="m2", prefix="s")
+    other = upload(client, mixed).get_json()["id"]
+    assert create_batch(client, other).get_json()["model"] is None
+    # a file assembled by the Uploads API knows its model too
+    data = echo_lines(2, model="m1")
+    started = client.post(
+        "/v1/uploads",
+        headers=AUTH_A,
+        json={
+            "bytes": len(data),
+            "filename": "a.jsonl",
+            "mime_type": "text/jsonl",
+            "purpose": "batch",
+        },
+    ).get_json()
+    part = client.post(
+        f"/v1/uploads/{started['id']}/parts", headers=AUTH_A, data={"data": (io.BytesIO(data), "p")}
+    ).get_json()
+    done = client.post(
+        f"/v1/uploads/{started['id']}/complete", headers=AUTH_A, json={"part_ids": [part["id"]]}
+    ).get_json()
+    assert create_batch(client, done["file"]["id"]).get_json()["model"] == "m1"
 
 
 def test_create_answers_validating_with_total(client, file_id):
@@ -245,7 +273,20 @@ def test_deleting_a_running_input_is_409(client, file_id):
         "still validating",
         code="file_in_use",
     )
-    assert error["param"] == "file_id"
+    assert error["param"] == "file_id" and "wait for it to finish, or cancel it" in error["message"]
+
+
+def test_deleting_a_cancelling_input_says_to_wait(client, file_id):
+    batch_id = create_batch(client, file_id).get_json()["id"]  # no executor here: it stays
+    assert client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A).json["status"] == (
+        "cancelling"
+    )
+    error = assert_envelope(
+        client.delete(f"/v1/files/{file_id}", headers=AUTH_A), 409, code="file_in_use"
+    )
+    message = error["message"]
+    assert "is cancelling: it stops within a few seconds" in message
+    assert "delete the file then" in message and "cancel it" not in message
 
 
 def test_terminal_batch_keeps_status_on_cancel(make_app):

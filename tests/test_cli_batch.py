@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
-from conftest import AUTH_A, KEY_A, echo_lines
+from conftest import AUTH_A, KEY_A, echo_lines, jsonl, request_line
 from dropping_proxy import DroppingProxy
 
-from zumik.cli.batch import progress_line
+from zumik.cli.batch import errors_path, progress_line
 
 pytestmark = pytest.mark.slow  # the CLI as a subprocess against real gunicorn
 
@@ -47,7 +48,39 @@ def test_batch_run_status_list_download(gunicorn, tmp_path):
     assert again.read_bytes() == out.read_bytes()
     assert "completed" in zumik(server, "cancel", batch_id).stdout
     failed = zumik(server, "run", str(source), "--out", str(tmp_path / "x.jsonl"))
-    assert failed.returncode == 1 and "model_not_found" in failed.stderr
+    assert failed.returncode == 3 and "model_not_found" in failed.stderr  # did not complete
+
+
+def test_batch_run_exits_1_when_a_line_failed_and_names_the_error_file(
+    gunicorn, provider, tmp_path
+):
+    server = gunicorn({"ZUMIK_UPSTREAM_URL": provider.url, "ZUMIK_MAX_ATTEMPTS": "1"})
+    source = tmp_path / "prompts.jsonl"
+    source.write_bytes(
+        jsonl([request_line("ok", "fine", "m1"), request_line("bad", "#fail:400:99", "m1")])
+    )
+    result = zumik(server, "run", str(source), "--out", str(tmp_path / "r2.out"))
+    assert result.returncode == 1, result.stderr
+    errors = tmp_path / "r2.errors.jsonl"
+    assert f"failed lines: {errors}" in result.stdout
+    assert [json.loads(x)["custom_id"] for x in errors.read_text().splitlines()] == ["bad"]
+    assert [json.loads(x)["custom_id"] for x in (tmp_path / "r2.out").read_text().splitlines()] == [
+        "ok"
+    ]
+    assert "1  the batch completed, but some lines failed" in zumik(server, "run", "--help").stdout
+
+
+def test_batch_run_of_a_missing_file_is_one_line(gunicorn, tmp_path):
+    result = zumik(gunicorn(), "run", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 2
+    assert result.stderr == f"zumik: {tmp_path / 'missing.jsonl'}: no such file\n"
+
+
+def test_errors_path_rule():
+    assert errors_path(Path("r2.out")) == Path("r2.errors.jsonl")
+    assert errors_path(Path("d/prompts.results.jsonl")) == Path("d/prompts.errors.jsonl")
+    assert errors_path(Path("answers.jsonl")) == Path("answers.errors.jsonl")
+    assert errors_path(Path("results")) == Path("results.errors.jsonl")
 
 
 def test_missing_key_is_a_clear_error(gunicorn):

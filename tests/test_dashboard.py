@@ -96,6 +96,7 @@ def test_repeated_wrong_keys_are_slowed_down(make_app) -> None:
     assert sign_in(client, "zk_2").status_code == 401
     refused = sign_in(client, KEY_A)  # even the right key waits now
     assert refused.status_code == 429 and "Wait 1 s" in refused.text
+    assert refused.headers["Retry-After"] == "1"
     other = make_app(signin_free_attempts=2).test_client()
     other.environ_base["REMOTE_ADDR"] = "10.9.9.9"
     assert sign_in(other, KEY_A).status_code == 302  # per client address
@@ -357,3 +358,87 @@ def test_the_session_secret_is_made_once_and_shared(tmp_path: Path) -> None:
 def test_bad_ids_are_404_pages(client, path: str) -> None:
     sign_in(client)
     assert client.get(path).status_code == 404
+
+
+def test_polls_log_at_debug_and_other_requests_at_info(client, caplog) -> None:
+    import logging
+
+    sign_in(client)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="zumik.access"):
+        client.get("/dashboard/api/batches?ids=")
+        client.get("/dashboard/", headers={"X-Zumik-Poll": "1"})  # a region refresh
+        client.get("/dashboard/")
+        client.get("/v1/files", headers=AUTH_A)
+    levels = [(r.path, r.levelname) for r in caplog.records if r.name == "zumik.access"]
+    assert levels == [
+        ("/dashboard/api/batches", "DEBUG"),
+        ("/dashboard/", "DEBUG"),
+        ("/dashboard/", "INFO"),
+        ("/v1/files", "INFO"),
+    ]
+
+
+def test_progress_shows_durations_counts_usage_and_a_failure_reason() -> None:
+    from zumik.dashboard import present
+
+    record = {
+        "id": "batch_x",
+        "status": "in_progress",
+        "created_at": 1000,
+        "in_progress_at": 1090,
+        "request_counts": {"total": 100, "completed": 1234, "failed": 6},
+        "usage": {"input_tokens": 12345, "output_tokens": 10, "total_tokens": 12355},
+    }
+    row = present.progress(record, now=1210)
+    assert row["queued"] == "1 min" and row["run_time"] == "2 min" and row["per_line"] == "97 ms"
+    assert row["completed_text"] == "1,234" and row["input_tokens"] == "12,345"
+    failed = {
+        **record,
+        "status": "failed",
+        "failed_at": 1100,
+        "errors": {"data": [{"line": 3, "code": "model_not_found", "message": "no route"}] * 2},
+    }
+    assert present.progress(failed, now=5000)["reason"] == "line 3: no route (+1 more)"
+    assert str(present.breakable("a_b-c.jsonl<")) == "a_<wbr>b-<wbr>c.<wbr>jsonl&lt;"
+
+
+def test_operator_batch_page_is_for_operators_and_known_batches(make_app, tmp_path) -> None:
+    app = make_app()
+    client = app.test_client()
+    file_id = upload(client, echo_lines(2), auth=AUTH_B).get_json()["id"]
+    batch_id = create_batch(client, file_id, auth=AUTH_B).get_json()["id"]
+    path = f"/dashboard/operator/projects/proj-b/batches/{batch_id}"
+    sign_in(client)  # a tenant key
+    assert client.get(path).status_code == 403
+    admin = create_key(app.extensions["zumik"].settings.data_dir, "ops", admin=True)
+    client.post("/dashboard/signout", data={"csrf_token": csrf(client)})
+    sign_in(client, admin)
+    page = client.get(path)
+    assert page.status_code == 200 and "read-only" in page.text and "Cancel batch" not in page.text
+    assert client.get(path.replace("proj-b", "proj-a")).status_code == 404
+    assert client.get(path.replace("proj-b", "nope")).status_code == 404
+
+
+def test_create_a_batch_from_a_file_and_list_the_files_batches(client) -> None:
+    file_id = upload(client, echo_lines(3)).get_json()["id"]
+    sign_in(client)
+    files = client.get("/dashboard/files").text
+    assert f"/dashboard/files/{file_id}/batches" in files and "Create batch" in files
+    created = client.post(
+        f"/dashboard/files/{file_id}/batch",
+        data={"csrf_token": csrf(client), "endpoint": "/v1/chat/completions"},
+    )
+    assert created.status_code == 302 and "/dashboard/batches/batch_" in created.location
+    batch_id = created.location.rsplit("/", 1)[1]
+    record = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+    assert record["input_file_id"] == file_id and record["model"] == "zumik-echo"
+    listed = client.get(f"/dashboard/files/{file_id}/batches")
+    assert listed.status_code == 200 and batch_id in listed.text
+    refused = client.post(
+        f"/dashboard/files/{file_id}/batch",
+        data={"csrf_token": csrf(client), "endpoint": "/v1/nope"},
+        follow_redirects=True,
+    )
+    assert "Supported values are" in refused.text
+    assert client.get("/dashboard/files/file-nope/batches").status_code == 404

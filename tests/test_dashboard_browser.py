@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against
 real gunicorn and the fake provider. One browser and one server for the module.
 
-``ZUMIK_SCREENSHOTS=docs`` also writes the screenshots the README shows to ``docs/``.
+``ZUMIK_SCREENSHOTS=DIR`` keeps the pages' screenshots in DIR; the README's come from
+``bench/screenshots.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, ROOT, Server, echo_lines, jsonl, request_line
+from conftest import AUTH_A, AUTH_B, KEY_A, KEY_B, Server, echo_lines, jsonl, request_line
 from fake_provider import ProviderThread
 
 CHROMIUM = "/usr/bin/chromium"
@@ -138,8 +139,12 @@ def start_batch(
 
 
 def screenshot(page, name: str) -> None:
-    if os.environ.get("ZUMIK_SCREENSHOTS") == "docs":
-        page.screenshot(path=str(ROOT / "docs" / name), full_page=False)
+    """``ZUMIK_SCREENSHOTS=DIR``: keep what the tests saw, to look at (the README's own
+    screenshots come from a realistic demo: bench/screenshots.py)."""
+    directory = os.environ.get("ZUMIK_SCREENSHOTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(directory) / name), full_page=False)
 
 
 def test_sign_in_wrong_key_then_right_key(page) -> None:
@@ -198,17 +203,100 @@ def test_progress_moves_live_then_detail_and_output_download(page, server: Serve
     assert {json.loads(line)["custom_id"] for line in lines} == {f"r{i}" for i in range(80)}
 
 
+CELLS_AGREE = """([before]) => {
+  const text = s => (document.querySelector(s) || {}).textContent || "";
+  const number = s => Number(text(s).replace(/,/g, ""));
+  const done = Number(text('[data-field="text"]').split(" / ")[0].replace(/,/g, ""));
+  const cells = number('[data-field="completed_text"]') + number('[data-field="failed_text"]');
+  return cells > before && cells === done && number('[data-field="total_tokens"]') > 0
+    && text('[data-field="run_time"]') !== "—";
+}"""
+
+
 def test_cancel_a_running_batch(page, server: Server) -> None:
     batch_id = start_batch(server, echo_lines(300, model="gpt-x", prefix="c"))
     sign_in(page, KEY_A)
     page.goto(f"/dashboard/batches/{batch_id}")
+    page.evaluate("window.__notReloaded = true")
+    before = int(page.locator('[data-field="completed_text"]').inner_text().replace(",", ""))
+    # the cells, the usage and the durations move with the headline, in place
+    page.wait_for_function(CELLS_AGREE, arg=[before], timeout=30_000)
+    assert page.evaluate("window.__notReloaded") is True
+    screenshot(page, "dashboard-batch-running.png")
     page.get_by_text("Cancel batch…").click()
     page.get_by_role("button", name="Yes, cancel this batch").click()
-    assert "Cancelling" in page.get_by_role("status").first.inner_text()
+    assert "Cancel" in page.get_by_role("status").first.inner_text()
     page.locator("[data-detail] .badge").filter(has_text="cancelled").wait_for(timeout=30_000)
+    # the notice follows the batch: "Cancelling..." turns "Cancelled" (also when it was done
+    # before the page loaded), never left standing beside a cancelled badge
+    page.locator('[data-flash="done"]').filter(has_text="Cancelled (cancelled)").wait_for(
+        timeout=10_000
+    )
+    assert page.locator('[data-flash="cancelling"]').count() == 0
     record = requests.get(f"{server.url}/v1/batches/{batch_id}", headers=AUTH_A, timeout=10)
     assert record.json()["status"] == "cancelled"
     assert record.json()["request_counts"]["completed"] < 300
+
+
+def test_a_failed_batch_says_why_and_its_times_stay_current(page, server: Server) -> None:
+    wrong_url = jsonl(
+        [
+            request_line("ok", "fine", "gpt-x"),
+            {
+                "custom_id": "emb",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "gpt-x", "input": "x"},
+            },
+        ]
+    )
+    batch_id = start_batch(server, wrong_url)
+    deadline = time.time() + 30
+    while (
+        requests.get(f"{server.url}/v1/batches/{batch_id}", headers=AUTH_A).json()["status"]
+        != "failed"
+    ):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    sign_in(page, KEY_A)
+    row = page.locator(f'tr[data-batch="{batch_id}"]')
+    assert "line 2" in row.locator('[data-field="reason"]').inner_text()
+    page.goto(f"/dashboard/batches/{batch_id}")
+    assert "line 2" in page.locator("p.reason").inner_text()
+    ago = page.locator("[data-ago]").first
+    assert ago.inner_text() in ("just now",) or ago.inner_text().endswith("s ago")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_function(
+        "() => /[0-9]+ s ago/.test(document.querySelector('[data-ago]').textContent)"
+        " && Number(document.querySelector('[data-ago]').textContent.split(' ')[0]) >= 5",
+        timeout=30_000,
+    )
+    assert page.evaluate("window.__notReloaded") is True
+
+
+def test_long_file_names_wrap_at_their_separators(page, server: Server) -> None:
+    name = "customer_support_transcripts-2026-11-30.cleaned.deduplicated.final.jsonl"
+    requests.post(
+        f"{server.url}/v1/files",
+        headers=AUTH_A,
+        timeout=30,
+        files={"file": (name, echo_lines(2))},
+        data={"purpose": "batch"},
+    )
+    sign_in(page, KEY_A)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.goto("/dashboard/files")
+    cell = page.locator(".filename", has_text="customer_support").first
+    assert cell.inner_text().replace("\n", "") == name
+    lines = page.evaluate(
+        """(el) => { const r = document.createRange(); r.selectNodeContents(el);
+        return Array.from(r.getClientRects()).length; }""",
+        cell.element_handle(),
+    )
+    assert lines >= 2  # it wraps rather than overflowing the page
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    screenshot(page, "dashboard-files-phone.png")
 
 
 def failing_lines(n: int, prefix: str, every: int) -> bytes:
@@ -337,6 +425,11 @@ def test_operator_view_sees_every_project(
     assert (
         "free" in page.locator("section", has=page.get_by_role("heading", name="Disk")).inner_text()
     )
+    page.get_by_role("link", name=running).click()  # another project's batch: read-only
+    page.wait_for_url(f"**/dashboard/operator/projects/proj-b/batches/{running}")
+    assert page.get_by_role("heading", name=running).is_visible()
+    assert "read-only" in page.locator(".head").inner_text()
+    assert page.get_by_text("Cancel batch…").count() == 0
     requests.post(f"{server.url}/v1/batches/{running}/cancel", headers=AUTH_B, timeout=10)
 
 

@@ -58,12 +58,13 @@ def test_full_run_writes_every_line_once(make_app, provider):
     assert meta["expires_at"] == meta["created_at"] + 86400
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     assert stats["requests"] == 60 and stats["max_in_flight"] <= 8
-    # the journal is gone once the output is published (right after the terminal record)
+    # the journal goes once the terminal record is durable, a moment after it (not before:
+    # a kill in between would otherwise re-send every line): wait for it, with a deadline
     handle = app.extensions["zumik"].store("proj-a").batch(batch_id)
-    deadline = time.monotonic() + 10
-    while handle.segments() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert handle.segments() == []
+    deadline = time.monotonic() + 30
+    while handle.segments():
+        assert time.monotonic() < deadline, handle.segments()
+        time.sleep(0.02)
 
 
 def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
@@ -101,6 +102,7 @@ def test_failures_go_to_the_error_file_with_their_cause(make_app, provider):
     # no readable answer: response null, error set
     assert lines["garbage"]["response"] is None
     assert lines["garbage"]["error"]["code"] == "invalid_upstream_response"
+    assert {x["provider"] for x in lines.values()} == {"default"}  # on error lines too
     stats = requests.get(provider.url.replace("/v1", "/_stats")).json()
     assert stats["by_content"]["#fail:500:2"] == 3 and stats["by_content"]["#fail:400:99"] == 1
 
@@ -164,6 +166,30 @@ def test_cancel_stops_within_two_seconds_and_keeps_what_finished(make_app, provi
     assert len(lines) == done == len({x["custom_id"] for x in lines})
 
 
+def test_cancel_answers_the_counts_get_shows(make_app, provider):
+    requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
+    client = make_app(start=True, upstream_url=provider.url, concurrency=4).test_client()
+    _, batch_id = run_batch(client, echo_lines(200, model="m1"))
+    deadline = time.monotonic() + 30
+    while True:  # until the running claim has saved some counts
+        shown = client.get(f"/v1/batches/{batch_id}", headers=AUTH_A).get_json()
+        if shown["request_counts"]["completed"] > 0:
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.05)
+    answer = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A).get_json()
+    assert answer["status"] in ("cancelling", "cancelled")
+    counts = answer["request_counts"]
+    assert counts["total"] == 200 and counts["completed"] >= shown["request_counts"]["completed"]
+    assert answer["usage"]["total_tokens"] >= shown["usage"]["total_tokens"] > 0
+    batch = wait_batch(client, batch_id)
+    assert batch["status"] == "cancelled"
+    # once it reads cancelled, the input may go (and a repeated cancel says so too)
+    again = client.post(f"/v1/batches/{batch_id}/cancel", headers=AUTH_A).get_json()
+    assert again["status"] == "cancelled" and again["request_counts"] == batch["request_counts"]
+    assert client.delete(f"/v1/files/{batch['input_file_id']}", headers=AUTH_A).status_code == 200
+
+
 def test_completion_window_expiry(make_app, provider):
     requests.post(provider.url.replace("/v1", "/_control"), json={"latency": 0.2})
     now = [time.time()]
@@ -180,6 +206,9 @@ def test_completion_window_expiry(make_app, provider):
     expired = output_lines(client, batch["error_file_id"])
     assert all(x["error"] is None for x in done)
     assert all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in expired)
+    # "provider" is on every kind of line: the answering one, or null where none was tried
+    assert {x["provider"] for x in done} == {"default"}
+    assert {x["provider"] for x in expired} == {None}
     ids = [x["custom_id"] for x in done + expired]
     assert len(ids) == 40 == len(set(ids)) and 0 < len(expired) < 40
     assert batch["request_counts"] == {"total": 40, "completed": len(done), "failed": len(expired)}

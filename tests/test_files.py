@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -191,7 +192,17 @@ def test_oversized_content_length_is_refused_before_reading(make_app):
         content_type="multipart/form-data; boundary=x",
         environ_overrides={"CONTENT_LENGTH": "999999999"},
     )
-    assert_envelope(response, 413, "too large", code="request_too_large")
+    error = assert_envelope(response, 413, "too large", code="request_too_large")
+    assert "ZUMIK_MAX_UPLOAD_BYTES" in error["message"]
+    assert re.search(r"over the \d+-byte limit", error["message"]), error["message"]
+
+
+def test_a_line_that_is_not_json_names_its_column_not_a_second_line_number(client):
+    content = echo_lines(1) + b"{bad json}\n"
+    error = assert_envelope(upload(client, content), 400, code="invalid_json_line")
+    message = error["message"]
+    assert "line 2" in message.lower() and "at column 2: Expecting property name" in message
+    assert "line 1" not in message and "char" not in message
 
 
 def test_file_count_quota(make_app):

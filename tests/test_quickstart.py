@@ -33,7 +33,12 @@ def test_quick_start_defaults_end_to_end(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url + "/healthz", 30, server, log)
-        key = re.search(r"zk_[A-Za-z0-9_-]+", log.read_text()).group(0)
+        printed = log.read_text()
+        key = re.search(r"zk_[A-Za-z0-9_-]+", printed).group(0)
+        # the first lines say where the data is, the URL, the workers and the provider
+        assert printed.startswith(f"zumik: data dir:  {tmp_path / 'data'}\n"), printed
+        assert f"http://127.0.0.1:{port}/" in printed and "workers:   2" in printed
+        assert "zumik-echo answers" in printed
         (tmp_path / "requests.jsonl").write_bytes(echo_lines(20))
         done = subprocess.run(
             [

@@ -13,7 +13,7 @@ import pytest
 
 import zumik
 from zumik.execution.routing import Router
-from zumik.settings import ConfigError, load_settings
+from zumik.settings import ConfigError, load_settings, unknown_environment
 
 
 def test_defaults_match_the_contract():
@@ -86,6 +86,30 @@ def test_route_config_errors(tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match=words) as info:
             Router.from_settings(load_settings({"ZUMIK_CONFIG": str(config)}))
         assert str(config) in str(info.value)
+
+
+def test_an_unknown_key_suggests_the_closest_one_not_all(tmp_path):
+    config = tmp_path / "z.toml"
+    config.write_text("[server]\nmax_filez = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"ZUMIK_CONFIG": str(config)})
+    assert "did you mean `max_files`?" in str(info.value) and "max_bytes" not in str(info.value)
+    config.write_text('[providers.p]\nbase_url = "http://x/v1"\nmax_concurency = 4\n')
+    with pytest.raises(ConfigError) as info:
+        Router.from_settings(load_settings({"ZUMIK_CONFIG": str(config)}))
+    message = str(info.value)
+    assert "'max_concurency'" in message and "did you mean `max_concurrency`?" in message
+    assert "rpm" not in message
+
+
+def test_a_misspelled_environment_variable_is_reported():
+    warnings = unknown_environment(
+        {"ZUMIK_MAX_FILEZ": "3", "ZUMIK_PORT": "1", "ZUMIK_MAX_FILES": "3", "HOME": "/"}
+    )
+    assert warnings == [
+        "ZUMIK_MAX_FILEZ is not a Zumik setting; ignored (did you mean `ZUMIK_MAX_FILES`?)"
+    ]
+    assert unknown_environment({"ZUMIK_UPSTREAM_FSYNC_INTERVAL": "0.5"}) == []
 
 
 def test_settings_is_the_only_reader_of_the_environment():

@@ -7,6 +7,7 @@ Nothing else in Zumik reads ``os.environ``. Precedence: built-in defaults < the 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -178,6 +179,38 @@ _STR_FIELDS = {
 }
 
 
+# ZUMIK_* variables read by the launchers (zumik serve, gunicorn_conf), not settings fields
+LAUNCH_VARIABLES = frozenset(
+    {"ZUMIK_HOST", "ZUMIK_PORT", "ZUMIK_WORKERS", "ZUMIK_BIND", "ZUMIK_ACCESS_LOG"}
+)
+
+
+def did_you_mean(name: str, known: set[str] | frozenset[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def unknown_key(where: str, key: str, known: set[str] | frozenset[str]) -> ConfigError:
+    """The error for an unknown key in a config table: the closest known one, not all."""
+    return ConfigError(f"{where} has unknown key {key!r}{did_you_mean(key, known)}")
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """Warnings for ``ZUMIK_*`` variables no setting reads (a typo is otherwise silent)."""
+    env = os.environ if environ is None else environ
+    known = {f"ZUMIK_{f.name.upper()}" for f in dataclasses.fields(Settings)} - {
+        "ZUMIK_PROVIDERS",
+        "ZUMIK_MODELS",
+    }
+    known |= LAUNCH_VARIABLES
+    return [
+        f"{name} is not a Zumik setting; ignored{did_you_mean(name, known)}"
+        for name in sorted(env)
+        if name.startswith("ZUMIK_") and name not in known
+    ]
+
+
 def parse_api_keys(text: str) -> dict[str, str]:
     """Parse ``key=project,key=project`` into a mapping."""
     keys: dict[str, str] = {}
@@ -264,7 +297,7 @@ def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
     values: dict[str, Any] = {"config": path}
     for key, value in document.get("server", {}).items():
         if key not in names:
-            raise ConfigError(f"{path}: [server] has unknown key {key!r}; known: {sorted(names)}")
+            raise unknown_key(f"{path}: [server]", key, names)
         values[key] = _coerce(key, value, f"{path}: [server].{key}")
     for table in ("providers", "models"):
         section = document.get(table, {})

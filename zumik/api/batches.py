@@ -126,8 +126,12 @@ def _string_field(body: dict[str, Any], name: str, default: str | None = None) -
 
 @bp.post("")
 def create_batch() -> tuple[Response, int]:
+    return create_from(json_body())
+
+
+def create_from(body: Any) -> tuple[Response, int]:
+    """Create a batch from a request body (the API's JSON, or the dashboard's form)."""
     zumik = current()
-    body = json_body()
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object")
     unknown = set(body) - CREATE_FIELDS
@@ -181,6 +185,7 @@ def create_batch() -> tuple[Response, int]:
         total=requests,
         window_seconds=options.window_seconds,
     )
+    record["model"] = meta.get("model")  # as OpenAI does, known at create (the upload's lines)
     record.update(options.record_fields())
     if output_ttl is not None:
         record["_output_ttl"] = output_ttl
@@ -283,4 +288,5 @@ def cancel_batch(batch_id: str) -> Response:
             extra={"batch_id": batch_id, "project": store.project, "status": record["status"]},
         )
         zumik.executor.wake()
-    return jsonify(records.public_batch(record))
+    # as GET shows it: with the running claim's latest counts and usage, not the bare record
+    return jsonify(records.public_batch(handle.read() or record))

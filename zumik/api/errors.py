@@ -129,10 +129,35 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
             headers={"Allow": allowed},
         )
     if status == 413:
-        return ApiError(
-            413, "Request body too large: " + (exc.description or ""), code="request_too_large"
-        )
+        return ApiError(413, _too_large_message(), code="request_too_large")
     return ApiError(status, exc.description or exc.name)
+
+
+_BODY_SETTINGS = {  # which setting caps the body of each route (the others: JSON bodies)
+    "files.create_file": "ZUMIK_MAX_UPLOAD_BYTES",
+    "uploads_api.add_part": "ZUMIK_MAX_PART_BYTES",
+    "dashboard.upload": "ZUMIK_MAX_UPLOAD_BYTES",
+}
+
+
+def _too_large_message() -> str:
+    """A 413 that names the limit in bytes and the setting that sets it."""
+    limit = request.max_content_length
+    setting = _BODY_SETTINGS.get(request.endpoint or "", "ZUMIK_MAX_JSON_BYTES")
+    size = f"{limit}-byte" if limit is not None else "size"
+    return (
+        f"The request body is too large: over the {size} limit for {request.path} "
+        f"(set by {setting})"
+    )
+
+
+POLL_HEADER = "X-Zumik-Poll"  # the dashboard's background refreshes send it
+
+
+def is_poll() -> bool:
+    """A dashboard page's background poll (every few seconds): logged at debug, so the access
+    log keeps the requests people and clients make (what matters behind nginx)."""
+    return request.endpoint == "dashboard.poll_batches" or POLL_HEADER in request.headers
 
 
 def init_app(app: Flask) -> None:
@@ -149,7 +174,8 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def add_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        access.info(
+        access.log(
+            logging.DEBUG if is_poll() else logging.INFO,
             "request",
             extra={
                 "request_id": g.get("request_id"),

@@ -53,6 +53,7 @@ def create_file() -> tuple[Response, int]:
         purpose=upload.purpose,
         requests=upload.requests,
         expires_at=now + upload.expires_after if upload.expires_after else None,
+        model=upload.model,  # internal: a batch over the file starts with it
     )
     try:
         keyed = idempotent_request(

@@ -38,6 +38,7 @@ class Upload:
     filename: str
     purpose: str
     expires_after: int | None
+    model: str | None = None  # the model every line names (None: several)
 
 
 def clean_filename(name: str, param: str = "file") -> str:
@@ -157,7 +158,9 @@ def receive_multipart(
             raise bad_request("Missing the 'file' part of the multipart upload", "file")
         purpose, expires = check_file_fields(fields)
         requests = sink.finish()
-        return Upload(sink.path, sink.size, requests, filename, purpose, expires)
+        return Upload(
+            sink.path, sink.size, requests, filename, purpose, expires, sink.validator.model
+        )
     except UnicodeDecodeError:
         if sink is not None:
             sink.discard()
@@ -246,4 +249,4 @@ def receive_json(document: Any, directory: Path, settings: Settings) -> Upload:
     except BaseException:
         sink.discard()
         raise
-    return Upload(sink.path, sink.size, requests, name, purpose, expires)
+    return Upload(sink.path, sink.size, requests, name, purpose, expires, sink.validator.model)

@@ -20,6 +20,26 @@ from zumik.cli import batchplan
 
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 RETRIES = 3
+# exit codes of `zumik batch run` (and of the other subcommands where they apply)
+EXIT_OK, EXIT_LINES_FAILED, EXIT_ERROR, EXIT_NOT_COMPLETED = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  the batch completed and every line succeeded
+  1  the batch completed, but some lines failed (they are in the error file)
+  2  the command could not run: a missing file, a bad option, an API error or no key
+  3  the batch did not complete: it failed validation, was cancelled or expired
+  130  interrupted (Ctrl-C), the batch left running
+
+results go to --out (default FILE.results.jsonl), failed lines beside it: the --out name
+without its last suffix (and without a trailing ".results"), plus ".errors.jsonl":
+  --out r2.out -> r2.errors.jsonl; prompts.results.jsonl -> prompts.errors.jsonl"""
+
+
+def fail(message: str) -> SystemExit:
+    """One clear line on stderr and exit code 2 (raise what this returns)."""
+    print(f"zumik: {message}", file=sys.stderr)
+    return SystemExit(EXIT_ERROR)
+
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -54,7 +74,7 @@ class ApiClient:
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == RETRIES:
-                    raise SystemExit(f"zumik: {method} {path} failed: {exc}") from None
+                    raise fail(f"{method} {path} failed: {exc}") from None
                 time.sleep(2**attempt)
                 continue
             if response.status_code in RETRY_STATUSES and attempt < RETRIES:
@@ -66,9 +86,7 @@ class ApiClient:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:300]
-            raise SystemExit(
-                f"zumik: {method} {path} failed: HTTP {response.status_code}: {message}"
-            )
+            raise fail(f"{method} {path} failed: HTTP {response.status_code}: {message}")
         return response
 
     def upload(self, path: Path) -> dict[str, Any]:
@@ -162,7 +180,7 @@ def save_results(client: ApiClient, batch: dict[str, Any], out: Path) -> None:
         size = client.download(batch["output_file_id"], out)
         print(f"results: {out} ({size} bytes)")
     if batch.get("error_file_id"):
-        errors = out.with_name(out.stem + ".errors" + out.suffix)
+        errors = errors_path(out)
         client.download(batch["error_file_id"], errors)
         print(f"failed lines: {errors}")
     if batch.get("errors"):
@@ -173,14 +191,25 @@ def save_results(client: ApiClient, batch: dict[str, Any], out: Path) -> None:
             )
 
 
+def errors_path(out: Path) -> Path:
+    """Where the failed lines go beside the results file ``out`` (the rule ``--help`` states):
+    ``r2.out`` -> ``r2.errors.jsonl``, ``prompts.results.jsonl`` -> ``prompts.errors.jsonl``."""
+    stem = out.stem if out.suffix else out.name
+    stem = stem.removesuffix(".results") or stem
+    return out.with_name(stem + ".errors.jsonl")
+
+
 def with_model(path: Path, model: str, workdir: Path) -> Path:
     """A copy of ``path`` whose lines all ask for ``model`` (streamed, line by line)."""
     out = workdir / (path.stem + f".{model.replace('/', '_')}.jsonl")
     with open(path, "rb") as src, open(out, "wb") as dst:
-        for raw in src:
+        for number, raw in enumerate(src, 1):
             if raw.strip():
-                line = json.loads(raw)
-                line.setdefault("body", {})["model"] = model
+                try:
+                    line = json.loads(raw)
+                    line.setdefault("body", {})["model"] = model
+                except (ValueError, AttributeError, TypeError):
+                    raise fail(f"{path}: line {number} is not a JSON request object") from None
                 dst.write(json.dumps(line).encode() + b"\n")
     return out
 
@@ -188,6 +217,8 @@ def with_model(path: Path, model: str, workdir: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     client = _client(args)
     path = Path(args.file)
+    if not path.is_file():
+        raise fail(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     if args.model:
         path = with_model(path, args.model, Path(os.environ.get("TMPDIR", "/tmp")))
     uploaded = client.upload(path)
@@ -200,14 +231,21 @@ def run(args: argparse.Namespace) -> int:
     batch = watch(client, batch["id"], args.interval)
     out = Path(args.out or Path(args.file).with_suffix(".results.jsonl"))
     save_results(client, batch, out)
-    return 0 if batch["status"] == "completed" else 1
+    return exit_code(batch)
+
+
+def exit_code(batch: dict[str, Any]) -> int:
+    """0 all lines succeeded, 1 some failed, 3 the batch did not complete (see ``--help``)."""
+    if batch["status"] != "completed":
+        return EXIT_NOT_COMPLETED
+    return EXIT_LINES_FAILED if (batch.get("request_counts") or {}).get("failed") else EXIT_OK
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8080/v1"
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     if not api_key:
-        raise SystemExit("zumik: no API key: pass --api-key or set OPENAI_API_KEY")
+        raise fail("no API key: pass --api-key or set OPENAI_API_KEY")
     return ApiClient(base_url, api_key)
 
 
@@ -245,7 +283,7 @@ def download(args: argparse.Namespace) -> int:
     client = _client(args)
     batch = client.retrieve(args.batch_id)
     if batch["status"] not in TERMINAL:
-        raise SystemExit(f"zumik: batch is {batch['status']}; wait for it to finish")
+        raise fail(f"batch is {batch['status']}; wait for it to finish")
     save_results(client, batch, Path(args.out or f"{args.batch_id}.jsonl"))
     return 0
 
@@ -259,10 +297,19 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("--api-key", help="default: $OPENAI_API_KEY")
     batch.add_argument("--interval", type=float, default=1.0, help="poll every N seconds")
     sub = batch.add_subparsers(dest="batch_command", required=True)
-    run_p = sub.add_parser("run", help="upload FILE, run it as a batch, download the results")
+    run_p = sub.add_parser(
+        "run",
+        help="upload FILE, run it as a batch, download the results",
+        description="Upload FILE, run it as a batch with a live progress line, download the "
+        "results.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run_p.add_argument("file")
     run_p.add_argument("--model", help="send every line to this model")
-    run_p.add_argument("--out", help="results file (default: FILE.results.jsonl)")
+    run_p.add_argument(
+        "--out", help="results file (default: FILE.results.jsonl); failed lines go beside it"
+    )
     run_p.add_argument("--metadata", action="append", metavar="KEY=VALUE")
     batchplan.add_run_options(run_p)
     run_p.set_defaults(func=run)

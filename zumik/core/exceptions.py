@@ -7,6 +7,8 @@ line there.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ZumikError(Exception):
     """The root of every domain error; ``param`` names the offending request field."""
@@ -37,6 +39,24 @@ class FileInUse(ZumikError):
     """The file is the input of a batch that is still running."""
 
     code = "file_in_use"
+
+    @classmethod
+    def of(cls, file_id: str, record: dict[str, Any]) -> FileInUse:
+        """Why the file cannot go yet, and what to do: never advice the batch's state
+        contradicts."""
+        batch_id, status = record["id"], record["status"]
+        if status == "cancelling":
+            message = (
+                f"File {file_id} is the input of batch {batch_id}, which is cancelling: it stops "
+                "within a few seconds (its status then reads 'cancelled'); delete the file then"
+            )
+        else:
+            message = (
+                f"File {file_id} is the input of batch {batch_id}, which is still {status}; wait "
+                f"for it to finish, or cancel it (POST /v1/batches/{batch_id}/cancel) and delete "
+                "the file once it reads 'cancelled'"
+            )
+        return cls(message, param="file_id")
 
 
 class NoSuchInput(ZumikError):

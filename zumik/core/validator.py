@@ -82,6 +82,7 @@ class JsonlValidator:
         self._pending = b""
         self._blank_line: int | None = None
         self._seen = HashSet()
+        self.models: set[str] = set()  # the models lines name, up to two (then: several)
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -95,6 +96,11 @@ class JsonlValidator:
                 "line_too_long",
                 f"longer than the {self.max_line_bytes}-byte line limit",
             )
+
+    @property
+    def model(self) -> str | None:
+        """The model every line names, or None when they name several."""
+        return next(iter(self.models)) if len(self.models) == 1 else None
 
     def _pending_length(self) -> int:
         """The unfinished line's length as ``_line`` will count it: without a CR that may yet be
@@ -130,8 +136,10 @@ class JsonlValidator:
             return
         if self._blank_line is not None:
             raise LineError(self._blank_line, "invalid_json_line", "empty line between requests")
-        custom_id, _, inputs = check_request(raw, self.lines, self.max_depth)
+        custom_id, _, inputs, model = check_request(raw, self.lines, self.max_depth)
         self.requests += 1
+        if len(self.models) < 2:
+            self.models.add(model)
         if inputs:
             self.embedding_inputs += inputs
             if self.embedding_inputs > self.max_embedding_inputs:

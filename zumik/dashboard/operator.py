@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ from typing import Any
 from flask import abort, g, render_template
 
 from zumik.api.context import current
-from zumik.dashboard import bp, present
+from zumik.core import ids
+from zumik.dashboard import bp, pages, present
 from zumik.execution.routing import Router
 from zumik.ops import metrics
 from zumik.settings import Settings
@@ -85,6 +85,11 @@ def _snapshots(data_dir: Path, now: float) -> list[dict[str, Any]]:
             continue
         snapshot["_age"] = age
         snapshot["_alive"] = metrics.alive(snapshot) and age < STALE_SNAPSHOT * 10
+        # a dead process of this host (a previous run, a restarted worker) is known gone at
+        # once: its counters still count, but it is not listed as an executor
+        snapshot["_dead_here"] = snapshot.get("host") == metrics.HOST and not metrics.alive(
+            snapshot
+        )
         out.append(snapshot)
     return out
 
@@ -184,20 +189,44 @@ def project_summaries(settings: Settings, clock: Any) -> tuple[list[dict[str, An
 
 
 def disk(data_dir: Path) -> dict[str, Any]:
-    total, used, free = shutil.disk_usage(data_dir)
+    """The data dir's filesystem as ``df`` shows it: ``free`` is what Zumik can still write
+    (``f_bavail``), ``size`` is used + that (the root reserve left out), use% = used / size."""
+    stats = os.statvfs(data_dir)
+    free = stats.f_bavail * stats.f_frsize
+    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    size = used + free
     return {
         "path": str(data_dir),
-        "total": total,
+        "total": stats.f_blocks * stats.f_frsize,
+        "size": size,
         "used": used,
         "free": free,
-        "used_pct": present.share(used, total),
+        "used_pct": present.share(used, size),
     }
+
+
+def _require_admin() -> None:
+    if not g.get("admin"):
+        abort(403, "The operator view needs an operator key (zumik keys create --admin).")
+
+
+@bp.get("/operator/projects/<project>/batches/<batch_id>")
+def operator_batch(project: str, batch_id: str) -> str:
+    """Any project's batch, read-only, for the operator (linked from the active batches)."""
+    _require_admin()
+    zumik = current()
+    if project not in set(iter_projects(zumik.settings.data_dir)) or not ids.is_batch_id(batch_id):
+        abort(404, f"No batch {batch_id} in project {project}.")
+    store = zumik.store(project)
+    record = store.get_batch(batch_id)
+    if record is None:
+        abort(404, f"No batch {batch_id} in project {project}.")
+    return pages.render_batch(store, record, readonly=True)
 
 
 @bp.get("/operator")
 def operator() -> str:
-    if not g.get("admin"):
-        abort(403, "The operator view needs an operator key (zumik keys create --admin).")
+    _require_admin()
     zumik = current()
     now = zumik.clock()
     zumik.metrics.flush(zumik.settings.data_dir)  # this worker's numbers, fresh
@@ -211,6 +240,7 @@ def operator() -> str:
             "stale": s["_age"] > STALE_SNAPSHOT,
         }
         for s in snapshots
+        if not s["_dead_here"]
     ]
     return render_template(
         "operator.html",

@@ -28,17 +28,24 @@ from zumik.api.context import current, project_store
 from zumik.api.errors import ApiError, envelope, from_domain
 from zumik.core import ids
 from zumik.core.exceptions import ZumikError
+from zumik.core.lines import SUPPORTED_ENDPOINTS
 from zumik.dashboard import bp, present
 from zumik.dashboard.listing import FILTERS, StatusIndex, batch_page
+from zumik.storage.store import ProjectStore
 
 PER_PAGE = 50
+FILE_BATCHES_SCANNED = 1000  # a file's page looks for its batches among this many newest
 MAX_POLLED = 100
 MAX_FILES_SHOWN = 1000  # the files page lists the newest ones (the API pages through all)
 
 
 def register_filters(app: Flask) -> None:
     app.jinja_env.filters.update(
-        size=present.size, number=present.number, when=present.when, iso=present.iso
+        size=present.size,
+        number=present.number,
+        when=present.when,
+        iso=present.iso,
+        breakable=present.breakable,
     )
 
 
@@ -115,18 +122,22 @@ def _batch(batch_id: str) -> dict[str, Any]:
     return record
 
 
-def _file_link(file_id: str | None) -> dict[str, Any] | None:
+def _file_link(store: ProjectStore, file_id: str | None) -> dict[str, Any] | None:
     if not file_id:
         return None
-    meta = project_store().get_file(file_id)
+    meta = store.get_file(file_id)
     return {"id": file_id, "meta": meta}
 
 
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str) -> str:
-    record = _batch(batch_id)
+    return render_batch(project_store(), _batch(batch_id))
+
+
+def render_batch(store: ProjectStore, record: dict[str, Any], readonly: bool = False) -> str:
+    """A batch's page; ``readonly`` (the operator viewing another project's batch): no cancel,
+    no downloads (those act in the signed-in project)."""
     now = _now()
-    store = project_store()
     failures: list[dict[str, str]] = []
     more = False
     error_file = record.get("error_file_id")
@@ -134,7 +145,7 @@ def batch(batch_id: str) -> str:
         failures, more = present.failed_lines(store.file_data_path(error_file))
     errors = (record.get("errors") or {}).get("data") or []
     downloads = [
-        (label, _file_link(record.get(key)))
+        (label, _file_link(store, record.get(key)))
         for label, key in (
             ("Input", "input_file_id"),
             ("Output", "output_file_id"),
@@ -152,6 +163,8 @@ def batch(batch_id: str) -> str:
         downloads=downloads,
         usage=record.get("usage") or {},
         cost=record.get("cost"),
+        readonly=readonly,
+        project=store.project,
     )
 
 
@@ -160,7 +173,8 @@ def cancel(batch_id: str) -> ResponseReturnValue:
     _batch(batch_id)
     record = batches_api.cancel_batch(batch_id).get_json()
     if record["status"] == "cancelling":
-        flash("Cancelling: lines in flight are stopped; finished lines are kept.")
+        # (the page's poll removes it once the batch no longer reads "cancelling")
+        flash("Cancelling: lines in flight are stopped; finished lines are kept.", "cancelling")
     else:
         flash(f"The batch is {record['status']}; there is nothing to cancel.", "error")
     return redirect(url_for("dashboard.batch", batch_id=batch_id))
@@ -185,7 +199,11 @@ def files() -> str:
         "bytes_pct": present.share(used.bytes, settings.max_bytes),
     }
     return render_template(
-        "files.html", files=metas, quota=quota, max_upload=settings.max_upload_bytes
+        "files.html",
+        files=metas,
+        quota=quota,
+        max_upload=settings.max_upload_bytes,
+        endpoints=SUPPORTED_ENDPOINTS,
     )
 
 
@@ -194,6 +212,36 @@ def upload() -> tuple[Response, int]:
     """The upload the files page sends (drag and drop or the chooser), through the API's view."""
     response, status = files_api.create_file()  # (body caps: the guard, body_cap)
     return response, status
+
+
+@bp.post("/files/<file_id>/batch")
+def create_batch(file_id: str) -> ResponseReturnValue:
+    """ "Create a batch from this file", through the API's own create."""
+    body = {"input_file_id": file_id, "endpoint": request.form.get("endpoint", "")}
+    try:
+        response, _ = batches_api.create_from(body)
+    except (ApiError, ZumikError) as error:
+        flash(error.message, "error")
+        return redirect(url_for("dashboard.files"))
+    batch_id = response.get_json()["id"]
+    flash(f"Created batch {batch_id}.")
+    return redirect(url_for("dashboard.batch", batch_id=batch_id))
+
+
+@bp.get("/files/<file_id>/batches")
+def file_batches(file_id: str) -> str:
+    """The batches over one input file (among the newest ``FILE_BATCHES_SCANNED``)."""
+    store = project_store()
+    meta = store.get_file(file_id) if ids.is_file_id(file_id) else None
+    if meta is None:
+        abort(404, f"No file {file_id} in project {g.project}.")
+    now = _now()
+    rows = []
+    for batch_id in itertools.islice(store.batch_ids(), FILE_BATCHES_SCANNED):
+        record = store.get_batch(batch_id)
+        if record is not None and record.get("input_file_id") == file_id:
+            rows.append((record, present.progress(record, now)))
+    return render_template("file_batches.html", file=meta, rows=rows, scanned=FILE_BATCHES_SCANNED)
 
 
 @bp.post("/files/<file_id>/delete")

@@ -4,9 +4,12 @@ relative times, sizes, a batch's progress, throughput and ETA, its timeline, its
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from zumik.storage.store import ACTIVE_STATUSES
 
@@ -57,6 +60,12 @@ def duration(seconds: float) -> str:
         hours, minutes = divmod(seconds // 60, 60)
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+
+
+def breakable(name: str) -> Markup:
+    """A long name with a line-break opportunity after each ``_ - . /`` (escaped): it wraps
+    at its separators first, mid-word only where a part is wider than the column."""
+    return Markup("<wbr>").join(escape(part) for part in re.split(r"(?<=[_\-./])", str(name)))
 
 
 def when(ts: float | None) -> str:
@@ -126,7 +135,66 @@ def progress(record: dict[str, Any], now: float) -> dict[str, Any]:
         "created_ago": ago(record.get("created_at"), now),
         "created_iso": iso(record.get("created_at")),
         "created_when": when(record.get("created_at")),
+        "reason": reason(record),
+        **cells(record, completed, failed, total),
+        **durations(record, now, done),
     }
+
+
+def reason(record: dict[str, Any]) -> str:
+    """Why a failed batch failed: its first error (and how many more), else nothing."""
+    errors = (record.get("errors") or {}).get("data") or []
+    if record.get("status") != "failed" or not errors:
+        return ""
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    where = f"line {first['line']}: " if first.get("line") is not None else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    message = str(first.get("message") or first.get("code") or "")[:MESSAGE_CHARS]
+    return f"{where}{message}{more}"
+
+
+def cells(record: dict[str, Any], completed: int, failed: int, total: int) -> dict[str, str]:
+    """The counts and token usage as the page's cells show them (updated together by polls)."""
+    usage = record.get("usage") or {}
+    return {
+        "completed_text": number(completed),
+        "failed_text": number(failed),
+        "total_text": number(total),
+        "input_tokens": number(usage.get("input_tokens")),
+        "cached_tokens": number((usage.get("input_tokens_details") or {}).get("cached_tokens")),
+        "output_tokens": number(usage.get("output_tokens")),
+        "reasoning_tokens": number(
+            (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+        ),
+        "total_tokens": number(usage.get("total_tokens")),
+    }
+
+
+def durations(record: dict[str, Any], now: float, done: int) -> dict[str, str]:
+    """How long it queued (created to running), has run (or ran), and per finished line."""
+    created, started = record.get("created_at"), record.get("in_progress_at")
+    ended = next(
+        (
+            record[key]
+            for key in ("completed_at", "failed_at", "cancelled_at", "expired_at")
+            if record.get(key)
+        ),
+        None,
+    )
+    queued = run = per_line = "—"
+    if created is not None:
+        until = started if started is not None else (ended or now)
+        queued = duration(max(until - created, 0))
+    if started is not None:
+        seconds = max((ended or now) - started, 0)
+        run = duration(seconds)
+        if done:
+            per_line = (
+                f"{1000 * seconds / done:,.0f} ms"
+                if seconds / done < 10
+                else (duration(seconds / done))
+            )
+    return {"queued": queued, "run_time": run, "per_line": per_line}
 
 
 def timeline(record: dict[str, Any], now: float) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ server sharing the data dir signs with the same one.
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -214,11 +215,12 @@ def signin() -> ResponseReturnValue:
     address = request.remote_addr or "-"
     wait = throttle.wait(address)
     if wait > 0:
-        seconds = max(1, round(wait))
-        return render_template(
+        seconds = max(1, math.ceil(wait))
+        page = render_template(
             "signin.html",
             error=(f"Too many wrong keys from your address. Wait {seconds} s, then try again."),
-        ), 429
+        )
+        return page, 429, {"Retry-After": str(seconds)}
     key = request.form.get("key", "").strip()
     digest = hash_key(key) if key else ""
     project = current().keyring.project_for_digest(digest) if key else None

@@ -29,7 +29,7 @@ from zumik.execution.finalize import Finalizing, Incomplete
 from zumik.execution.lastround import LastRound
 from zumik.execution.outcome import RunOutcome
 from zumik.execution.packing import Pack, Packer
-from zumik.execution.results import custom_id_of, error_line, response_line
+from zumik.execution.results import custom_id_of, error_line, outcome_line
 from zumik.execution.routing import Router
 from zumik.execution.scheduler import FairScheduler
 from zumik.execution.throughput import Throughput
@@ -349,16 +349,7 @@ class BatchRun(Validating, Finalizing, LastRound, Watching):
                 self.throughput.answered(outcome.provider, sent, outcome.usage)
             elif outcome.retryable and self.defer(number, custom_id, body):
                 return None  # not journaled: sent again in the last round
-            line = (
-                response_line(custom_id, outcome, self.next_request_id())
-                if outcome.body is not None and outcome.status_code is not None
-                else error_line(
-                    custom_id,
-                    outcome.error_code or "upstream_error",
-                    outcome.error_message or "request failed",
-                    self.next_request_id(),
-                )
-            )
+            line = outcome_line(custom_id, outcome, self.next_request_id())
             return line, ok, outcome.usage if ok else None, outcome.provider, body.model
         except Exception as exc:  # anything unexpected fails this line alone, once
             self._line_failed(number, custom_id, exc, body.model)

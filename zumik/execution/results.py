@@ -40,10 +40,30 @@ def response_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
     )
 
 
-def error_line(custom_id: str, code: str, message: str, request_id: str | None = None) -> bytes:
+def outcome_line(custom_id: str, outcome: Outcome, request_id: str) -> bytes:
+    """The result line of a sent request: the provider's answer, or the failure without one."""
+    if outcome.body is not None and outcome.status_code is not None:
+        return response_line(custom_id, outcome, request_id)
+    return error_line(
+        custom_id,
+        outcome.error_code or "upstream_error",
+        outcome.error_message or "request failed",
+        request_id,
+        outcome.provider or None,
+    )
+
+
+def error_line(
+    custom_id: str,
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    provider: str | None = None,
+) -> bytes:
     """A result line for a request that failed without an HTTP answer to show (timeout,
     connection error, ``batch_expired``, no route, an unreadable body): ``response`` null,
-    ``error`` set."""
+    ``error`` set. ``provider`` (Zumik's extension, on every line) names the provider last
+    tried; null when none was (no route, expired before it ran, a bug)."""
     request_id = request_id or ids.new_id(ids.BATCH_REQUEST_PREFIX)
     return (
         json.dumps(
@@ -52,6 +72,7 @@ def error_line(custom_id: str, code: str, message: str, request_id: str | None =
                 "custom_id": custom_id,
                 "response": None,
                 "error": {"code": code, "message": message},
+                "provider": provider,
             },
             separators=(",", ":"),
         ).encode()

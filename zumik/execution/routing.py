@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from zumik.settings import ConfigError, Settings
+from zumik.settings import ConfigError, Settings, unknown_key
 
 ECHO_MODEL = "zumik-echo"
 ECHO_PROVIDER = "echo"
@@ -171,9 +171,7 @@ def _provider(name: str, table: dict[str, Any], settings: Settings, where: str) 
     key = f"{where}: [providers.{name}]"
     unknown = set(table) - _PROVIDER_KEYS
     if unknown:
-        raise ConfigError(
-            f"{key} has unknown key(s) {sorted(unknown)}; known: {sorted(_PROVIDER_KEYS)}"
-        )
+        raise unknown_key(key, sorted(unknown)[0], _PROVIDER_KEYS)
     if name == ECHO_PROVIDER:
         raise ConfigError(f"{key}: the name 'echo' is reserved for the built-in provider")
     base_url = table.get("base_url")

@@ -385,12 +385,7 @@ class ProjectStore(BatchStore):
                 return False
             for record in self.active_batches():
                 if record.get("input_file_id") == file_id:
-                    raise FileInUse(
-                        f"File {file_id} is the input of batch {record['id']}, "
-                        f"which is still {record['status']}; cancel it or wait "
-                        "for it to finish",
-                        param="file_id",
-                    )
+                    raise FileInUse.of(file_id, record)
             self.remove_file(file_id)
         return True
 

@@ -221,6 +221,7 @@ class UploadSessions:
                 purpose=record["purpose"],
                 requests=requests,
                 expires_at=now + expires if expires else None,
+                model=sink.validator.model,  # internal: a batch over the file starts with it
             )
             with self.store.quota_lock():
                 record = self.get(upload_id)

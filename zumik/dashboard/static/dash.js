@@ -8,20 +8,18 @@
     return meta ? meta.content : "";
   }
 
-  function setText(root, field, value) {
-    var el = root.querySelector('[data-field="' + field + '"]');
-    if (el && el.textContent !== value) el.textContent = value;
-  }
-
+  /* Every text cell the poll's row has a value for: counts, usage, durations, rate. */
   function update(root, row) {
     var badge = root.querySelector('[data-field="status"]');
     if (badge) {
       badge.textContent = row.status_label;
       badge.className = "badge badge-" + row.badge;
     }
-    setText(root, "text", row.text);
-    setText(root, "rate", row.rate);
-    setText(root, "eta", row.eta);
+    Array.prototype.forEach.call(root.querySelectorAll("[data-field]"), function (el) {
+      var value = el.dataset.field === "status" ? null : row[el.dataset.field];
+      if (typeof value === "string" && el.textContent !== value) el.textContent = value;
+    });
+    if (row.status !== "cancelling") settleCancelNotice(row.status);
     var bar = root.querySelector('[data-field="bar"]');
     if (bar) {
       bar.setAttribute("aria-valuenow", String(row.completed + row.failed));
@@ -37,7 +35,7 @@
 
   /* Fetch this page again and swap one region (server-rendered, so escaped by Jinja). */
   function refreshRegion(name) {
-    return fetch(location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+    return fetch(location.href, {credentials: "same-origin", headers: {"Accept": "text/html", "X-Zumik-Poll": "1"}})
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
@@ -56,7 +54,7 @@
     setTimeout(function tick() {
       if (document.hidden) { setTimeout(tick, delay); return; }
       var ids = active.map(function (r) { return r.dataset.batch; }).join(",");
-      fetch("/dashboard/api/batches?ids=" + encodeURIComponent(ids), {credentials: "same-origin"})
+      fetch("/dashboard/api/batches?ids=" + encodeURIComponent(ids), {credentials: "same-origin", headers: {"X-Zumik-Poll": "1"}})
         .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
         .then(function (data) {
           var finished = false;
@@ -76,6 +74,38 @@
         })
         .catch(function () { setTimeout(pollBatches, POLL_IDLE); });
     }, delay);
+  }
+
+  /* The "Cancelling..." notice lasts while the batch cancels: once it reads cancelled (even
+     before this page loaded) it says so instead. */
+  function settleCancelNotice(status) {
+    Array.prototype.forEach.call(document.querySelectorAll('[data-flash="cancelling"]'), function (el) {
+      el.textContent = "Cancelled (" + status + "): finished lines are kept.";
+      el.dataset.flash = "done";
+    });
+  }
+
+  /* "just now", "5 min ago", "in 3 h": kept current as time passes (same rules as present.ago). */
+  function duration(seconds) {
+    seconds = Math.floor(seconds);
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min";
+    if (seconds < 86400) {
+      var h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60);
+      return m ? h + " h " + m + " min" : h + " h";
+    }
+    return Math.floor(seconds / 86400) + " d " + Math.floor(seconds % 86400 / 3600) + " h";
+  }
+
+  function refreshAgo() {
+    var now = Date.now() / 1000;
+    Array.prototype.forEach.call(document.querySelectorAll("[data-ago]"), function (el) {
+      var ts = Date.parse(el.dataset.ago) / 1000;
+      if (isNaN(ts)) return;
+      var delta = now - ts, text = Math.abs(delta) < 5 ? "just now"
+        : (delta > 0 ? duration(delta) + " ago" : "in " + duration(-delta));
+      if (el.textContent !== text) el.textContent = text;
+    });
   }
 
   function setupUpload() {
@@ -164,7 +194,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    var detail = document.querySelector("[data-detail]");
+    if (detail && detail.dataset.status && detail.dataset.status !== "cancelling") {
+      settleCancelNotice(detail.dataset.status);
+    }
     pollBatches();
+    setInterval(refreshAgo, 10000);
     setupUpload();
     setupRefresh();
     setupCreate();
