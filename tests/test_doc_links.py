@@ -10,7 +10,12 @@ from conftest import ROOT
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target)
 # code spans that name a path: one going up (`../x`), or one under a top-level folder of the repo
-TOP = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".venv"))
+# (not data/: the storage root is made at run time, so `data/...` names a runtime path)
+TOP = sorted(
+    p.name
+    for p in ROOT.iterdir()
+    if p.is_dir() and not p.name.startswith(".") and p.name not in ("data", "__pycache__")
+)
 PATH = re.compile(
     r"`((?:\.\./)+[A-Za-z0-9_./-]+|(?:" + "|".join(map(re.escape, TOP)) + r")/[A-Za-z0-9_./-]*)`"
 )
