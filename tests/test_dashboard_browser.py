@@ -347,11 +347,12 @@ def test_retry_button_opens_the_new_batch_linked_both_ways(page, server: Server)
 
 
 def test_failed_lines_appear_live_and_results_page_by_page(page, server: Server) -> None:
-    batch_id = start_batch(server, failing_lines(60, "f", 4))
+    # 200 lines at 0.15 s, 2 in flight: ~15 s of running, time enough on a loaded machine
+    batch_id = start_batch(server, failing_lines(200, "f", 4))
     sign_in(page, KEY_A)
     page.goto(f"/dashboard/batches/{batch_id}")
     live = page.locator("[data-live-failures] [data-rows] tr")
-    live.first.wait_for(timeout=30_000)
+    live.first.wait_for(timeout=60_000)
     still = requests.get(f"{server.url}/v1/batches/{batch_id}", headers=AUTH_A, timeout=10)
     assert still.json()["status"] == "in_progress"  # shown while it runs, not at the end
     assert live.first.locator("td").first.inner_text().startswith("f")

@@ -180,7 +180,9 @@ def test_every_way_a_file_is_made_stores_the_same_metadata(make_app, settings):
     files_dir = settings.data_dir / "proj-a" / "files"
     metas = [json.loads((files_dir / f"{i}.json").read_bytes()) for i in (direct, assembled)]
     made = json.loads((files_dir / f"{output}.json").read_bytes())
-    assert set(metas[0]) == set(metas[1]) == set(made) - {"batch_id"}
+    # inputs carry the one model their lines name (internal), outputs the batch that made them
+    assert set(metas[0]) - {"model"} == set(metas[1]) - {"model"} == set(made) - {"batch_id"}
+    assert metas[0]["model"] == metas[1]["model"]
     assert made["batch_id"] == batch_id and made["purpose"] == "batch_output"
     assert metas[0]["requests"] == metas[1]["requests"] == 2
 

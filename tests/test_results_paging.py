@@ -171,10 +171,10 @@ def test_sigkill_mid_batch_the_paging_reader_skips_and_repeats_nothing(gunicorn,
     reader = Reader(server, batch_id, limit=50)
     thread = threading.Thread(target=reader.run, kwargs={"timeout": 240})
     thread.start()
-    segments = server.data_dir / "proj-a" / "batches"
+    run_dir = server.data_dir / "proj-a" / "batches" / f"{batch_id}.run"  # leases, segments
     for kill in range(2):  # SIGKILL every worker mid-run, twice: new epochs, torn tails
         deadline = time.time() + 60
-        while len(list(segments.glob(f"{batch_id}.*.jsonl"))) < kill + 1 or (
+        while len(list(run_dir.glob("*.jsonl"))) < kill + 1 or (
             len(reader.seen) < (kill + 1) * 100
         ):
             assert time.time() < deadline, "the batch made no progress"
@@ -182,7 +182,7 @@ def test_sigkill_mid_batch_the_paging_reader_skips_and_repeats_nothing(gunicorn,
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)
     thread.join()
-    assert len(list(segments.glob(f"{batch_id}.lease.*"))) >= 2  # it did change hands
+    assert len(list(run_dir.glob("lease.*"))) >= 2  # it did change hands
     batch = assert_exactly_the_files(server, batch_id, reader, total)
     assert batch["request_counts"]["completed"] + batch["request_counts"]["failed"] == total
     assert reader.pages_in_progress >= 3

@@ -167,10 +167,10 @@ def _walk(
 
 
 def _segments(batch: BatchHandle) -> list[tuple[int, Path]]:
-    prefix = batch.batch_id + "."
+    """The journal's segments with their epochs (``<id>.run/<epoch>.jsonl``), oldest first."""
     found = []
     for path in batch.segments():
-        middle = path.name[len(prefix) : -len(".jsonl")]
+        middle = path.name[: -len(".jsonl")]
         if middle.isdigit():
             found.append((int(middle), path))
     return found
