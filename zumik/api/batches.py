@@ -7,7 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from zumik.api.batchoptions import EXTENSION_FIELDS, BatchOptions, check_batch_options
+from zumik.api.batchoptions import (
+    EXTENSION_FIELDS,
+    BatchOptions,
+    check_batch_input,
+    check_batch_options,
+)
 from zumik.api.context import current, idempotent_request, project_store
 from zumik.api.errors import bad_request, not_found
 from zumik.api.files import parse_limit
@@ -157,21 +162,7 @@ def create_from(body: Any) -> tuple[Response, int]:
     meta = store.get_file(input_file_id)
     if meta is None:
         raise bad_request(f"No such File object: {input_file_id}", "input_file_id")
-    if meta.get("purpose") != "batch":
-        raise bad_request(
-            f"File {input_file_id} has purpose {meta.get('purpose')!r}; a batch "
-            "input must have purpose 'batch'",
-            "input_file_id",
-        )
-    requests = int(meta.get("requests", 0))
-    if requests == 0:
-        raise bad_request(f"File {input_file_id} holds no requests", "input_file_id")
-    if requests > zumik.settings.max_requests:
-        raise bad_request(
-            f"File {input_file_id} holds {requests} requests, over the limit of "
-            f"{zumik.settings.max_requests}; split it",
-            "input_file_id",
-        )
+    requests = check_batch_input(meta, input_file_id, zumik.settings)
     if options.max_cost is not None:  # a cost budget needs every model of the file priced
         options = _options(body, models_of(str(store.file_data_path(input_file_id))))
     window = options.window

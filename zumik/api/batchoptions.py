@@ -39,6 +39,27 @@ class BatchOptions:
         }
 
 
+def check_batch_input(meta: dict[str, Any], file_id: str, settings: Settings) -> int:
+    """The request count of a file a batch may run over (purpose ``batch``, 1 to
+    ``max_requests`` requests); a 400 naming ``input_file_id`` otherwise."""
+    if meta.get("purpose") != "batch":
+        raise bad_request(
+            f"File {file_id} has purpose {meta.get('purpose')!r}; a batch input must have "
+            "purpose 'batch'",
+            "input_file_id",
+        )
+    requests = int(meta.get("requests", 0))
+    if requests == 0:
+        raise bad_request(f"File {file_id} holds no requests", "input_file_id")
+    if requests > settings.max_requests:
+        raise bad_request(
+            f"File {file_id} holds {requests} requests, over the limit of "
+            f"{settings.max_requests}; split it",
+            "input_file_id",
+        )
+    return requests
+
+
 def window_seconds(window: Any, settings: Settings) -> int:
     """Seconds of a ``completion_window``: ``24h`` (``ZUMIK_COMPLETION_WINDOW`` long) or any
     ``<N>h`` from ``ZUMIK_MIN_WINDOW`` to ``ZUMIK_MAX_WINDOW``; else a 400 naming the field."""

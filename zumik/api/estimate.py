@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from zumik.api.batches import check_metadata, check_output_expires_after
-from zumik.api.batchoptions import EXTENSION_FIELDS, check_batch_options
+from zumik.api.batchoptions import EXTENSION_FIELDS, check_batch_input, check_batch_options
 from zumik.api.context import current, project_store
 from zumik.api.errors import bad_request, not_found
 from zumik.api.requestbody import json_body
@@ -84,21 +84,7 @@ def estimate_for(file_id: str, body: Any) -> dict[str, Any]:
     endpoint, use_tokenizer = _check_body(body, file_id)
     pricing = body.get("max_cost") is not None  # then judged again with the file's models
     check_batch_options(body, zumik.settings, zumik.router, set() if pricing else None)
-    if meta.get("purpose") != "batch":
-        raise bad_request(
-            f"File {file_id} has purpose {meta.get('purpose')!r}; a batch input must have "
-            "purpose 'batch'",
-            "input_file_id",
-        )
-    requests = int(meta.get("requests", 0))
-    if requests == 0:
-        raise bad_request(f"File {file_id} holds no requests", "input_file_id")
-    if requests > zumik.settings.max_requests:
-        raise bad_request(
-            f"File {file_id} holds {requests} requests, over the limit of "
-            f"{zumik.settings.max_requests}; split it",
-            "input_file_id",
-        )
+    check_batch_input(meta, file_id, zumik.settings)
     path = str(store.file_data_path(file_id))
     try:
         answer = estimate_file(
