@@ -48,7 +48,9 @@ def test_metrics_sum_across_workers(gunicorn, provider):
         lines = metric(
             text, "zumik_lines_total", provider="default", model="m", outcome="completed"
         )
-        return text if lines >= 200 else None
+        finished = metric(text, "zumik_batches_finished_total", status="completed")
+        # a batch is counted finished a moment after its last line: wait for both numbers
+        return text if lines >= 200 and finished >= 4 else None
 
     text = wait_until(flushed, 30, "the workers' counters to be flushed")
     assert (
